@@ -1,0 +1,45 @@
+"""The dataset schema of DESIGN.md, in one place: column features and the folder layout."""
+
+from __future__ import annotations
+
+import datasets
+
+#: Columns of every MagicSeg dataset (``load_dataset(DIR)`` returns exactly these).
+DATASET_FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "image": datasets.Image(),
+        "counterfactual_image": datasets.Image(),
+        "label": datasets.Image(mode="L"),
+        "classes": datasets.List(datasets.Value("string")),
+        "prompt": datasets.Value("string"),
+        "counterfactual_prompt": datasets.Value("string"),
+        "seed": datasets.Value("int64"),
+        "counterfactual_seed": datasets.Value("int64"),
+        "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+        "box_labels": datasets.List(datasets.Value("int32")),
+        "box_scores": datasets.List(datasets.Value("float32")),
+        "counterfactual_score": datasets.Value("float32"),
+    }
+)
+
+#: Label value for "unknown" (reserved; not written by default). 0 is background.
+UNKNOWN_LABEL = 255
+
+#: Filters that drop an attempt, in the order they are applied; their counts go in the card.
+DROP_REASONS = ("blank_image", "no_detection", "mask_area", "counterfactual")
+
+DATA_DIR = "data"
+CARD_FILE = "README.md"
+VOCABULARY_FILE = "vocabulary.txt"
+GENERATION_FILE = "generation.json"
+PREVIEW_FILE = "preview.png"
+#: Work area of an unfinished run (per-shard parquet + stats); removed when the run completes.
+WORK_DIR = ".work"
+#: Cached LLM prompts (kept so that a resume replays them instead of asking again).
+PROMPTS_FILE = "prompts.jsonl"
+
+
+def shard_file_name(index: int) -> str:
+    """``data/train-NNNNN.parquet`` relative path of final shard ``index``."""
+    return f"{DATA_DIR}/train-{index:05d}.parquet"

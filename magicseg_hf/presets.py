@@ -1,0 +1,384 @@
+"""Named component sets: ``paper`` (real checkpoints) and ``tiny`` (random twins built offline).
+
+Every external model has two sources. Preset ``paper`` names the real checkpoint (a Hub id and
+a revision). Preset ``tiny`` names a ``tiny:<component>`` id that :func:`load_component` builds
+from a small config with fixed seeds and an offline tokenizer, so tests, CI and ``magicseg demo``
+never touch the network. Any model flag accepts a Hub id, a local folder or a ``tiny:`` id; the
+loading path is the same for all three except where the weights come from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from transformers.utils import logging
+
+from magicseg_hf.errors import ModelLoadError
+
+logger = logging.get_logger(__name__)
+
+TINY_PREFIX = "tiny:"
+
+# Model roles -> (id, revision) per preset. Revisions are pinned where the commit is known;
+# ``None`` means "the default branch" and is recorded as such in generation.json.
+PAPER_MODELS: dict[str, tuple[str, str | None]] = {
+    "diffusion_model": ("stable-diffusion-v1-5/stable-diffusion-v1-5", None),
+    "inpainting_model": ("stable-diffusion-v1-5/stable-diffusion-inpainting", None),
+    "detector_model": ("IDEA-Research/grounding-dino-tiny", None),
+    "owlv2_model": ("google/owlv2-base-patch16-ensemble", None),
+    "segmenter_model": ("facebook/sam-vit-huge", None),
+    "clip_model": ("openai/clip-vit-base-patch16", None),
+    "prompt_model": ("Qwen/Qwen2.5-1.5B-Instruct", None),
+}
+
+TINY_MODELS: dict[str, tuple[str, str | None]] = {
+    "diffusion_model": ("tiny:stable-diffusion", None),
+    "inpainting_model": ("tiny:stable-diffusion-inpainting", None),
+    "detector_model": ("tiny:grounding-dino", None),
+    "owlv2_model": ("tiny:owlv2", None),
+    "segmenter_model": ("tiny:sam", None),
+    "clip_model": ("tiny:clip", None),
+    "prompt_model": ("tiny:causal-lm", None),
+}
+
+# GenerationConfig defaults that depend on the preset (fields left at None take these).
+_GENERATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "prompt_backend": "transformers",
+        "num_inference_steps": 50,
+        "height": 512,
+        "width": 512,
+        "box_threshold": 0.35,
+        "text_threshold": 0.25,
+        "counterfactual_threshold": 0.3,
+    },
+    # Random weights: thresholds are set so that a tiny run keeps most attempts; the tiny
+    # preset proves plumbing, not quality.
+    "tiny": {
+        "prompt_backend": "template",
+        "num_inference_steps": 4,
+        "height": 128,
+        "width": 128,
+        "box_threshold": 0.0,
+        "text_threshold": 0.0,
+        "counterfactual_threshold": 1.01,
+    },
+}
+
+
+def models_for(preset: str) -> dict[str, tuple[str, str | None]]:
+    """Role -> (model id, revision) for ``preset``."""
+    if preset == "paper":
+        return dict(PAPER_MODELS)
+    if preset == "tiny":
+        return dict(TINY_MODELS)
+    raise ModelLoadError(f"unknown preset {preset!r}; known presets: paper, tiny")
+
+
+def generation_defaults(preset: str) -> dict[str, Any]:
+    """The preset's values for every preset-dependent :class:`GenerationConfig` field."""
+    models = models_for(preset)
+    defaults = dict(_GENERATION_DEFAULTS[preset])
+    for role in ("diffusion_model", "inpainting_model", "detector_model", "segmenter_model", "prompt_model"):
+        model_id, revision = models[role]
+        defaults[role] = model_id
+        defaults[f"{role}_revision"] = revision
+    return defaults
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading real checkpoints: local folder, Hub cache, or Hub — failing fast when offline.
+# ----------------------------------------------------------------------------------------------
+def is_tiny(model_id: str | None) -> bool:
+    return bool(model_id) and str(model_id).startswith(TINY_PREFIX)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_model_available(model_id: str, revision: str | None = None, what: str = "model") -> None:
+    """Raise :class:`ModelLoadError` at once if ``model_id`` cannot possibly be loaded.
+
+    A local folder must exist; a Hub id must be in the local cache or the Hub must be reachable
+    (and ``HF_HUB_OFFLINE`` unset). This turns a 20-45 s retry loop into an immediate one-line error.
+    """
+    if is_tiny(model_id):
+        return
+    path = Path(model_id).expanduser()
+    if path.exists():
+        return
+    looks_like_path = model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1)
+    if looks_like_path or model_id.count("/") > 1:
+        raise ModelLoadError(f"{what} {model_id!r}: no such folder")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    with contextlib.suppress(Exception):
+        snapshot_download(model_id, revision=revision, local_files_only=True)
+        return
+    if HF_HUB_OFFLINE:
+        raise ModelLoadError(
+            f"{what} {model_id!r} is not in the local cache and HF_HUB_OFFLINE=1; "
+            "download it first or pass a local folder"
+        )
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"{what} {model_id!r}: the Hugging Face Hub is unreachable and the model is not cached; "
+            "pass a local folder or check the network"
+        )
+
+
+@contextlib.contextmanager
+def _load_errors(model_id: str, what: str) -> Iterator[None]:
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"cannot load {what} {model_id!r}: {first_line}") from error
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny components: deterministic random twins, built from configs, offline.
+# ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _tiny_corpus_words() -> list[str]:
+    from importlib import resources
+
+    words: set[str] = set()
+    folder = resources.files("magicseg_hf") / "vocabularies"
+    for name in ("lvis.txt", "voc20.txt", "context59.txt", "coco80.txt"):
+        for line in (folder / name).read_text(encoding="utf-8").splitlines():
+            for word in line.replace("(", " ").replace(")", " ").replace("_", " ").lower().split():
+                words.add(word)
+    words.update(
+        "a an the of in on at with and or without photo picture image scene there is are no nothing "
+        "sitting standing next to near under over beside street room table grass field sky water".split()
+    )
+    return sorted(words)
+
+
+@lru_cache(maxsize=1)
+def _tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for token in ["<|startoftext|>", "<|endoftext|>", *alphabet, *(c + "</w>" for c in alphabet)]:
+        vocab.setdefault(token, len(vocab))
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word in _tiny_corpus_words():
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        if any(p.replace("</w>", "") not in alphabet for p in pieces):
+            continue
+        prefix = pieces[0]
+        for piece in pieces[1:]:
+            pair = (prefix, piece)
+            prefix = prefix + piece
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+                vocab.setdefault(prefix, len(vocab))
+    return vocab, merges
+
+
+def tiny_clip_tokenizer() -> Any:
+    """An offline, deterministic CLIP BPE tokenizer (byte alphabet + whole-word merges of the
+    shipped vocabularies), ``model_max_length`` 77. Same vocabulary in every process."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _tiny_clip_vocab()
+    tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges))
+    tokenizer.model_max_length = 77
+    return tokenizer
+
+
+def _tiny_clip_text_config(tokenizer: Any, hidden_size: int = 32, projection_dim: int = 32) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _tiny_stable_diffusion(inpainting: bool, seed: int = 0) -> Any:
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer()
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=9 if inpainting else 4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=32,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(32, 32, 32, 32),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            norm_num_groups=32,
+            sample_size=128,
+        )
+        text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer))
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    cls = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    return cls(
+        vae=vae,
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def load_diffusion_pipeline(
+    model_id: str,
+    revision: str | None = None,
+    *,
+    inpainting: bool = False,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device = "cpu",
+    safety_checker: bool = True,
+) -> Any:
+    """A Stable Diffusion text-to-image (or inpainting) pipeline from a Hub id, folder or ``tiny:`` id.
+
+    The pipeline is moved to ``device`` in ``dtype`` and has its progress bar disabled.
+    """
+    torch_dtype = _resolve_dtype(dtype, device)
+    what = "inpainting model" if inpainting else "diffusion model"
+    if is_tiny(model_id):
+        expected = TINY_MODELS["inpainting_model" if inpainting else "diffusion_model"][0]
+        if model_id != expected:
+            raise ModelLoadError(f"unknown tiny {what} {model_id!r}; the tiny preset has {expected!r}")
+        pipe = _tiny_stable_diffusion(inpainting=inpainting)
+        if torch_dtype != torch.float32:
+            pipe = pipe.to(dtype=torch_dtype)
+    else:
+        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+
+        check_model_available(model_id, revision, what)
+        cls = AutoPipelineForInpainting if inpainting else AutoPipelineForText2Image
+        kwargs: dict[str, Any] = {"revision": revision, "torch_dtype": torch_dtype}
+        if not safety_checker:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        with _load_errors(model_id, what):
+            pipe = cls.from_pretrained(model_id, **kwargs)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ---- tiny causal LM for the `transformers` prompt backend -------------------------------------
+def _tiny_causal_lm(seed: int = 0) -> tuple[Any, Any]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_clip_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with _seeded(seed):
+        model = LlamaForCausalLM(config)
+    return model.eval(), tokenizer
+
+
+def load_causal_lm(
+    model_id: str, revision: str | None = None, *, dtype: str | torch.dtype = "auto", device: str = "cpu"
+) -> tuple[Any, Any]:
+    """(model, tokenizer) of an instruct LLM for the ``transformers`` prompt backend."""
+    if is_tiny(model_id):
+        if model_id != TINY_MODELS["prompt_model"][0]:
+            raise ModelLoadError(f"unknown tiny prompt model {model_id!r}")
+        model, tokenizer = _tiny_causal_lm()
+        return model.to(device), tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_available(model_id, revision, "prompt model")
+    with _load_errors(model_id, "prompt model"):
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id, revision=revision, dtype=_resolve_dtype(dtype, device)
+        )
+    return model.to(device).eval(), tokenizer
