@@ -1,0 +1,26 @@
+"""Dataset generation: class names -> counterfactual image pairs -> pixel labels -> a dataset folder.
+
+Public names: :class:`GenerationConfig`, :func:`generate`, :class:`GenerationSummary`,
+:func:`counterfactual_prompt`. Imported lazily, so ``import magicseg_hf.generation`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GenerationConfig": "magicseg_hf.generation.config",
+    "generate": "magicseg_hf.generation.pipeline",
+    "GenerationSummary": "magicseg_hf.generation.writer",
+    "counterfactual_prompt": "magicseg_hf.generation.counterfactual",
+    "load_vocabulary": "magicseg_hf.generation.vocabulary",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
