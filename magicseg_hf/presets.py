@@ -382,3 +382,336 @@ def load_causal_lm(
             model_id, revision=revision, dtype=_resolve_dtype(dtype, device)
         )
     return model.to(device).eval(), tokenizer
+
+
+# --- detectors and segmenters (annotation) ---
+# Grounding DINO / OWLv2 detectors and SAM segmenters (transformers SamModel or the
+# segment-anything package), each from a Hub id, a local folder or a ``tiny:`` id.
+TINY_DETECTORS = {"grounding-dino": "tiny:grounding-dino", "owlv2": "tiny:owlv2"}
+TINY_SAM = "tiny:sam"
+TINY_SEGMENT_ANYTHING = "tiny:segment-anything"
+
+# Grounding DINO's text encoder splits phrases at these BERT ids ([CLS], [SEP], ".", "?"): the
+# model hard-codes them, so the tiny BERT vocabulary puts those tokens at the same ids.
+_BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, ".": 1012, "?": 1029}
+
+
+@lru_cache(maxsize=1)
+def _tiny_bert_vocab() -> tuple[str, ...]:
+    """WordPiece vocabulary: BERT's special ids, characters (and ``##`` continuations, so an
+    unknown word is spelled out rather than mapped to [UNK]) and the shipped vocabularies' words."""
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    punctuation = list(",'-()!:;&/\"+")
+    words = [*punctuation, *chars, *(f"##{c}" for c in chars), *_tiny_corpus_words()]
+    reserved = {index: token for token, index in _BERT_SPECIAL_IDS.items()}
+    pending = [w for w in dict.fromkeys(words) if w not in _BERT_SPECIAL_IDS]
+    size = max(max(reserved) + 1, len(reserved) + len(pending))
+    tokens: list[str] = []
+    for index in range(size):
+        if index in reserved:
+            tokens.append(reserved[index])
+        else:
+            tokens.append(pending.pop(0) if pending else f"[unused{index}]")
+    return tuple(tokens)
+
+
+def tiny_bert_tokenizer() -> Any:
+    """An offline, deterministic BERT WordPiece tokenizer for the tiny Grounding DINO."""
+    from transformers import BertTokenizer
+
+    vocab = {token: index for index, token in enumerate(_tiny_bert_vocab())}
+    return BertTokenizer(vocab=vocab, do_lower_case=True)
+
+
+def _tiny_grounding_dino(seed: int = 0) -> tuple[Any, Any]:
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    tokenizer = tiny_bert_tokenizer()
+    backbone = SwinConfig(
+        image_size=128,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=4,
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    text = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = GroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        num_queries=4,  # with the tiny preset's 0.0 thresholds every query is a detection
+        encoder_layers=1,
+        decoder_layers=2,  # 1 breaks transformers' bbox_embed weight tying
+        d_model=32,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+    )
+    with _seeded(seed):
+        model = GroundingDinoForObjectDetection(config)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128})
+    return model.eval(), GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _tiny_owlv2_tokenizer() -> Any:
+    """The tiny CLIP vocabulary with every id shifted up by one.
+
+    OWLv2 treats a query whose first token id is 0 as padding (``query_mask = input_ids[..., 0] > 0``);
+    :func:`tiny_clip_tokenizer` gives ``<|startoftext|>`` id 0, which would mask every query.
+    """
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _tiny_clip_vocab()
+    shifted = {"<|padding|>": 0, **{token: index + 1 for token, index in vocab.items()}}
+    tokenizer = CLIPTokenizer(vocab=shifted, merges=list(merges), pad_token="<|endoftext|>")
+    tokenizer.model_max_length = 16
+    return tokenizer
+
+
+def _tiny_owlv2(seed: int = 0) -> tuple[Any, Any]:
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    tokenizer = _tiny_owlv2_tokenizer()
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 16,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    # 64 px / 32 px patches = 4 patches = 4 boxes per image (one per patch).
+    vision_config = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 64,
+        "patch_size": 32,
+    }
+    # projection_dim must equal the text hidden size (OWLv2's class head).
+    config = Owlv2Config(text_config=text_config, vision_config=vision_config, projection_dim=32)
+    with _seeded(seed):
+        model = Owlv2ForObjectDetection(config)
+    image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
+    return model.eval(), Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def load_detector(
+    kind: str,
+    model_id: str,
+    revision: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
+) -> tuple[Any, Any]:
+    """(model, processor) of an open-vocabulary detector: ``kind`` is ``grounding-dino`` or ``owlv2``.
+
+    ``model_id`` is a Hub id, a local folder or the kind's ``tiny:`` id. The model is put in eval
+    mode on ``device`` in ``dtype`` (``auto``: float16 on CUDA, float32 otherwise).
+    """
+    if kind not in TINY_DETECTORS:
+        raise ModelLoadError(f"unknown detector {kind!r}; known: {', '.join(TINY_DETECTORS)}")
+    torch_dtype = _resolve_dtype(dtype, device)
+    what = f"{kind} detector"
+    if is_tiny(model_id):
+        if model_id != TINY_DETECTORS[kind]:
+            raise ModelLoadError(f"unknown tiny {what} {model_id!r}; the tiny preset has {TINY_DETECTORS[kind]!r}")
+        model, processor = _tiny_grounding_dino() if kind == "grounding-dino" else _tiny_owlv2()
+    else:
+        from transformers import AutoProcessor, GroundingDinoForObjectDetection, Owlv2ForObjectDetection
+
+        check_model_available(model_id, revision, what)
+        cls = GroundingDinoForObjectDetection if kind == "grounding-dino" else Owlv2ForObjectDetection
+        with _load_errors(model_id, what):
+            processor = AutoProcessor.from_pretrained(model_id, revision=revision)
+            model = cls.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+    return model.to(device=device, dtype=torch_dtype).eval(), processor
+
+
+def _tiny_transformers_sam(seed: int = 0) -> tuple[Any, Any]:
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    # Like real SAM, the image encoder (a ViT over 16 x 16 patches) costs far more than the
+    # prompt encoder + mask decoder, so re-embedding the image per box is what a naive loop pays.
+    vision = SamVisionConfig(
+        hidden_size=64,
+        output_channels=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        image_size=256,
+        patch_size=16,
+        window_size=8,
+        global_attn_indexes=(1, 3),
+        num_pos_feats=16,
+        initializer_range=0.02,
+    )
+    prompt = SamPromptEncoderConfig(hidden_size=32, image_size=256, patch_size=16, mask_input_channels=8)
+    decoder = SamMaskDecoderConfig(
+        hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+    )
+    config = SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    with _seeded(seed):
+        model = SamModel(config)
+    image_processor = SamImageProcessor(
+        size={"longest_edge": 256},
+        pad_size={"height": 256, "width": 256},
+        mask_size={"longest_edge": 64},
+        mask_pad_size={"height": 64, "width": 64},
+    )
+    return model.eval(), SamProcessor(image_processor=image_processor)
+
+
+def _segment_anything_architecture(model_type: str) -> Any:
+    """An untrained ``segment_anything.modeling.Sam`` of ``model_type`` (vit_h, vit_l, vit_b or tiny)."""
+    if model_type == "tiny":
+        return _tiny_segment_anything_architecture()
+    from segment_anything import sam_model_registry
+
+    if model_type not in sam_model_registry or model_type == "default":
+        known = ", ".join(k for k in sam_model_registry if k != "default")
+        raise ModelLoadError(f"unknown segment-anything model type {model_type!r}; known: {known}, tiny")
+    return sam_model_registry[model_type](checkpoint=None)  # checkpoint=None: no torch.load inside
+
+
+def _tiny_segment_anything_architecture() -> Any:
+    from functools import partial
+
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    image_size, patch_size, prompt_dim = 256, 16, 32
+    return Sam(
+        # The image encoder dominates the cost, as in real SAM (see _tiny_transformers_sam).
+        image_encoder=ImageEncoderViT(
+            img_size=image_size,
+            patch_size=patch_size,
+            embed_dim=64,
+            depth=4,
+            num_heads=4,
+            mlp_ratio=4.0,
+            out_chans=prompt_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=8,
+            global_attn_indexes=(1, 3),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(image_size // patch_size, image_size // patch_size),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=8,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+def _tiny_segment_anything(seed: int = 0) -> Any:
+    with _seeded(seed):
+        return _tiny_segment_anything_architecture()
+
+
+def load_segment_anything_checkpoint(checkpoint: str | os.PathLike, model_type: str = "vit_h") -> Any:
+    """A segment-anything ``Sam`` of ``model_type`` with weights from ``checkpoint`` (a .pth state dict).
+
+    The file is read with ``torch.load(..., weights_only=True)``, never through ``build_sam``'s own
+    unrestricted ``torch.load``.
+    """
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"segment-anything checkpoint {str(checkpoint)!r}: no such file")
+    model = _segment_anything_architecture(model_type)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state_dict)
+    except Exception as error:  # unpickling, wrong keys or shapes: all mean "not this checkpoint"
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelLoadError(
+            f"cannot load segment-anything checkpoint {str(checkpoint)!r} as {model_type}: {first_line}"
+        ) from error
+    return model
+
+
+def load_segmenter(
+    backend: str,
+    model_id: str | None = None,
+    revision: str | None = None,
+    *,
+    sam_checkpoint: str | os.PathLike | None = None,
+    sam_model_type: str = "vit_h",
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
+) -> tuple[Any, Any]:
+    """(model, processor) of a SAM segmenter.
+
+    ``backend="transformers"``: a ``SamModel`` and ``SamProcessor`` from ``model_id`` (Hub id, folder
+    or ``tiny:sam``). ``backend="segment-anything"``: a ``segment_anything.modeling.Sam`` and ``None``;
+    weights from ``sam_checkpoint`` (``sam_model_type`` names its architecture; ``tiny`` is the tiny
+    one), or, with no checkpoint and a ``tiny:`` ``model_id``, the tiny random ``Sam``
+    (``tiny:segment-anything``).
+    """
+    torch_dtype = _resolve_dtype(dtype, device)
+    if backend == "transformers":
+        if model_id is None:
+            raise ModelLoadError("the transformers SAM backend needs a segmenter model id or folder")
+        if is_tiny(model_id):
+            if model_id != TINY_SAM:
+                raise ModelLoadError(f"unknown tiny SAM model {model_id!r}; the tiny preset has {TINY_SAM!r}")
+            model, processor = _tiny_transformers_sam()
+        else:
+            from transformers import SamModel, SamProcessor
+
+            check_model_available(model_id, revision, "SAM model")
+            with _load_errors(model_id, "SAM model"):
+                processor = SamProcessor.from_pretrained(model_id, revision=revision)
+                model = SamModel.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+        return model.to(device=device, dtype=torch_dtype).eval(), processor
+    if backend == "segment-anything":
+        if sam_checkpoint is not None:
+            sam = load_segment_anything_checkpoint(sam_checkpoint, sam_model_type)
+        elif is_tiny(model_id):
+            sam = _tiny_segment_anything()
+        else:
+            raise ModelLoadError(
+                "the segment-anything backend needs --sam-checkpoint (a .pth file) outside the tiny preset"
+            )
+        return sam.to(device=device, dtype=torch_dtype).eval(), None
+    raise ModelLoadError(f"unknown segmenter backend {backend!r}; known: transformers, segment-anything")
