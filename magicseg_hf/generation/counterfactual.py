@@ -1,0 +1,685 @@
+"""Class-name matching and counterfactual prompts: the same scene, without the target classes.
+
+This module holds the project's ONE implementation of "does this text name that class":
+:func:`mentions` (used by the prompt backends to reject prompts that omit a class) and
+:func:`counterfactual_prompt` (used by the pipeline to write the counterfactual's prompt) share
+the same compiled pattern, built by :func:`mention_pattern`.
+
+Matching rules
+--------------
+* The class is first reduced to its bare name (:func:`bare_name`): an LVIS qualifier in
+  parentheses is dropped (``"bow (weapon)"`` -> ``"bow"``) and underscores become spaces.
+* Case is ignored. Words of a multi-word name may be joined by spaces, hyphens, underscores or
+  nothing: ``"traffic light"`` matches ``"Traffic-light"``, ``"traffic_lights"``,
+  ``"trafficlight"``.
+* The last word may be plural: regular (cats, buses, boxes, cherries, tomatoes), ``f``/``fe``
+  -> ``ves`` (knives, leaves, wolves), irregular (mice, oxen, geese, people, children, feet,
+  teeth, men, women, dice, cacti ...) and uninflected (fish, sheep, deer ...). A name that
+  is itself a ``-ves``/``-ies`` plural also matches its singular (``"shelves"`` <-> ``"shelf"``).
+* A possessive is part of the mention: ``"dog's"``, ``"dogs'"``, ``"dog’s"``.
+* Only whole words match: the character before and after the mention must not be a letter,
+  digit or underscore, so ``"cat"`` never matches ``"category"``, ``"concatenate"`` or
+  ``"bobcat"``, ``"hat"`` never matches ``"that"`` or ``"hatbox"``, ``"bus"`` never matches
+  ``"busy"``. A hyphen is a word boundary: ``"cat-shaped"`` and ``"hot-dog"`` both mention
+  ``"cat"``/``"dog"`` (known limitation: so does the separate word ``dog`` in ``"hot dog"``).
+
+Removal policy (:func:`counterfactual_prompt`)
+----------------------------------------------
+* A mention that heads a noun phrase is removed with the words that belong only to it: the
+  adjectives directly before it (a list of common colours/sizes/textures/... plus ``-ful``,
+  ``-ous``, ``-ish``, ``-less``, ``-y`` words), at most one other modifier when an article
+  anchors it (``"a police dog"``), the determiners/numerals before those (``a``, ``the``,
+  ``two``, ``his``, ``several`` ...) and a quantity phrase (``"a herd of"``, ``"a pair of"``).
+  Words after the noun are kept, except as below.
+* A hyphenated compound that contains the class is removed whole. When the class is the
+  compound's modifier (``"a cat-shaped pillow"``) only the compound goes (``"a pillow"``, with
+  ``a``/``an`` fixed); when the class is its head (``"a robo-dog"``) it is treated as a noun.
+* A possessive mention becomes ``the``: ``"a photo of my dog's bowl"`` -> ``"a photo of the
+  bowl"``.
+* The gap left behind is tidied so the sentence stays readable: mentions joined only by
+  ``and``/``or``/``with``/commas/prepositions collapse into one gap; a conjunction next to the
+  gap is dropped (``"a cat and a dog"`` -> ``"a dog"``); a preposition left with no object
+  is dropped (``"a dog sitting next to a cat on a sofa"`` -> ``"a dog sitting on a sofa"``,
+  ``"a photo of a cat"`` -> ``"a photo"``); when the removed noun was the subject of a
+  participle at the start of a clause or after a preposition, the participle and its
+  preposition go too (``"a photo of a cat sleeping on a sofa"`` -> ``"a photo of a sofa"``);
+  a clause-initial locative preposition left in front is dropped (``"a cat on a sofa"`` ->
+  ``"a sofa"``); commas never double up or dangle; runs of spaces collapse to one; a
+  capital at the start of a sentence is carried to the new first word.
+* A prompt that mentions none of the classes is returned unchanged, character for character.
+* A prompt that consists only of the classes (``"two black cats"``) becomes ``""``: the
+  caller decides what an empty scene prompt means (Stable Diffusion treats ``""`` as the
+  unconditional prompt).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from magicseg_hf.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "bare_name",
+    "counterfactual_prompt",
+    "mention_pattern",
+    "mention_spans",
+    "mentions",
+    "plural_forms",
+    "replace_mentions",
+]
+
+# --------------------------------------------------------------------------------------------
+# Bare names and word forms
+# --------------------------------------------------------------------------------------------
+
+_QUALIFIER = re.compile(r"\s*\([^()]*\)")
+_NAME_WORD_SPLIT = re.compile(r"[\s_\-]+")
+
+
+def bare_name(vocabulary_line: str) -> str:
+    """The class name used in text: qualifier in parentheses dropped, underscores -> spaces.
+
+    ``"bow (weapon)"`` -> ``"bow"``, ``"traffic_light"`` -> ``"traffic light"``,
+    ``"  Dixie cup "`` -> ``"Dixie cup"``. A line that is nothing but a qualifier keeps the
+    qualifier's text (``"(weapon)"`` -> ``"weapon"``).
+    """
+    line = vocabulary_line.replace("_", " ")
+    name = _QUALIFIER.sub("", line)
+    if not name.strip():
+        name = line.replace("(", " ").replace(")", " ")
+    return " ".join(name.split())
+
+
+# Irregular plurals that also apply at the end of compounds (fireman, dormouse, grandchild).
+_IRREGULAR_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "man": ("men",),
+    "person": ("people", "persons"),
+    "child": ("children",),
+    "mouse": ("mice",),
+    "louse": ("lice",),
+    "goose": ("geese",),
+    "tooth": ("teeth",),
+    "foot": ("feet",),
+}
+# Irregular plurals of whole words only ("box" is not "boxen").
+_IRREGULAR_WORDS: dict[str, tuple[str, ...]] = {
+    "ox": ("oxen",),
+    "die": ("dice",),
+    "penny": ("pence",),
+    "cactus": ("cacti",),
+    "fungus": ("fungi",),
+    "octopus": ("octopi",),
+    "hippopotamus": ("hippopotami",),
+    "radius": ("radii",),
+    "bacterium": ("bacteria",),
+    "criterion": ("criteria",),
+    "phenomenon": ("phenomena",),
+    "index": ("indices",),
+    "matrix": ("matrices",),
+    "appendix": ("appendices",),
+    "vertebra": ("vertebrae",),
+    "larva": ("larvae",),
+    "antenna": ("antennae",),
+    "quiz": ("quizzes",),
+    "half": ("halves",),
+    "calf": ("calves",),
+}
+# Same form in the plural (the regular forms are still accepted: "fishes").
+_UNINFLECTED = frozenset(
+    "fish sheep deer moose bison salmon trout swine aircraft spacecraft hovercraft watercraft "
+    "shrimp squid series species offspring cod tuna elk buffalo cattle corps chassis".split()
+)
+_VOWELS = set("aeiou")
+
+
+def plural_forms(word: str) -> frozenset[str]:
+    """Every form of ``word`` (lowercase) that counts as a mention: itself and its plurals.
+
+    Over-generating is harmless (``"buss"`` never occurs in a prompt); every form still has to
+    match a whole word.
+    """
+    w = word.lower()
+    forms = {w}
+    if not w.isalpha():
+        return frozenset(forms)
+    forms.add(w + "s")
+    if w.endswith(("s", "x", "z", "ch", "sh")):
+        forms.add(w + "es")
+    if w.endswith(("s", "z")) and len(w) > 1 and w[-2] in _VOWELS:
+        forms.add(w + w[-1] + "es")  # busses, quizzes
+    if w.endswith("y") and len(w) > 1 and w[-2] not in _VOWELS:
+        forms.add(w[:-1] + "ies")
+    if w.endswith("o"):
+        forms.add(w + "es")
+    if w.endswith("f"):
+        forms.add(w[:-1] + "ves")
+    if w.endswith("fe"):
+        forms.add(w[:-2] + "ves")
+    if w.endswith("us"):
+        forms.add(w[:-2] + "i")
+    if w.endswith("is"):
+        forms.add(w[:-2] + "es")
+    if w.endswith("um"):
+        forms.add(w[:-2] + "a")
+    if w.endswith(("ex", "ix")):
+        forms.add(w[:-2] + "ices")
+    if w.endswith("a"):
+        forms.add(w + "e")
+    # A name given in the plural also matches its singular (shelves -> shelf, cherries -> cherry).
+    if w.endswith("ves") and len(w) > 4:
+        forms.update({w[:-3] + "f", w[:-3] + "fe"})
+    if w.endswith("ies") and len(w) > 4:
+        forms.add(w[:-3] + "y")
+    for singular, plurals in _IRREGULAR_SUFFIXES.items():
+        if w.endswith(singular):
+            stem = w[: len(w) - len(singular)]
+            forms.update(stem + p for p in plurals)
+        for p in plurals:  # a name given in an irregular plural ("people") matches the singular
+            if w.endswith(p):
+                forms.add(w[: len(w) - len(p)] + singular)
+    forms.update(_IRREGULAR_WORDS.get(w, ()))
+    for singular, plurals in _IRREGULAR_WORDS.items():
+        if w in plurals:
+            forms.add(singular)
+    if w in _UNINFLECTED:
+        forms.add(w)
+    return frozenset(forms)
+
+
+_SEPARATOR = r"[\s_\-]*"
+_POSSESSIVE = r"(?P<poss>['’]s(?!\w)|(?<=[sS])['’](?!\w))?"
+
+
+@lru_cache(maxsize=8192)
+def mention_pattern(class_name: str) -> re.Pattern[str]:
+    """The compiled, case-insensitive pattern that finds mentions of ``class_name``.
+
+    ``class_name`` may be a vocabulary line (its bare name is used). The match's ``poss``
+    group holds a possessive ending (``'s``, ``'``), if any.
+
+    Raises:
+        InputError: if the class name has no words.
+    """
+    words = [w for w in _NAME_WORD_SPLIT.split(bare_name(class_name).lower()) if w]
+    if not words:
+        raise InputError(f"Empty class name (got {class_name!r}).")
+    head = "".join(re.escape(w) + _SEPARATOR for w in words[:-1])
+    last = "|".join(re.escape(f) for f in sorted(plural_forms(words[-1]), key=lambda f: (-len(f), f)))
+    return re.compile(rf"(?<!\w)(?P<noun>{head}(?:{last})){_POSSESSIVE}(?!\w)", re.IGNORECASE)
+
+
+def mention_spans(prompt: str, class_name: str) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of every mention of ``class_name`` in ``prompt``."""
+    return [m.span() for m in mention_pattern(class_name).finditer(prompt)]
+
+
+def mentions(prompt: str, class_name: str) -> bool:
+    """Whether ``prompt`` names ``class_name`` (a vocabulary line or bare name), by the rules above.
+
+    >>> mentions("Two black cats on a sofa", "cat"), mentions("a category", "cat")
+    (True, False)
+    """
+    return mention_pattern(class_name).search(prompt) is not None
+
+
+def _as_class_list(classes: Sequence[str] | str) -> list[str]:
+    if isinstance(classes, str):
+        return [classes]
+    return list(classes)
+
+
+def _all_spans(prompt: str, classes: Iterable[str]) -> list[tuple[int, int, bool]]:
+    """Non-overlapping mention spans of all classes, longest first on overlap, in text order.
+
+    Each span is ``(start, end, possessive)``.
+    """
+    found: list[tuple[int, int, bool]] = []
+    for name in classes:
+        for m in mention_pattern(name).finditer(prompt):
+            found.append((m.start(), m.end(), m.group("poss") is not None))
+    found.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
+    chosen: list[tuple[int, int, bool]] = []
+    for span in found:
+        if all(span[1] <= c[0] or span[0] >= c[1] for c in chosen):
+            chosen.append(span)
+    return sorted(chosen)
+
+
+def replace_mentions(prompt: str, classes: Sequence[str] | str, replacement: str) -> str:
+    """Replace every mention of the classes by ``replacement`` (the released code's "nothing" swap).
+
+    Same matching as :func:`mentions`; a possessive ending is kept (``"dog's"`` -> ``"nothing's"``).
+    """
+    out = []
+    last = 0
+    for start, end, possessive in _all_spans(prompt, _as_class_list(classes)):
+        noun_end = end
+        if possessive:
+            noun_end = end - (2 if prompt[end - 1] in "sS" else 1)
+        out.append(prompt[last:start])
+        out.append(replacement)
+        out.append(prompt[noun_end:end])
+        last = end
+    out.append(prompt[last:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Word lists for the removal policy
+# --------------------------------------------------------------------------------------------
+
+_DETERMINERS = frozenset(
+    """a an the this these those some several many few no each every another any both all
+    my your his her its our their one two three four five six seven eight nine ten eleven twelve
+    thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty
+    hundred dozen dozens single lone pair couple""".split()
+)
+_COLLECTIVES = frozenset(
+    """pair couple group herd flock pack bunch family litter school swarm team crowd lot lots
+    dozen dozens number handful colony pod troop gaggle pride cluster set row line pile stack
+    heap collection variety assortment plenty""".split()
+)
+_ADJECTIVES = frozenset(
+    """black white brown gray grey red orange yellow green blue purple pink golden silver beige
+    tan cream ginger tabby calico spotted striped speckled dark light pale bright colorful colourful
+    multicolored small little tiny large big huge giant enormous massive tall short long wide narrow
+    thick thin fat slim round square young old elderly baby adult cute adorable happy playful
+    sleepy curious wet dry clean dirty shiny rusty vintage antique modern new used broken wooden
+    metal metallic plastic glass ceramic leather fluffy furry fuzzy hairy smooth rough soft hard
+    wild domestic stray pet toy miniature fresh ripe rotten sliced whole half empty full open
+    closed red-and-white black-and-white detailed realistic beautiful pretty ugly fancy elegant
+    simple plain ornate worn weathered polished parked moving running sleeping sitting standing
+    lying resting hungry lazy fierce friendly majestic proud lonely single lone""".split()
+)
+_ADJECTIVE_SUFFIXES = ("ful", "ous", "ish", "less", "ive", "able", "ible")
+_Y_NOT_ADJECTIVE = frozenset(
+    "carry marry bury hurry worry study enjoy employ destroy play pray stay obey every any many "
+    "city party baby body sky".split()
+)
+_CONJUNCTIONS = frozenset("and or & plus nor".split())
+_PREPOSITIONS: tuple[tuple[str, ...], ...] = tuple(
+    sorted(
+        (
+            tuple(p.split())
+            for p in (
+                "in front of|on top of|in the middle of|at the foot of|next to|close to|near to|"
+                "along with|together with|as well as|in between|out of|away from|instead of|"
+                "on|in|at|with|beside|besides|near|by|under|behind|above|below|over|of|from|into|"
+                "onto|beneath|among|amongst|between|against|across|around|inside|outside|"
+                "alongside|toward|towards|through|for|to|without|underneath|atop|upon|within|"
+                "past|amid|amidst|beyond|like|including|holding|carrying|wearing|chasing|riding|"
+                "and with"
+            ).split("|")
+        ),
+        key=len,
+        reverse=True,
+    )
+)
+# Prepositions (and participial "with"-like verbs) dropped after a clause-initial gap:
+# "a cat on a sofa" -> "a sofa", "a cat next to a dog" -> "a dog".
+_LOCATIVES = frozenset(
+    {
+        ("on",), ("in",), ("at",), ("with",), ("beside",), ("near",), ("by",), ("under",),
+        ("behind",), ("inside",), ("atop",), ("next", "to"), ("close", "to"), ("on", "top", "of"),
+        ("in", "front", "of"), ("alongside",), ("among",), ("beneath",), ("underneath",),
+        ("along", "with"), ("together", "with"), ("against",), ("above",), ("below",), ("over",),
+    }
+)
+_PARTICIPLE_PREPOSITIONS = frozenset(p for p in _PREPOSITIONS if p[0] not in {"holding", "carrying", "wearing",
+                                                                             "chasing", "riding", "like",
+                                                                             "including", "and"})
+_ING_NOUNS = frozenset(
+    """thing something nothing anything everything building painting ceiling clothing king ring
+    wing spring string evening morning ping sing swing sling bring lighting railing frosting icing
+    stuffing pudding dumpling wedding sibling herring bedding awning stocking earring dressing
+    seasoning topping filling landing setting ceiling sing""".split()
+)
+_AUXILIARIES = frozenset("is are was were".split())
+_SENTENCE_PUNCT = frozenset(".;:!?(")
+_CLOSING_PUNCT = frozenset(",.;:!?)")
+_AN_EXCEPTIONS_VOWEL_SOUND = ("hour", "honest", "honor", "honour", "heir")
+_A_EXCEPTIONS_CONSONANT_SOUND = ("uni", "use", "user", "usu", "eu", "one", "once", "ukulele", "utensil")
+
+# --------------------------------------------------------------------------------------------
+# Tokens and the removal pass
+# --------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\w+(?:[-'’]\w+)*|[^\w\s]")
+
+
+@dataclass
+class _Tok:
+    text: str
+    sep: str  # whitespace before the token in the output
+    kind: str  # "w" word, "p" punctuation, "h" gap left by a removal
+    cap: bool = False  # for gaps: the removed words began a sentence with a capital
+    fix_article: bool = False  # for "a"/"an": recheck against the next word
+
+    @property
+    def low(self) -> str:
+        return self.text.lower()
+
+
+def _is_word(tok: _Tok | None) -> bool:
+    return tok is not None and tok.kind == "w"
+
+
+def _is_modifier(word: str) -> bool:
+    w = word.lower()
+    if w in _ADJECTIVES:
+        return True
+    if "-" in w:  # "black-and-white", "long-haired": compound modifiers
+        return w.endswith(("ed", "ing")) or all(part in _ADJECTIVES or part in {"and"} for part in w.split("-"))
+    if w.endswith(_ADJECTIVE_SUFFIXES) and len(w) > 5:
+        return True
+    return w.endswith("y") and len(w) > 4 and w not in _Y_NOT_ADJECTIVE
+
+
+def _is_function_word(word: str) -> bool:
+    w = word.lower()
+    return (
+        w in _DETERMINERS
+        or w in _CONJUNCTIONS
+        or w in _AUXILIARIES
+        or (w,) in _PREPOSITIONS
+        or w in {"that", "which", "who", "it", "they", "he", "she", "we", "i", "you", "there", "here"}
+    )
+
+
+def _is_determiner(tok: _Tok) -> bool:
+    return tok.kind == "w" and (tok.low in _DETERMINERS or tok.text.isdigit())
+
+
+def _pop_noun_phrase_start(out: list[_Tok]) -> tuple[str, str] | None:
+    """Remove from the end of ``out`` the modifiers and determiners of the noun about to be removed.
+
+    Returns ``(text, sep)`` of the first removed token, or ``None`` when nothing was removed.
+    """
+    i = len(out)
+
+    def skip_modifiers(j: int) -> int:
+        while j > 0 and out[j - 1].kind == "w" and _is_modifier(out[j - 1].text):
+            j -= 1
+        return j
+
+    i = skip_modifiers(i)
+    # One other modifier ("police" in "a police dog") when a determiner anchors it.
+    if i > 0 and out[i - 1].kind == "w" and not _is_function_word(out[i - 1].text) and not out[i - 1].text.isdigit():
+        k = skip_modifiers(i - 1)
+        if k > 0 and _is_determiner(out[k - 1]):
+            i = k
+    while i > 0 and _is_determiner(out[i - 1]):
+        i -= 1
+    # A quantity phrase: "a (large) herd of", "lots of".
+    if i >= 2 and out[i - 1].low == "of" and out[i - 2].kind == "w" and out[i - 2].low in _COLLECTIVES:
+        i = skip_modifiers(i - 2)
+        while i > 0 and _is_determiner(out[i - 1]):
+            i -= 1
+    if i == len(out):
+        return None
+    first = (out[i].text, out[i].sep)
+    del out[i:]
+    return first
+
+
+def _remove_mentions(prompt: str, spans: list[tuple[int, int, bool]]) -> list[_Tok]:
+    """Tokenize ``prompt`` and replace each mention (with its noun phrase start) by a gap token."""
+    tokens: list[tuple[str, int, int, str]] = []
+    last = 0
+    for m in _TOKEN.finditer(prompt):
+        tokens.append((m.group(), m.start(), m.end(), prompt[last : m.start()]))
+        last = m.end()
+    out: list[_Tok] = []
+    si = 0
+    ti = 0
+    while ti < len(tokens):
+        text, _, end, sep = tokens[ti]
+        if si >= len(spans) or spans[si][0] >= end:
+            out.append(_Tok(text, sep, "w" if (text[0].isalnum() or text[0] == "_") else "p"))
+            ti += 1
+            continue
+        _, m_end, possessive = spans[si]
+        si += 1
+        # Every token the mention touches goes: a hyphenated compound goes whole.
+        tj = ti
+        while tj < len(tokens) and tokens[tj][1] < m_end:
+            tj += 1
+        while si < len(spans) and spans[si][0] < tokens[tj - 1][2]:  # another mention in the same compound
+            si += 1
+        last_text, last_start = tokens[tj - 1][0], tokens[tj - 1][1]
+        tail = last_text[m_end - last_start :]
+        ti = tj
+        if tail.startswith("-"):
+            # The class modified another noun ("a cat-shaped pillow"): only the compound goes.
+            if out and out[-1].low in {"a", "an"}:
+                out[-1].fix_article = True
+            continue
+        popped = _pop_noun_phrase_start(out)
+        first_text, gap_sep = popped if popped is not None else (text, sep)
+        sentence_start = not out or (out[-1].kind == "p" and out[-1].text in ".!?")
+        cap = sentence_start and first_text[:1].isupper()
+        if possessive:  # "my dog's bowl" -> "the bowl"
+            out.append(_Tok("The" if cap else "the", gap_sep, "w"))
+        else:
+            out.append(_Tok("", gap_sep, "h", cap=cap))
+    return out
+
+
+def _prep_ending_at(toks: list[_Tok], i: int) -> int:
+    """Length of the preposition phrase whose last word is ``toks[i]`` (0 if none)."""
+    for phrase in _PREPOSITIONS:
+        n = len(phrase)
+        if i - n + 1 < 0:
+            continue
+        window = toks[i - n + 1 : i + 1]
+        if all(t.kind == "w" and t.low == w for t, w in zip(window, phrase)):
+            return n
+    return 0
+
+
+def _prep_starting_at(toks: list[_Tok], i: int, phrases: Iterable[tuple[str, ...]] = _PREPOSITIONS) -> int:
+    """Length of the preposition phrase starting at ``toks[i]`` (0 if none)."""
+    for phrase in sorted(phrases, key=len, reverse=True):
+        n = len(phrase)
+        window = toks[i : i + n]
+        if len(window) == n and all(t.kind == "w" and t.low == w for t, w in zip(window, phrase)):
+            return n
+    return 0
+
+
+def _is_conj(tok: _Tok | None) -> bool:
+    return tok is not None and tok.kind in "wp" and tok.low in _CONJUNCTIONS
+
+
+def _is_participle(tok: _Tok | None) -> bool:
+    return (
+        tok is not None
+        and tok.kind == "w"
+        and tok.low.endswith("ing")
+        and len(tok.low) > 4
+        and tok.low not in _ING_NOUNS
+        and "-" not in tok.low
+    )
+
+
+def _clause_start(toks: list[_Tok], h: int) -> bool:
+    return h == 0 or (toks[h - 1].kind == "p" and toks[h - 1].text in _SENTENCE_PUNCT | {","})
+
+
+def _joiner(tok: _Tok) -> bool:
+    return tok.kind == "p" and tok.text == "," or _is_conj(tok) or tok.low in {"with", "and", "or"}
+
+
+def _tidy_once(toks: list[_Tok]) -> bool:
+    """Apply the first applicable tidy rule around a gap; return whether anything changed."""
+    for h, tok in enumerate(toks):
+        if tok.kind != "h":
+            continue
+        left = toks[h - 1] if h > 0 else None
+        right = toks[h + 1] if h + 1 < len(toks) else None
+        # 1. Gaps joined only by commas/conjunctions/prepositions collapse into one.
+        j = h + 1
+        while j < len(toks) and toks[j].kind != "h" and (_joiner(toks[j]) or _prep_starting_at(toks, j)):
+            j += _prep_starting_at(toks, j) or 1
+        if j < len(toks) and toks[j].kind == "h":
+            tok.cap = tok.cap or toks[j].cap
+            del toks[h + 1 : j + 1]
+            return True
+        # 2. The gap was a later conjunct: "a dog and <gap>" -> "a dog".
+        if _is_conj(left):
+            del toks[h - 1]
+            tok.sep = left.sep if left is not None else tok.sep
+            return True
+        # 3. The gap was a first conjunct: "<gap> and a dog" -> "a dog".
+        if _is_conj(right):
+            del toks[h + 1]
+            return True
+        # 4. A participle whose subject was removed, at a clause start or after a preposition:
+        #    "a photo of <gap> sleeping on a sofa" -> "a photo of <gap> a sofa".
+        k = h + 1
+        if k < len(toks) and toks[k].kind == "w" and toks[k].low in _AUXILIARIES and _is_participle(
+            toks[k + 1] if k + 1 < len(toks) else None
+        ):
+            k += 1
+        if _is_participle(toks[k] if k < len(toks) else None) and (
+            _clause_start(toks, h) or _prep_ending_at(toks, h - 1)
+        ):
+            end = k + 1
+            while end < len(toks) and toks[end].kind == "w" and toks[end].low.endswith("ly"):
+                end += 1
+            end += _prep_starting_at(toks, end, _PARTICIPLE_PREPOSITIONS)
+            del toks[h + 1 : end]
+            return True
+        # 5. A preposition left without an object: "sitting next to <gap> on a sofa".
+        n = _prep_ending_at(toks, h - 1) if h > 0 else 0
+        if n and (
+            right is None
+            or (right.kind == "p" and right.text in _CLOSING_PUNCT)
+            or _is_conj(right)
+            or right.kind == "h"
+            or _prep_starting_at(toks, h + 1)
+        ):
+            tok.sep = toks[h - n].sep
+            del toks[h - n : h]
+            return True
+        # 6. A clause-initial gap followed by a locative: "<gap> on a sofa" -> "a sofa".
+        if _clause_start(toks, h):
+            n = _prep_starting_at(toks, h + 1, _LOCATIVES)
+            after = toks[h + 1 + n] if h + 1 + n < len(toks) else None
+            if n and after is not None and after.kind == "w":
+                del toks[h + 1 : h + 1 + n]
+                return True
+        # 7. Commas: never doubled, never dangling.
+        if left is not None and left.kind == "p" and left.text == "," and (
+            right is None or (right.kind == "p" and right.text in _CLOSING_PUNCT)
+        ):
+            tok.sep = left.sep
+            del toks[h - 1]
+            return True
+        if right is not None and right.kind == "p" and right.text in {",", ";", ":"} and (
+            left is None or (left.kind == "p" and left.text in _SENTENCE_PUNCT)
+        ):
+            del toks[h + 1]
+            return True
+        # 8. Empty brackets.
+        if left is not None and right is not None and left.text == "(" and right.text == ")":
+            del toks[h + 1]
+            del toks[h - 1]
+            return True
+    return False
+
+
+def _article_for(word: str) -> str:
+    w = word.lower()
+    if w.startswith(_AN_EXCEPTIONS_VOWEL_SOUND):
+        return "an"
+    if w.startswith(_A_EXCEPTIONS_CONSONANT_SOUND):
+        return "a"
+    return "an" if w[:1] in _VOWELS else "a"
+
+
+def _render(toks: list[_Tok]) -> str:
+    """Join tokens back into text: gaps vanish, capitals carry over, a/an agree, spaces collapse."""
+    words: list[_Tok] = []
+    pending_sep: str | None = None
+    pending_cap = False
+    for tok in toks:
+        if tok.kind == "h":
+            if pending_sep is None:
+                pending_sep = tok.sep
+            pending_cap = pending_cap or tok.cap
+            continue
+        if pending_sep is not None:
+            if tok.kind == "p" and tok.text in _CLOSING_PUNCT:
+                tok.sep = ""
+            elif not tok.sep and words and words[-1].text not in "(\"'“‘":
+                tok.sep = pending_sep or " "
+            elif tok.sep and not words:
+                tok.sep = ""
+            pending_sep = None
+            if words and words[-1].low in {"a", "an"}:
+                words[-1].fix_article = True
+        if pending_cap and tok.kind == "w":
+            tok.text = tok.text[:1].upper() + tok.text[1:]
+            pending_cap = False
+        words.append(tok)
+    # Nothing is left to start a sentence with punctuation or a conjunction.
+    while words and (words[0].kind == "p" and words[0].text in _CLOSING_PUNCT or _is_conj(words[0])):
+        words.pop(0)
+    for i, tok in enumerate(words[:-1]):
+        if tok.fix_article and words[i + 1].kind == "w":
+            article = _article_for(words[i + 1].text)
+            tok.text = article.capitalize() if tok.text[:1].isupper() else article
+    text = "".join(t.sep + t.text for t in words)
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    text = re.sub(r"\s+([,.;:!?)])", r"\1", text)
+    return text.strip()
+
+
+def _counterfactual_once(prompt: str, classes: list[str]) -> str:
+    spans = _all_spans(prompt, classes)
+    if not spans:
+        return prompt
+    toks = _remove_mentions(prompt, spans)
+    for _ in range(10 * len(toks) + 10):
+        if not _tidy_once(toks):
+            break
+    result = _render(toks)
+    if prompt[:1].isupper() and result[:1].islower():
+        result = result[:1].upper() + result[1:]
+    return result
+
+
+def counterfactual_prompt(prompt: str, classes: Sequence[str] | str) -> str:
+    """``prompt`` with every mention of every class removed, tidied to stay readable.
+
+    ``classes`` are vocabulary lines or bare names (a single string counts as one class).
+    See the module docstring for the matching rules and the removal policy.
+
+    >>> counterfactual_prompt("a photo of a tabby cat sleeping next to a dog on a sunlit porch", ["cat"])
+    'a photo of a dog on a sunlit porch'
+    >>> counterfactual_prompt("A cat and a dog on a sofa.", ["cat", "dog"])
+    'A sofa.'
+    """
+    names = _as_class_list(classes)
+    result = prompt
+    for _ in range(4):  # removing words can bring two others together ("hot cat dog")
+        new = _counterfactual_once(result, names)
+        if new == result:
+            break
+        result = new
+    spans = _all_spans(result, names)
+    while spans:  # pathological names (a class called "the"): plain removal until none is left
+        for start, end, _ in reversed(spans):
+            result = result[:start] + " " + result[end:]
+        result = re.sub(r"[ \t]{2,}", " ", result).strip()
+        spans = _all_spans(result, names)
+    if result != prompt:
+        logger.debug("counterfactual prompt: %r -> %r", prompt, result)
+    return result
