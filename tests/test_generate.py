@@ -1,0 +1,258 @@
+"""End-to-end generation on the tiny preset (random weights: these prove plumbing, not quality).
+
+Covers: the dataset folder and its schema through ``datasets.load_dataset``; determinism (same
+arguments -> same rows, whether run straight, killed with SIGKILL and resumed, or split over two
+processes); the counterfactual modes; bad input (one line, exit 2, nothing lost).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from magicseg_hf.cli import main
+from magicseg_hf.generation.counterfactual import mentions
+from magicseg_hf.generation.schema import DATASET_FEATURES, DROP_REASONS
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "tiny"]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def read_rows(folder: Path) -> list[dict]:
+    """Every row of the folder's final shards, in order (raw parquet values: image bytes)."""
+    rows = []
+    for path in sorted((folder / "data").glob("train-*.parquet")):
+        rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """8 pairs in shards of 4 attempts, batches of 2: the reference every other run must equal."""
+    out = tmp_path_factory.mktemp("straight") / "out"
+    code = main(["generate", "--classes", "cat", "dog", "traffic light", "--num-pairs", "8", "--output-dir", str(out),
+                 "--shard-size", "4", "--batch-size", "2", "--seed", "3", *TINY])
+    assert code == 0
+    return out
+
+
+def test_folder_layout_and_schema(straight_run: Path):
+    import datasets
+
+    out = straight_run
+    for name in ("README.md", "vocabulary.txt", "generation.json", "preview.png"):
+        assert (out / name).is_file(), name
+    assert not (out / ".work").exists()
+    assert (out / "vocabulary.txt").read_text().splitlines() == ["cat", "dog", "traffic light"]
+    ds = datasets.load_dataset(str(out), split="train")
+    assert ds.features == DATASET_FEATURES
+    assert len(ds) == 8
+    assert len(set(ds["id"])) == 8
+    generation = json.loads((out / "generation.json").read_text())
+    assert generation["summary"]["num_rows"] == 8
+    assert set(generation["summary"]["dropped"]) == set(DROP_REASONS)
+    assert generation["config"]["preset"] == "tiny"
+    assert generation["models"]["diffusion_model"]["id"] == "tiny:stable-diffusion"
+    for row in ds:
+        classes = row["classes"]
+        assert 1 <= len(classes) <= 2 and set(classes) <= {"cat", "dog", "traffic light"}
+        assert row["image"].size == row["counterfactual_image"].size == row["label"].size == (128, 128)
+        label = np.asarray(row["label"])
+        assert label.max() >= 1 and set(np.unique(label)) <= set(range(len(classes) + 1))
+        assert row["seed"] == row["counterfactual_seed"]
+        assert all(mentions(row["prompt"], c) for c in classes)
+        assert not any(mentions(row["counterfactual_prompt"], c) for c in classes)
+        assert len(row["boxes"]) == len(row["box_labels"]) == len(row["box_scores"]) >= 1
+        assert all(0 <= b < len(classes) for b in row["box_labels"])
+        assert 0.0 <= row["counterfactual_score"] <= 1.0
+    # prompt mode: the pair shares its noise but not its picture
+    first = ds[0]
+    assert np.asarray(first["image"]).tobytes() != np.asarray(first["counterfactual_image"]).tobytes()
+
+
+def test_same_arguments_same_rows_and_resume_of_complete_run(straight_run: Path, tmp_path: Path, capsys):
+    out = tmp_path / "again"
+    code = main(["generate", "--classes", "cat", "dog", "traffic light", "--num-pairs", "8", "--output-dir", str(out),
+                 "--shard-size", "4", "--batch-size", "2", "--seed", "3", *TINY])
+    assert code == 0
+    assert read_rows(out) == read_rows(straight_run)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code = main(["generate", "--classes", "cat", "dog", "traffic light", "--num-pairs", "8", "--output-dir", str(out),
+                 "--shard-size", "4", "--batch-size", "2", "--seed", "3", "--resume", *TINY])
+    assert code == 0
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_another_seed_gives_other_rows(straight_run: Path, tmp_path: Path):
+    out = tmp_path / "seed4"
+    assert main(["generate", "--classes", "cat", "dog", "traffic light", "--num-pairs", "2", "--output-dir", str(out),
+                 "--shard-size", "4", "--batch-size", "2", "--seed", "4", *TINY]) == 0
+    assert [r["image"] for r in read_rows(out)] != [r["image"] for r in read_rows(straight_run)[:2]]
+
+
+def test_sigkill_then_resume_gives_the_same_rows(straight_run: Path, tmp_path: Path):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "magicseg_hf", "generate", "--classes", "cat", "dog", "traffic light",
+            "--num-pairs", "8", "--output-dir", str(out), "--shard-size", "4", "--batch-size", "2", "--seed", "3", *TINY]
+    proc = subprocess.Popen(args, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / ".work" / "shard-00000.json").exists():
+        if proc.poll() is not None:
+            pytest.fail(f"generate ended before the kill: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / ".work" / "shard-00000.json").exists()
+    assert not (out / "README.md").exists(), "killed too late: the run had already finished"
+    done_before = (out / ".work" / "shard-00000.json").read_bytes()
+
+    # without --resume the folder is refused, and nothing in it is touched
+    refused = subprocess.run(args, env=_subprocess_env(), capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "not empty" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / ".work" / "shard-00000.json").read_bytes() == done_before
+
+    resumed = subprocess.run([*args, "--resume"], env=_subprocess_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_rows(out) == read_rows(straight_run)
+
+
+def test_two_processes_write_the_same_rows(straight_run: Path, tmp_path: Path):
+    out = tmp_path / "two"
+    env = _subprocess_env()
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000))
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+            "--master-port", env["MASTER_PORT"], "-m", "magicseg_hf", "generate",
+            "--classes", "cat", "dog", "traffic light", "--num-pairs", "8", "--output-dir", str(out),
+            "--shard-size", "4", "--batch-size", "2", "--seed", "3", *TINY]
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    generation = json.loads((out / "generation.json").read_text())
+    assert generation["summary"]["num_processes"] == 2
+    assert read_rows(out) == read_rows(straight_run)
+
+
+@pytest.mark.parametrize("mode", ["inpaint", "paper"])
+def test_counterfactual_modes(mode: str, tmp_path: Path):
+    out = tmp_path / mode
+    assert main(["generate", "--classes", "cat", "dog", "--num-pairs", "2", "--output-dir", str(out),
+                 "--counterfactual", mode, "--batch-size", "2", *TINY]) == 0
+    rows = read_rows(out)
+    assert len(rows) == 2
+    for row in rows:
+        image = np.asarray(Image.open(io.BytesIO(row["image"]["bytes"])))
+        counterfactual = np.asarray(Image.open(io.BytesIO(row["counterfactual_image"]["bytes"])))
+        label = np.asarray(Image.open(io.BytesIO(row["label"]["bytes"])))
+        if mode == "inpaint":
+            # pixel-aligned pair: far from the labelled region the pictures are identical
+            from scipy.ndimage import binary_dilation
+
+            far = ~binary_dilation(label > 0, iterations=8)
+            assert far.any()
+            assert np.array_equal(image[far], counterfactual[far])
+            assert not np.array_equal(image, counterfactual)
+            assert row["counterfactual_seed"] == row["seed"]
+        else:
+            assert row["counterfactual_seed"] != row["seed"]
+            assert "nothing" in row["counterfactual_prompt"]
+
+
+def test_shortfall_is_reported_not_hidden(tmp_path: Path, capsys):
+    out = tmp_path / "short"
+    # a counterfactual threshold below any score: every annotated attempt is dropped by that filter
+    code = main(["generate", "--classes", "cat", "--num-pairs", "2", "--max-attempts", "3", "--output-dir", str(out),
+                 "--counterfactual-threshold", "-1", *TINY])
+    assert code == 0
+    summary = json.loads((out / "generation.json").read_text())["summary"]
+    assert summary["num_rows"] == 0 and summary["attempts"] == 3 and summary["shortfall"] == 2
+    assert sum(summary["dropped"].values()) == 3 and summary["dropped"]["counterfactual"] >= 1
+    assert not list((out / "data").glob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--num-pairs", "2"], "no classes"),
+        (["--vocabulary", "klingon", "--num-pairs", "2"], "unknown vocabulary"),
+        (["--classes", "cat", "--num-pairs", "0"], "--num-pairs"),
+        (["--classes", "cat", "--num-pairs", "-3"], "--num-pairs"),
+        (["--classes", "cat", "cat", "--num-pairs", "2"], "more than once"),
+        (["--classes", "cat", "--num-pairs", "2", "--diffusion-model", "/no/such/folder"], "no such folder"),
+        (["--classes", "cat", "--num-pairs", "2", "--diffusion-model", "someone/not-cached-model"], "HF_HUB_OFFLINE"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys):
+    out = tmp_path / "bad"
+    start = time.perf_counter()
+    code, err = run_cli(["generate", "--output-dir", str(out), *args, *TINY], capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert time.perf_counter() - start < 30
+
+
+def test_non_empty_folder_is_refused_untouched(tmp_path: Path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    code, err = run_cli(["generate", "--classes", "cat", "--num-pairs", "1", "--output-dir", str(out), *TINY], capsys)
+    assert code == 2 and "not empty" in err
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    code, err = run_cli(["generate", "--classes", "cat", "--num-pairs", "1", "--output-dir", str(out), "--resume",
+                         *TINY], capsys)
+    assert code == 2 and "generation.json" in err
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_resume_with_other_settings_is_refused(straight_run: Path, tmp_path: Path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(straight_run, out)
+    code, err = run_cli(["generate", "--classes", "cat", "dog", "traffic light", "--num-pairs", "8",
+                         "--output-dir", str(out), "--shard-size", "4", "--batch-size", "2", "--seed", "99",
+                         "--resume", *TINY], capsys)
+    assert code == 2 and "seed" in err
+
+
+def test_vocabulary_lines_kept_and_bare_names_in_text(tmp_path: Path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("bow (weapon)\nbus (vehicle)\n")
+    out = tmp_path / "lvis-like"
+    assert main(["generate", "--vocabulary", str(vocab), "--num-pairs", "3", "--output-dir", str(out), *TINY]) == 0
+    for row in read_rows(out):
+        assert set(row["classes"]) <= {"bow (weapon)", "bus (vehicle)"}
+        assert "(" not in row["prompt"]
+        assert not any(mentions(row["counterfactual_prompt"], c) for c in row["classes"])
+
+
+def test_generate_help_lists_every_config_field():
+    from magicseg_hf.cli import build_parser
+    from magicseg_hf.generation.config import generation_fields
+
+    sub = build_parser()._subparsers._group_actions[0].choices["generate"]
+    flags = {opt for action in sub._actions for opt in action.option_strings}
+    for field in generation_fields():
+        assert "--" + field.name.replace("_", "-") in flags
