@@ -1,0 +1,158 @@
+"""Configuration of `CLIPForOpenSegmentation` (MagicSeg / ZegCLIP-style open-vocabulary segmentation).
+
+Self-contained: imports only transformers, so this folder can be pushed to the Hub as remote code.
+"""
+
+from __future__ import annotations
+
+from transformers import CLIPConfig, PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# The 15 prompt templates the paper's code (ZegCLIP's `get_embedding` notebook) averages per class.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a medium {}.",
+    "a photo of a large {}.",
+    "This is a photo of a {}.",
+    "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "a {} in the scene.",
+    "a photo of a {} in the scene.",
+    "There is a {} in the scene.",
+    "There is the {} in the scene.",
+    "This is a {} in the scene.",
+    "This is the {} in the scene.",
+    "This is one {} in the scene.",
+)
+
+
+def format_class_prompts(names: list[str] | tuple[str, ...], templates: list[str] | tuple[str, ...]) -> list[str]:
+    """Expand class names through a template ensemble, class-major.
+
+    Returns `len(names) * len(templates)` strings: all templates of `names[0]`, then of `names[1]`, ...
+    This is the single place where names meet templates (processor, pipeline and `encode_classes` use it).
+    """
+    if len(templates) == 0:
+        raise ValueError("templates must hold at least one template (got an empty list).")
+    for template in templates:
+        if template.count("{}") != 1:
+            raise ValueError(f"Each template must contain exactly one '{{}}' placeholder (got {template!r}).")
+    return [template.format(name) for name in names for template in templates]
+
+
+class CLIPOpenSegConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`CLIPForOpenSegmentation`]: a frozen CLIP with deep visual prompt tuning, a relationship
+    descriptor and a 3-layer cross-attention decoder whose attention maps are the per-class mask logits
+    (ZegCLIP's architecture, trained with MagicSeg's counterfactual loss). Defaults are the paper's (ViT-B/16, 512 px).
+
+    Args:
+        clip_config (`dict` or `CLIPConfig`, *optional*):
+            The nested CLIP configuration (text and vision towers). Defaults to `CLIPConfig()`.
+        image_size (`int`, *optional*, defaults to 512):
+            Training/inference crop size; CLIP's position embeddings are interpolated to `image_size / patch_size`.
+        num_prompt_tokens (`int`, *optional*, defaults to 10):
+            Learned visual prompt tokens inserted in each prompted encoder layer (deep VPT).
+        prompt_depth (`int`, *optional*):
+            Number of encoder layers (from the first) that get their own prompts. `None` = all layers (paper).
+        prompt_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout applied to the prompt tokens in training.
+        decoder_hidden_size (`int`, *optional*, defaults to 512): width of the decoder.
+        decoder_num_layers (`int`, *optional*, defaults to 3): cross-attention decoder layers.
+        decoder_num_heads (`int`, *optional*, defaults to 8): attention heads of the decoder.
+        decoder_intermediate_size (`int`, *optional*, defaults to 2048): FFN width of the decoder.
+        decoder_dropout (`float`, *optional*, defaults to 0.1): dropout in the decoder (attention and FFN).
+        templates (`list[str]`, *optional*): prompt-template ensemble averaged per class (15 templates by default).
+        vocabulary (`list[str]`, *optional*): default class names; their embeddings are stored with the weights
+            so that `model(pixel_values)` and `pipeline("image-segmentation")` work without text.
+        focal_alpha, focal_gamma (`float`): sigmoid focal loss parameters (0.25, 2.0).
+        focal_loss_weight, dice_loss_weight, counterfactual_loss_weight (`float`): 100, 1, 1.
+        none_label (`int`, *optional*, defaults to 255): label value meaning "none of these classes".
+        ignore_label (`int`, *optional*, defaults to -100): label value excluded from every loss.
+        slide_crop_size, slide_stride (`int`): sliding-window inference crop and stride (512 / 426).
+        use_lora (`bool`, *optional*, defaults to `False`): add LoRA (peft) adapters to the vision tower.
+        lora_rank, lora_alpha, lora_dropout, lora_target_modules: LoRA settings (vision tower only).
+        initializer_range (`float`, *optional*, defaults to 0.02): std of the decoder's initial weights.
+    """
+
+    model_type = "clip_open_seg"
+    sub_configs_defaults = {"clip_config": CLIPConfig}
+
+    clip_config: dict | CLIPConfig | None = None
+    image_size: int = 512
+    num_prompt_tokens: int = 10
+    prompt_depth: int | None = None
+    prompt_dropout: float = 0.1
+    decoder_hidden_size: int = 512
+    decoder_num_layers: int = 3
+    decoder_num_heads: int = 8
+    decoder_intermediate_size: int = 2048
+    decoder_dropout: float = 0.1
+    templates: list[str] | tuple[str, ...] = DEFAULT_TEMPLATES
+    vocabulary: list[str] | tuple[str, ...] = ()
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    focal_loss_weight: float = 100.0
+    dice_loss_weight: float = 1.0
+    counterfactual_loss_weight: float = 1.0
+    none_label: int = 255
+    ignore_label: int = -100
+    slide_crop_size: int = 512
+    slide_stride: int = 426
+    use_lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "v_proj")
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.templates = list(self.templates)
+        self.vocabulary = list(self.vocabulary)
+        self.lora_target_modules = list(self.lora_target_modules)
+        if self.vocabulary:
+            self.id2label = dict(enumerate(self.vocabulary))
+            self.label2id = {name: i for i, name in enumerate(self.vocabulary)}
+
+    def validate_architecture(self):
+        """Checks the values that would otherwise fail deep inside the forward pass."""
+        vision = self.clip_config.vision_config
+        num_layers = vision.num_hidden_layers
+        if self.decoder_hidden_size % self.decoder_num_heads != 0:
+            raise ValueError(
+                f"decoder_hidden_size must be divisible by decoder_num_heads (got decoder_hidden_size: "
+                f"{self.decoder_hidden_size} and decoder_num_heads: {self.decoder_num_heads})."
+            )
+        if self.prompt_depth is not None and not 0 <= self.prompt_depth <= num_layers:
+            raise ValueError(
+                f"prompt_depth must be between 0 and the vision tower's {num_layers} layers (got {self.prompt_depth})."
+            )
+        if self.image_size % vision.patch_size != 0:
+            raise ValueError(
+                f"image_size must be a multiple of the vision patch_size (got image_size: {self.image_size} and "
+                f"patch_size: {vision.patch_size})."
+            )
+        if self.none_label == self.ignore_label:
+            raise ValueError(f"none_label and ignore_label must differ (both are {self.none_label}).")
+        if len(set(self.vocabulary)) != len(self.vocabulary):
+            raise ValueError("vocabulary holds duplicate class names.")
+        format_class_prompts([], self.templates)
+
+    @property
+    def num_prompted_layers(self) -> int:
+        """How many vision encoder layers carry learned prompts."""
+        total = self.clip_config.vision_config.num_hidden_layers
+        return total if self.prompt_depth is None else self.prompt_depth
+
+    @property
+    def projection_dim(self) -> int:
+        """Dimension of the joint CLIP embedding space (text and image embeddings)."""
+        return self.clip_config.projection_dim
+
+
+__all__ = ["CLIPOpenSegConfig", "DEFAULT_TEMPLATES", "format_class_prompts"]
