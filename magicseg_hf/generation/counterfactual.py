@@ -312,7 +312,7 @@ _PREPOSITIONS: tuple[tuple[str, ...], ...] = tuple(
                 "along with|together with|as well as|in between|out of|away from|instead of|"
                 "on|in|at|with|beside|besides|near|by|under|behind|above|below|over|of|from|into|"
                 "onto|beneath|among|amongst|between|against|across|around|inside|outside|"
-                "alongside|toward|towards|through|for|to|without|underneath|atop|upon|within|"
+                "alongside|toward|towards|through|for|to|without|underneath|atop|upon|within|up|"
                 "past|amid|amidst|beyond|like|including|holding|carrying|wearing|chasing|riding|"
                 "and with"
             ).split("|")
