@@ -715,3 +715,72 @@ def load_segmenter(
             )
         return sam.to(device=device, dtype=torch_dtype).eval(), None
     raise ModelLoadError(f"unknown segmenter backend {backend!r}; known: transformers, segment-anything")
+
+
+# --- open-vocabulary segmentation model (issue 5) ---
+# Tiny twin of the paper's model: same code path, hidden 32, 2 layers, 64 px, patch 8.
+_TINY_OPEN_SEG: dict[str, Any] = {
+    "image_size": 64,
+    "num_prompt_tokens": 4,
+    "decoder_hidden_size": 32,
+    "decoder_num_heads": 4,
+    "decoder_intermediate_size": 64,
+    "slide_crop_size": 64,
+    "slide_stride": 48,
+}
+
+
+def tiny_clip_config(tokenizer: Any = None) -> Any:
+    """A tiny random `CLIPConfig` (hidden 32, 2 layers, patch 8, projection 32) that fits
+    :func:`tiny_clip_tokenizer`'s vocabulary."""
+    from transformers import CLIPConfig, CLIPVisionConfig
+
+    tokenizer = tokenizer if tokenizer is not None else tiny_clip_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=32,
+    )
+    text = _tiny_clip_text_config(tokenizer, hidden_size=32, projection_dim=32)
+    return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
+
+
+def build_open_seg(preset: str = "tiny", seed: int = 0, **overrides: Any) -> tuple[Any, Any]:
+    """``(CLIPForOpenSegmentation, CLIPOpenSegProcessor)`` for ``preset``.
+
+    ``tiny`` builds offline from configs (random CLIP, offline tokenizer, seeded); ``paper`` wraps
+    ``openai/clip-vit-base-patch16`` via ``CLIPForOpenSegmentation.from_clip``. ``overrides`` are
+    :class:`CLIPOpenSegConfig` fields (e.g. ``vocabulary=[...]``, ``use_lora=True``, ``image_size=...``);
+    the processor's resize/pad size follows ``image_size``.
+    """
+    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegImageProcessor, CLIPOpenSegProcessor
+
+    if preset == "tiny":
+        from transformers import CLIPModel
+
+        tokenizer = tiny_clip_tokenizer()
+        with _seeded(seed):
+            clip = CLIPModel(tiny_clip_config(tokenizer))
+            model = CLIPForOpenSegmentation.from_clip(clip, tokenizer=tokenizer, **{**_TINY_OPEN_SEG, **overrides})
+    elif preset == "paper":
+        from transformers import AutoTokenizer
+
+        model_id, revision = PAPER_MODELS["clip_model"]
+        check_model_available(model_id, revision, "CLIP model")
+        with _load_errors(model_id, "CLIP model"):
+            tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+            model = CLIPForOpenSegmentation.from_clip(
+                model_id, tokenizer=tokenizer, clip_kwargs={"revision": revision}, **overrides
+            )
+    else:
+        raise ModelLoadError(f"unknown preset {preset!r}; known presets: paper, tiny")
+    size = model.config.image_size
+    image_processor = CLIPOpenSegImageProcessor(
+        size={"max_height": size, "max_width": size}, pad_size={"height": size, "width": size}
+    )
+    processor = CLIPOpenSegProcessor(image_processor, tokenizer, templates=list(model.config.templates))
+    return model, processor

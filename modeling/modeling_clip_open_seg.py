@@ -359,6 +359,16 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         model.freeze_backbone()
         return model
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`; when registered for remote code, the folder's `auto_map` names this
+        class for both `AutoModel` and `AutoModelForSemanticSegmentation`."""
+        if self._auto_class is not None:
+            reference = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({"AutoModel": reference, "AutoModelForSemanticSegmentation": reference})
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def freeze_backbone(self) -> None:
         """Freeze every CLIP weight except LoRA adapters; prompts and decoder stay trainable."""
         for name, parameter in self.named_parameters():
