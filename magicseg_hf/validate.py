@@ -1,0 +1,411 @@
+"""``magicseg validate``: check a dataset folder against the schema of DESIGN.md.
+
+:func:`validate_dataset_folder` reads a folder without writing to it and returns a
+:class:`ValidationReport` listing every problem found (the first ``max_problems`` verbatim):
+
+- files: ``data/train-NNNNN.parquet`` shards numbered from 0 without gaps, ``vocabulary.txt``,
+  ``generation.json``, ``README.md``, ``preview.png`` (``.work/``, an unfinished run's work
+  area, is ignored);
+- every shard's columns and features equal :data:`DATASET_FEATURES`;
+- every row: unique non-empty id; classes non-empty, distinct and in the vocabulary; image,
+  counterfactual and label of equal size; label in mode "L" with values in 0..len(classes) or 255;
+  boxes finite and inside the image; one label and one score per box, labels in range;
+  scores and ``counterfactual_score`` finite;
+- ``generation.json`` consistent with the data (row count, drop reasons);
+- the card: parses, declares the features (round-tripped through ``datasets``), the split size,
+  ``configs`` data files matching the shards, and the pictures it shows exist;
+- ``datasets.load_dataset(DIR, streaming=True)`` returns exactly the schema and decodes a row.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from magicseg_hf.errors import InputError
+from magicseg_hf.generation.schema import (
+    CARD_FILE,
+    DATA_DIR,
+    DATASET_FEATURES,
+    DROP_REASONS,
+    GENERATION_FILE,
+    PREVIEW_FILE,
+    UNKNOWN_LABEL,
+    VOCABULARY_FILE,
+)
+
+logger = logging.getLogger(__name__)
+
+_SHARD_NAME = re.compile(r"^train-(\d{5})\.parquet$")
+_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+#: Slack, in pixels, allowed for float rounding when checking that boxes lie inside the image.
+BOX_TOLERANCE = 1e-3
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of :func:`validate_dataset_folder`."""
+
+    folder: Path
+    max_problems: int = 20
+    problems: list[str] = field(default_factory=list)
+    num_problems: int = 0
+    num_rows: int = 0
+    num_shards: int = 0
+    num_classes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return self.num_problems == 0
+
+    def add(self, message: str) -> None:
+        """Record a problem (only the first ``max_problems`` are kept verbatim)."""
+        self.num_problems += 1
+        if len(self.problems) < self.max_problems:
+            self.problems.append(message)
+
+    def summary(self) -> str:
+        """A few lines for people: the verdict, then the problems kept."""
+        head = f"{self.folder}: {self.num_rows} rows in {self.num_shards} shard(s), {self.num_classes} classes"
+        if self.ok:
+            return f"{head}: valid"
+        lines = [f"{head}: INVALID, {self.num_problems} problem(s)"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        if self.num_problems > len(self.problems):
+            lines.append(f"  ... and {self.num_problems - len(self.problems)} more")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces
+# ----------------------------------------------------------------------------------------------
+def _check_files(folder: Path, report: ValidationReport) -> list[Path]:
+    data_dir = folder / DATA_DIR
+    shards: list[Path] = []
+    if not data_dir.is_dir():
+        report.add(f"no {DATA_DIR}/ folder: not a dataset folder (expected {DATA_DIR}/train-00000.parquet ...)")
+    else:
+        for path in sorted(data_dir.iterdir()):
+            if path.name.startswith("."):
+                continue  # temporary files of an atomic write
+            match = _SHARD_NAME.match(path.name)
+            if match and path.is_file():
+                shards.append(path)
+            else:
+                report.add(f"unexpected file {DATA_DIR}/{path.name} (shards are named train-NNNNN.parquet)")
+        if not shards:
+            report.add(f"no shards in {DATA_DIR}/ (expected train-00000.parquet ...)")
+        numbers = [int(_SHARD_NAME.match(p.name).group(1)) for p in shards]  # type: ignore[union-attr]
+        if numbers != list(range(len(numbers))):
+            report.add(f"shards are not numbered 0..{len(numbers) - 1} without gaps: {[p.name for p in shards]}")
+    for name in (VOCABULARY_FILE, GENERATION_FILE, CARD_FILE, PREVIEW_FILE):
+        if not (folder / name).is_file():
+            report.add(f"missing {name}")
+    return shards
+
+
+def _read_vocabulary(folder: Path, report: ValidationReport) -> list[str] | None:
+    path = folder / VOCABULARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        report.add(f"cannot read {VOCABULARY_FILE}: {error}")
+        return None
+    if not names:
+        report.add(f"{VOCABULARY_FILE} is empty")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        report.add(f"{VOCABULARY_FILE} lists {duplicates[:5]} more than once")
+    report.num_classes = len(names)
+    return names
+
+
+def _check_shard_schema(path: Path, report: ValidationReport) -> bool:
+    import datasets
+    import pyarrow.parquet as pq
+
+    name = f"{DATA_DIR}/{path.name}"
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # noqa: BLE001 - any read failure is a defect of the file
+        report.add(f"{name}: not a readable parquet file ({type(error).__name__}: {error})")
+        return False
+    schema = parquet.schema_arrow
+    expected = list(DATASET_FEATURES)
+    if schema.names != expected:
+        missing = [c for c in expected if c not in schema.names]
+        extra = [c for c in schema.names if c not in expected]
+        report.add(f"{name}: columns differ from the schema (missing {missing}, unexpected {extra}, order {schema.names})")
+        return False
+    metadata = schema.metadata or {}
+    if b"huggingface" not in metadata:
+        report.add(f"{name}: no embedded `datasets` features (write shards with Dataset.to_parquet)")
+    else:
+        try:
+            features = datasets.Features.from_dict(json.loads(metadata[b"huggingface"])["info"]["features"])
+        except Exception as error:  # noqa: BLE001
+            report.add(f"{name}: unreadable embedded features ({error})")
+        else:
+            if features != DATASET_FEATURES:
+                diff = [c for c in expected if features.get(c) != DATASET_FEATURES[c]]
+                report.add(f"{name}: embedded features differ from the schema in {diff}")
+    arrow = DATASET_FEATURES.arrow_schema
+    for column in expected:
+        if not schema.field(column).type.equals(arrow.field(column).type):
+            report.add(f"{name}: column {column!r} has arrow type {schema.field(column).type}, "
+                       f"expected {arrow.field(column).type}")
+    return True
+
+
+def _iter_rows(path: Path, batch_size: int = 32) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=batch_size):
+        yield from batch.to_pylist()
+
+
+def _open_image(value: Any) -> Any:
+    from PIL import Image
+
+    if not isinstance(value, dict) or not value.get("bytes"):
+        raise ValueError("image bytes are not embedded")
+    return Image.open(io.BytesIO(value["bytes"]))
+
+
+def _finite(values: list[float]) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def _check_row(row: dict[str, Any], where: str, vocabulary: set[str] | None, report: ValidationReport) -> None:
+    for column in ("id", "prompt", "counterfactual_prompt", "seed", "counterfactual_seed", "counterfactual_score",
+                   "classes", "boxes", "box_labels", "box_scores"):
+        if row.get(column) is None:
+            report.add(f"{where}: {column} is null")
+            return
+    if not str(row["id"]).strip():
+        report.add(f"{where}: empty id")
+    classes = row["classes"]
+    if not classes:
+        report.add(f"{where}: no classes")
+    if any(not c or not c.strip() for c in classes):
+        report.add(f"{where}: empty class name in {classes}")
+    if len(set(classes)) != len(classes):
+        report.add(f"{where}: classes repeat: {classes}")
+    if vocabulary is not None:
+        unknown = [c for c in classes if c not in vocabulary]
+        if unknown:
+            report.add(f"{where}: classes {unknown} are not lines of {VOCABULARY_FILE}")
+    if not math.isfinite(row["counterfactual_score"]):
+        report.add(f"{where}: counterfactual_score is not finite")
+
+    images = {}
+    for column in ("image", "counterfactual_image", "label"):
+        try:
+            images[column] = _open_image(row[column])
+        except Exception as error:  # noqa: BLE001 - an undecodable image is a defect of the row
+            report.add(f"{where}: {column} cannot be decoded ({error})")
+    if len(images) < 3:
+        return
+    sizes = {column: image.size for column, image in images.items()}
+    if len(set(sizes.values())) != 1:
+        report.add(f"{where}: image, counterfactual and label sizes differ: {sizes}")
+    label = images["label"]
+    if label.mode != "L":
+        report.add(f"{where}: label has mode {label.mode!r}, expected 'L'")
+    else:
+        values = np.unique(np.asarray(label))
+        allowed = (values <= len(classes)) | (values == UNKNOWN_LABEL)
+        if not allowed.all():
+            report.add(f"{where}: label values {values[~allowed].tolist()} outside 0..{len(classes)} and 255")
+
+    width, height = sizes["image"]
+    boxes, box_labels, box_scores = row["boxes"], row["box_labels"], row["box_scores"]
+    if not (len(boxes) == len(box_labels) == len(box_scores)):
+        report.add(f"{where}: {len(boxes)} boxes, {len(box_labels)} box_labels, {len(box_scores)} box_scores")
+    for index, box in enumerate(boxes):
+        if box is None or len(box) != 4 or not _finite(box):
+            report.add(f"{where}: box {index} is not 4 finite numbers: {box}")
+            continue
+        x0, y0, x1, y1 = box
+        t = BOX_TOLERANCE
+        if not (-t <= x0 <= x1 <= width + t and -t <= y0 <= y1 <= height + t):
+            report.add(f"{where}: box {index} {[round(v, 2) for v in box]} is not inside the {width}x{height} image")
+    bad_labels = [v for v in box_labels if v is None or not 0 <= v < len(classes)]
+    if bad_labels:
+        report.add(f"{where}: box_labels {bad_labels} outside 0..{len(classes) - 1}")
+    if not _finite(box_scores) or any(not 0.0 <= s <= 1.0 for s in box_scores):
+        report.add(f"{where}: box_scores must be finite and within [0, 1]: {box_scores}")
+
+
+def _check_generation(folder: Path, num_rows: int, report: ValidationReport) -> None:
+    path = folder / GENERATION_FILE
+    if not path.is_file():
+        return
+    try:
+        generation = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        report.add(f"{GENERATION_FILE} is not valid JSON ({error})")
+        return
+    if not isinstance(generation, dict):
+        report.add(f"{GENERATION_FILE} is not a JSON object")
+        return
+    for key in ("config", "models", "summary"):
+        if not isinstance(generation.get(key), dict):
+            report.add(f"{GENERATION_FILE} has no {key!r} object")
+    summary = generation.get("summary")
+    if isinstance(summary, dict):
+        if summary.get("num_rows") != num_rows:
+            report.add(f"{GENERATION_FILE} says {summary.get('num_rows')} rows, the shards hold {num_rows}")
+        unknown = sorted(set(summary.get("dropped") or {}) - set(DROP_REASONS))
+        if unknown:
+            report.add(f"{GENERATION_FILE} counts unknown drop reasons {unknown}")
+    models = generation.get("models")
+    if isinstance(models, dict):
+        for role, entry in models.items():
+            if not isinstance(entry, dict) or not entry.get("id"):
+                report.add(f"{GENERATION_FILE}: model {role!r} has no id")
+
+
+def _check_card(folder: Path, shards: list[Path], num_rows: int, report: ValidationReport) -> None:
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    from magicseg_hf.hub import size_category
+
+    path = folder / CARD_FILE
+    if not path.is_file():
+        return
+    try:
+        card = DatasetCard.load(path)
+    except Exception as error:  # noqa: BLE001 - any parse failure is a defect of the card
+        report.add(f"{CARD_FILE}: the YAML metadata does not parse ({type(error).__name__}: {error})")
+        return
+    data = card.data.to_dict()
+    if not data:
+        report.add(f"{CARD_FILE}: no YAML metadata")
+        return
+    for key in ("license", "pretty_name", "task_categories", "size_categories", "configs", "dataset_info"):
+        if not data.get(key):
+            report.add(f"{CARD_FILE}: metadata lacks {key!r}")
+    if "image-segmentation" not in (data.get("task_categories") or []):
+        report.add(f"{CARD_FILE}: task_categories lacks 'image-segmentation'")
+    if data.get("size_categories") and size_category(num_rows) not in data["size_categories"]:
+        report.add(f"{CARD_FILE}: size_categories {data['size_categories']} do not fit {num_rows} rows")
+
+    info = data.get("dataset_info")
+    if isinstance(info, list):
+        info = next((i for i in info if i.get("config_name", "default") == "default"), None)
+    if isinstance(info, dict):
+        try:
+            features = datasets.Features._from_yaml_list(info.get("features") or [])
+        except Exception as error:  # noqa: BLE001
+            report.add(f"{CARD_FILE}: dataset_info.features cannot be read by datasets ({error})")
+        else:
+            if features != DATASET_FEATURES:
+                diff = [c for c in DATASET_FEATURES if features.get(c) != DATASET_FEATURES[c]]
+                extra = [c for c in features if c not in DATASET_FEATURES]
+                report.add(f"{CARD_FILE}: dataset_info.features differ from the schema in {diff + extra}")
+            elif features._to_yaml_list() != info.get("features"):
+                report.add(f"{CARD_FILE}: dataset_info.features do not round-trip through datasets")
+        splits = {s.get("name"): s for s in info.get("splits") or [] if isinstance(s, dict)}
+        if "train" not in splits:
+            report.add(f"{CARD_FILE}: dataset_info has no train split")
+        elif splits["train"].get("num_examples") != num_rows:
+            report.add(f"{CARD_FILE}: says {splits['train'].get('num_examples')} rows, the shards hold {num_rows}")
+
+    configs = data.get("configs") or []
+    default = next((c for c in configs if isinstance(c, dict) and c.get("config_name") == "default"), None)
+    if configs and default is None:
+        report.add(f"{CARD_FILE}: configs has no 'default' config")
+    elif default is not None:
+        patterns = [entry.get("path") for entry in default.get("data_files") or []
+                    if isinstance(entry, dict) and entry.get("split") == "train"]
+        patterns = [p for group in patterns for p in ([group] if isinstance(group, str) else group or [])]
+        relative = [f"{DATA_DIR}/{p.name}" for p in shards]
+        if not patterns:
+            report.add(f"{CARD_FILE}: the default config has no train data_files")
+        else:
+            unmatched = [r for r in relative if not any(fnmatch.fnmatch(r, p) for p in patterns)]
+            if unmatched:
+                report.add(f"{CARD_FILE}: configs data_files {patterns} miss shards {unmatched}")
+    for target in _MARKDOWN_IMAGE.findall(card.text):
+        if "://" in target:
+            continue
+        if not (folder / target).is_file():
+            report.add(f"{CARD_FILE}: shows {target}, which is not in the folder")
+
+
+def _check_loading(folder: Path, report: ValidationReport) -> None:
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(str(folder), split="train", streaming=True)
+        features = stream.features
+        first = next(iter(stream))
+    except Exception as error:  # noqa: BLE001 - whatever load_dataset raises is the problem to report
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        report.add(f"datasets.load_dataset fails on the folder: {type(error).__name__}: {message}")
+        return
+    if features != DATASET_FEATURES:
+        report.add(f"datasets.load_dataset returns features {features}, not the schema")
+    elif first["label"].mode != "L":
+        report.add(f"datasets.load_dataset decodes label in mode {first['label'].mode!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------
+def validate_dataset_folder(
+    folder: str | Path, max_problems: int = 20, check_loading: bool = True
+) -> ValidationReport:
+    """Check dataset folder ``folder``; returns a report (``report.ok``), never writes.
+
+    Raises :class:`InputError` when ``folder`` does not exist or is not a directory.
+    ``check_loading`` also opens the folder with ``datasets.load_dataset(..., streaming=True)``.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{folder} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    report = ValidationReport(folder=folder, max_problems=max_problems)
+    shards = _check_files(folder, report)
+    vocabulary = _read_vocabulary(folder, report)
+    vocabulary_set = set(vocabulary) if vocabulary is not None else None
+    seen_ids: dict[str, str] = {}
+    readable = True
+    for path in shards:
+        if not _check_shard_schema(path, report):
+            readable = False
+            continue
+        report.num_shards += 1
+        for index, row in enumerate(_iter_rows(path)):
+            where = f"{DATA_DIR}/{path.name} row {index}"
+            report.num_rows += 1
+            row_id = row.get("id")
+            if row_id is not None:
+                if row_id in seen_ids:
+                    report.add(f"{where}: id {row_id!r} repeats ({seen_ids[row_id]})")
+                else:
+                    seen_ids[row_id] = where
+            _check_row(row, where, vocabulary_set, report)
+    _check_generation(folder, report.num_rows, report)
+    _check_card(folder, shards, report.num_rows, report)
+    if check_loading and shards and readable:
+        _check_loading(folder, report)
+    logger.debug("validated %s: %d problem(s)", folder, report.num_problems)
+    return report
