@@ -565,14 +565,14 @@ def _tiny_transformers_sam(seed: int = 0) -> tuple[Any, Any]:
     # Like real SAM, the image encoder (a ViT over 16 x 16 patches) costs far more than the
     # prompt encoder + mask decoder, so re-embedding the image per box is what a naive loop pays.
     vision = SamVisionConfig(
-        hidden_size=64,
+        hidden_size=128,
         output_channels=32,
-        num_hidden_layers=4,
+        num_hidden_layers=6,
         num_attention_heads=4,
         image_size=256,
         patch_size=16,
         window_size=8,
-        global_attn_indexes=(1, 3),
+        global_attn_indexes=(2, 5),
         num_pos_feats=16,
         initializer_range=0.02,
     )
@@ -615,8 +615,8 @@ def _tiny_segment_anything_architecture() -> Any:
         image_encoder=ImageEncoderViT(
             img_size=image_size,
             patch_size=patch_size,
-            embed_dim=64,
-            depth=4,
+            embed_dim=128,
+            depth=6,
             num_heads=4,
             mlp_ratio=4.0,
             out_chans=prompt_dim,
@@ -624,7 +624,7 @@ def _tiny_segment_anything_architecture() -> Any:
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
             use_rel_pos=True,
             window_size=8,
-            global_attn_indexes=(1, 3),
+            global_attn_indexes=(2, 5),
         ),
         prompt_encoder=PromptEncoder(
             embed_dim=prompt_dim,
