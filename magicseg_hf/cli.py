@@ -106,9 +106,68 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# validate
+# ----------------------------------------------------------------------------------------------
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "validate",
+        help="Check a dataset folder against the MagicSeg schema.",
+        description=(
+            "Checks columns and features, label values, image sizes, unique ids, boxes, generation.json,\n"
+            "the dataset card (and that its features round-trip through `datasets`), and that\n"
+            "`datasets.load_dataset(DIR)` reads the folder. Exit status 0 when valid, 1 when not."
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("dir", metavar="DIR", help="Dataset folder (as written by `magicseg generate`).")
+    parser.add_argument("--max-problems", type=int, default=20, help="Problems to list when invalid.")
+    parser.set_defaults(func=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from magicseg_hf.validate import validate_dataset_folder
+
+    report = validate_dataset_folder(args.dir, max_problems=max(1, args.max_problems))
+    sys.stdout.write(report.summary() + "\n")
+    return 0 if report.ok else 1
+
+
+# ----------------------------------------------------------------------------------------------
+# push
+# ----------------------------------------------------------------------------------------------
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "push",
+        help="Publish a dataset folder (with its card) to the Hugging Face Hub.",
+        description=(
+            "Validates DIR, then uploads the shards, card, vocabulary.txt, generation.json and pictures\n"
+            "in one commit so that `load_dataset(\"USER/NAME\")` returns the local rows. The token comes\n"
+            "from HF_TOKEN or `hf auth login`. A push that fails half-way can simply be re-run."
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("dir", metavar="DIR", help="Dataset folder to publish.")
+    parser.add_argument("--repo-id", required=True, help="Hub dataset repo, USER/NAME (created if missing).")
+    parser.add_argument("--private", action="store_true", help="Create the repo as private.")
+    parser.add_argument("--revision", default=None, help="Branch to push to (created if missing).")
+    parser.add_argument("--commit-message", default=None, help="Commit message.")
+    parser.set_defaults(func=_run_push)
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from magicseg_hf.hub import push_dataset_folder
+
+    result = push_dataset_folder(
+        args.dir, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
+    )
+    sys.stdout.write(f"pushed {len(result.files)} files to {result.url}\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # entry points
 # ----------------------------------------------------------------------------------------------
-VERBS = (_add_generate,)
+VERBS = (_add_generate, _add_validate, _add_push)
 
 
 def build_parser() -> argparse.ArgumentParser:
