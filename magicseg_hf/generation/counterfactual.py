@@ -27,8 +27,9 @@ Removal policy (:func:`counterfactual_prompt`)
 ----------------------------------------------
 * A mention that heads a noun phrase is removed with the words that belong only to it: the
   adjectives directly before it (a list of common colours/sizes/textures/... plus ``-ful``,
-  ``-ous``, ``-ish``, ``-less``, ``-y`` words), at most one other modifier when an article
-  anchors it (``"a police dog"``), the determiners/numerals before those (``a``, ``the``,
+  ``-ous``, ``-ish``, ``-less``, ``-ive``, ``-able`` words), at most one other modifier when a
+  determiner, preposition, conjunction, punctuation or the start of the text anchors it
+  (``"a police dog"``, ``"with kitchen knives"``), the determiners/numerals before those (``a``, ``the``,
   ``two``, ``his``, ``several`` ...) and a quantity phrase (``"a herd of"``, ``"a pair of"``).
   Words after the noun are kept, except as below.
 * A hyphenated compound that contains the class is removed whole. When the class is the
@@ -295,13 +296,12 @@ _ADJECTIVES = frozenset(
     wild domestic stray pet toy miniature fresh ripe rotten sliced whole half empty full open
     closed red-and-white black-and-white detailed realistic beautiful pretty ugly fancy elegant
     simple plain ornate worn weathered polished parked moving running sleeping sitting standing
-    lying resting hungry lazy fierce friendly majestic proud lonely single lone""".split()
+    lying resting hungry lazy fierce friendly majestic proud lonely single lone fluffy furry fuzzy
+    hairy shiny rusty dusty muddy sandy snowy rainy sunny cloudy foggy dirty tiny happy sleepy curly
+    spotty chubby scruffy skinny shaggy sturdy glossy leafy grassy rocky silky creamy juicy crispy
+    crunchy spicy salty heavy pretty ugly empty messy cozy cosy shabby fancy""".split()
 )
 _ADJECTIVE_SUFFIXES = ("ful", "ous", "ish", "less", "ive", "able", "ible")
-_Y_NOT_ADJECTIVE = frozenset(
-    "carry marry bury hurry worry study enjoy employ destroy play pray stay obey every any many "
-    "city party baby body sky".split()
-)
 _CONJUNCTIONS = frozenset("and or & plus nor".split())
 _PREPOSITIONS: tuple[tuple[str, ...], ...] = tuple(
     sorted(
@@ -376,9 +376,7 @@ def _is_modifier(word: str) -> bool:
         return True
     if "-" in w:  # "black-and-white", "long-haired": compound modifiers
         return w.endswith(("ed", "ing")) or all(part in _ADJECTIVES or part in {"and"} for part in w.split("-"))
-    if w.endswith(_ADJECTIVE_SUFFIXES) and len(w) > 5:
-        return True
-    return w.endswith("y") and len(w) > 4 and w not in _Y_NOT_ADJECTIVE
+    return w.endswith(_ADJECTIVE_SUFFIXES) and len(w) > 5
 
 
 def _is_function_word(word: str) -> bool:
@@ -409,10 +407,11 @@ def _pop_noun_phrase_start(out: list[_Tok]) -> tuple[str, str] | None:
         return j
 
     i = skip_modifiers(i)
-    # One other modifier ("police" in "a police dog") when a determiner anchors it.
+    # One other modifier ("police" in "a police dog", "with kitchen knives") when a determiner,
+    # a preposition, a conjunction, punctuation or the start of the text anchors it.
     if i > 0 and out[i - 1].kind == "w" and not _is_function_word(out[i - 1].text) and not out[i - 1].text.isdigit():
         k = skip_modifiers(i - 1)
-        if k > 0 and _is_determiner(out[k - 1]):
+        if k == 0 or out[k - 1].kind == "p" or _is_determiner(out[k - 1]) or _is_conj(out[k - 1]) or _prep_ending_at(out, k - 1):
             i = k
     while i > 0 and _is_determiner(out[i - 1]):
         i -= 1

@@ -186,19 +186,18 @@ _ATTRIBUTES = (
     "dusty", "red", "white", "black", "brown", "blue", "green", "gray", "yellow", "tiny",
     "big", "well-kept", "everyday",
 )
+# Placements and relations are prepositional, so a counterfactual that drops the class reads well.
 _PLACEMENTS = (
-    "", "", "", " in the foreground", " in the center of the frame", " seen from a low angle",
-    " seen from above", " partly in shadow", " in sharp focus", " up close", " seen from the side",
-    " at the edge of the frame", " lit from behind", " in full view", " slightly off-center",
-    " in the middle distance", " seen at eye level", " framed by the background",
-    " clearly visible", " in the morning sun", " catching the light", " on display",
-    " in a natural pose", " from a three-quarter view", " against a plain backdrop",
-    " reflected in a window", " beside a doorway", " under a tree", " by a window",
-    " near a wall", " on the ground",
+    "", "", "", " in the foreground", " in the center of the frame", " in the shade", " in sharp focus",
+    " up close", " at the edge of the frame", " in full view", " in the middle distance", " at eye level",
+    " in the morning sun", " on display", " in a natural pose", " from a low angle", " from above",
+    " from the side", " against a plain backdrop", " beside a doorway", " under a tree", " by a window",
+    " near a wall", " on the ground", " in the spotlight", " under a streetlight", " in a patch of sunlight",
+    " near the camera", " behind a fence", " in soft shadow", " on a table",
 )
 _RELATIONS = (
     "next to", "beside", "near", "in front of", "behind", "and", "together with", "alongside",
-    "close to", "with", "to the left of", "to the right of", "a few steps from", "across from",
+    "close to", "with", "by",
 )
 _SCENES = (
     " on a sunlit porch", " in a cozy living room", " on a busy city street", " in a quiet park",
