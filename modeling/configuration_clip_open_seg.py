@@ -30,7 +30,9 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 
 
-def format_class_prompts(names: list[str] | tuple[str, ...], templates: list[str] | tuple[str, ...]) -> list[str]:
+def format_class_prompts(
+    names: list[str] | tuple[str, ...], templates: list[str] | tuple[str, ...]
+) -> list[str]:
     """Expand class names through a template ensemble, class-major.
 
     Returns `len(names) * len(templates)` strings: all templates of `names[0]`, then of `names[1]`, ...
@@ -118,6 +120,7 @@ class CLIPOpenSegConfig(PreTrainedConfig):
         if self.vocabulary:
             self.id2label = dict(enumerate(self.vocabulary))
             self.label2id = {name: i for i, name in enumerate(self.vocabulary)}
+        self.validate_architecture()
 
     def validate_architecture(self):
         """Checks the values that would otherwise fail deep inside the forward pass."""

@@ -52,11 +52,15 @@ class CLIPOpenSegImageProcessor(TorchvisionBackend):
         size = self.size
         if self.do_resize:
             if size.max_height and size.max_width:
-                height, width = get_image_size_for_max_height_width((height, width), size.max_height, size.max_width)
+                height, width = get_image_size_for_max_height_width(
+                    (height, width), size.max_height, size.max_width
+                )
             elif size.height and size.width:
                 height, width = size.height, size.width
             else:
-                raise ValueError(f"post-processing supports size with max_height/max_width or height/width (got {size}).")
+                raise ValueError(
+                    f"post-processing supports size with max_height/max_width or height/width (got {size})."
+                )
         return height, width
 
     def post_process_semantic_segmentation(

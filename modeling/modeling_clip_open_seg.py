@@ -148,7 +148,9 @@ def dice_loss(
     return (loss * present).sum() / num_masks
 
 
-def counterfactual_loss(image_embeds: torch.Tensor, counterfactual_image_embeds: torch.Tensor) -> torch.Tensor:
+def counterfactual_loss(
+    image_embeds: torch.Tensor, counterfactual_image_embeds: torch.Tensor
+) -> torch.Tensor:
     """MagicSeg's counterfactual contrast: `mean(max(0, cos(g_pos, g_cf)))` over the batch.
 
     Args:
@@ -257,7 +259,12 @@ class CLIPOpenSegPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "CLIPOpenSegDecoderLayer"]
+    _no_split_modules = [
+        "CLIPEncoderLayer",
+        "CLIPTextEmbeddings",
+        "CLIPVisionEmbeddings",
+        "CLIPOpenSegDecoderLayer",
+    ]
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -443,13 +450,18 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         """Write the vision tower's LoRA weights as a peft adapter (`adapter_config.json`,
         `adapter_model.safetensors`)."""
         if not self.config.use_lora:
-            raise ValueError("This model has no LoRA adapter (enable it with `enable_lora()` or use_lora=True).")
+            raise ValueError(
+                "This model has no LoRA adapter (enable it with `enable_lora()` or use_lora=True)."
+            )
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         os.makedirs(save_directory, exist_ok=True)
         state = get_peft_model_state_dict(self.clip.vision_model, adapter_name=LORA_ADAPTER_NAME)
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(save_directory, LORA_ADAPTER_WEIGHTS))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()},
+            os.path.join(save_directory, LORA_ADAPTER_WEIGHTS),
+        )
         lora_config = self._lora_config()
         lora_config.base_model_name_or_path = self.name_or_path or None
         lora_config.save_pretrained(save_directory)
@@ -477,7 +489,9 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
                 f"The adapter (rank {settings['rank']}, modules {settings['target_modules']}) does not match this "
                 f"model's LoRA (rank {self.config.lora_rank}, modules {sorted(self.config.lora_target_modules)})."
             )
-        state = load_file(os.path.join(adapter_directory, LORA_ADAPTER_WEIGHTS), device=str(self.visual_prompts.device))
+        state = load_file(
+            os.path.join(adapter_directory, LORA_ADAPTER_WEIGHTS), device=str(self.visual_prompts.device)
+        )
         result = set_peft_model_state_dict(self.clip.vision_model, state, adapter_name=LORA_ADAPTER_NAME)
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
@@ -500,7 +514,9 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
     def tokenizer(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
 
-    def get_text_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def get_text_embeddings(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Template-averaged, L2-normalised class embeddings from tokenised prompts.
 
         Args:
@@ -520,12 +536,16 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         leading, (num_templates, length) = input_ids.shape[:-2], input_ids.shape[-2:]
         flat_ids = input_ids.reshape(-1, length)
         flat_mask = attention_mask.reshape(-1, length) if attention_mask is not None else None
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.clip.text_model.parameters())
+        needs_grad = torch.is_grad_enabled() and any(
+            p.requires_grad for p in self.clip.text_model.parameters()
+        )
         features = []
         with torch.set_grad_enabled(needs_grad):
             for start in range(0, flat_ids.shape[0], 1024):  # bounded memory for (B, K, T) prompt batches
                 chunk_mask = flat_mask[start : start + 1024] if flat_mask is not None else None
-                output = self.clip.get_text_features(input_ids=flat_ids[start : start + 1024], attention_mask=chunk_mask)
+                output = self.clip.get_text_features(
+                    input_ids=flat_ids[start : start + 1024], attention_mask=chunk_mask
+                )
                 features.append(F.normalize(output.pooler_output, dim=-1))
         embeds = torch.cat(features).view(*leading, num_templates, -1).mean(dim=-2)  # (..., D)
         return F.normalize(embeds, dim=-1)
@@ -564,11 +584,15 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
             encoding = tokenize_class_prompts(tokenizer, missing, templates)
             device = self.visual_prompts.device
             with torch.no_grad():
-                embeds = self.get_text_embeddings(encoding["input_ids"].to(device), encoding["attention_mask"].to(device))
+                embeds = self.get_text_embeddings(
+                    encoding["input_ids"].to(device), encoding["attention_mask"].to(device)
+                )
             for name, embed in zip(missing, embeds):
                 self._class_cache[(name, templates)] = embed.detach()
         device, dtype = self.visual_prompts.device, self.visual_prompts.dtype
-        return torch.stack([self._class_cache[(name, templates)] for name in names]).to(device=device, dtype=dtype)
+        return torch.stack([self._class_cache[(name, templates)] for name in names]).to(
+            device=device, dtype=dtype
+        )
 
     def clear_class_cache(self) -> None:
         """Forget cached class embeddings (only needed if the text tower's weights were changed)."""
@@ -637,7 +661,9 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         layer = self.clip.vision_model.encoder.layers[layer_index]
         return layer(hidden_states, None)
 
-    def get_image_embeddings(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    def get_image_embeddings(
+        self, pixel_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """Prompted CLIP vision forward.
 
         Args:
@@ -650,7 +676,9 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         patch = self.config.clip_config.vision_config.patch_size
         height, width = pixel_values.shape[-2:]
         if height % patch or width % patch:
-            raise ValueError(f"pixel_values height and width must be multiples of {patch} (got {height}x{width}).")
+            raise ValueError(
+                f"pixel_values height and width must be multiples of {patch} (got {height}x{width})."
+            )
         hidden_states = vision.embeddings(
             pixel_values.to(self.visual_prompts.dtype), interpolate_pos_encoding=True
         )  # (B, 1 + N, E)
@@ -696,7 +724,9 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         batch_size, _, height, width = pixel_values.shape
-        class_embeds = self._resolve_class_embeds(batch_size, input_ids, attention_mask, class_embeds)  # (B, C, D)
+        class_embeds = self._resolve_class_embeds(
+            batch_size, input_ids, attention_mask, class_embeds
+        )  # (B, C, D)
 
         counterfactual_image_embeds = None
         if counterfactual_pixel_values is not None:
@@ -739,7 +769,9 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def segmentation_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def segmentation_losses(
+        self, logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unweighted (focal, dice) losses of `logits` (B, C, H, W) against position `labels` (B, H', W')."""
         if labels.dim() != 3 or labels.shape[0] != logits.shape[0]:
             raise ValueError(

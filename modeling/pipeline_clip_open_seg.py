@@ -30,7 +30,9 @@ def sliding_windows(height: int, width: int, crop_size: int, stride: int) -> lis
     the image when it is smaller than `crop_size`.
     """
     if crop_size <= 0 or stride <= 0:
-        raise ValueError(f"crop_size and stride must be positive (got crop_size={crop_size}, stride={stride}).")
+        raise ValueError(
+            f"crop_size and stride must be positive (got crop_size={crop_size}, stride={stride})."
+        )
     rows = max(height - crop_size + stride - 1, 0) // stride + 1
     cols = max(width - crop_size + stride - 1, 0) // stride + 1
     boxes = []
@@ -66,7 +68,9 @@ def slide_inference(
     crop_size = crop_size or model.config.slide_crop_size
     stride = stride or model.config.slide_stride
     if stride > crop_size:
-        raise ValueError(f"stride must not exceed crop_size, or pixels are skipped (got {stride} > {crop_size}).")
+        raise ValueError(
+            f"stride must not exceed crop_size, or pixels are skipped (got {stride} > {crop_size})."
+        )
     batch, _, height, width = pixel_values.shape
     padded_height, padded_width = max(height, crop_size), max(width, crop_size)
     # Zero after normalisation = the mean colour, as the image processor pads.
@@ -74,16 +78,20 @@ def slide_inference(
     boxes = sliding_windows(padded_height, padded_width, crop_size, stride)
     windows = [(index, box) for index in range(batch) for box in boxes]
     num_classes = class_embeds.shape[-2]
-    logits_sum = pixel_values.new_zeros((batch, num_classes, padded_height, padded_width), dtype=torch.float32)
+    logits_sum = pixel_values.new_zeros(
+        (batch, num_classes, padded_height, padded_width), dtype=torch.float32
+    )
     counts = pixel_values.new_zeros((batch, 1, padded_height, padded_width), dtype=torch.float32)
     for start in range(0, len(windows), window_batch_size):
         chunk = windows[start : start + window_batch_size]
-        crops = torch.stack([pixel_values[i, :, t:b, l:r] for i, (t, l, b, r) in chunk])  # (n, 3, crop, crop)
+        crops = torch.stack(
+            [pixel_values[i, :, top:bottom, left:right] for i, (top, left, bottom, right) in chunk]
+        )  # (n, 3, crop, crop)
         embeds = class_embeds if class_embeds.dim() == 2 else class_embeds[[i for i, _ in chunk]]
         logits = model(pixel_values=crops, class_embeds=embeds).logits.float()  # (n, C, crop, crop)
-        for (i, (t, l, b, r)), window_logits in zip(chunk, logits):
-            logits_sum[i, :, t:b, l:r] += window_logits
-            counts[i, :, t:b, l:r] += 1
+        for (i, (top, left, bottom, right)), window_logits in zip(chunk, logits):
+            logits_sum[i, :, top:bottom, left:right] += window_logits
+            counts[i, :, top:bottom, left:right] += 1
     return (logits_sum / counts)[..., :height, :width]
 
 
@@ -134,7 +142,9 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             {k: v for k, v in postprocess.items() if v is not None},
         )
 
-    def __call__(self, inputs: Any = None, **kwargs: Any) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+    def __call__(
+        self, inputs: Any = None, **kwargs: Any
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Segment one image (path, URL or PIL) or a list of them; see the class docstring."""
         if "images" in kwargs:
             inputs = kwargs.pop("images")
@@ -152,7 +162,9 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         if candidate_labels is None:
             candidate_labels = list(self.model.config.vocabulary)
             if not candidate_labels:
-                raise ValueError("candidate_labels is empty and the model has no saved vocabulary: name the classes.")
+                raise ValueError(
+                    "candidate_labels is empty and the model has no saved vocabulary: name the classes."
+                )
         labels = check_class_names(candidate_labels, what="candidate_labels")
         image = load_image(image, timeout=timeout)
         crop_size = crop_size or self.model.config.slide_crop_size
@@ -161,7 +173,9 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         )  # short side = crop size, aspect kept, CLIP normalisation
         class_embeds = self.model.encode_classes(labels, tokenizer=self.tokenizer)
         return {
-            "pixel_values": encoding["pixel_values"].to(self.dtype) if self.dtype else encoding["pixel_values"],
+            "pixel_values": encoding["pixel_values"].to(self.dtype)
+            if self.dtype
+            else encoding["pixel_values"],
             "class_embeds": class_embeds,
             "labels": labels,
             "target_size": (image.height, image.width),
@@ -182,12 +196,20 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             stride=stride,
             window_batch_size=window_batch_size,
         )
-        return {"logits": logits, "labels": model_inputs["labels"], "target_size": model_inputs["target_size"]}
+        return {
+            "logits": logits,
+            "labels": model_inputs["labels"],
+            "target_size": model_inputs["target_size"],
+        }
 
-    def postprocess(self, model_outputs: dict[str, Any], threshold: float | None = None) -> list[dict[str, Any]]:
+    def postprocess(
+        self, model_outputs: dict[str, Any], threshold: float | None = None
+    ) -> list[dict[str, Any]]:
         logits = model_outputs["logits"].float()  # (1, C, h, w)
         labels = model_outputs["labels"]
-        logits = F.interpolate(logits, size=tuple(model_outputs["target_size"]), mode="bilinear", align_corners=False)
+        logits = F.interpolate(
+            logits, size=tuple(model_outputs["target_size"]), mode="bilinear", align_corners=False
+        )
         probs = logits[0].sigmoid()  # (C, H, W)
         scores, classes = probs.max(dim=0)
         if threshold is not None:

@@ -34,7 +34,9 @@ def check_class_names(names: Any, what: str = "class names") -> list[str]:
     return names
 
 
-def tokenize_class_prompts(tokenizer: Any, names: list[str], templates: list[str] | tuple[str, ...]) -> BatchEncoding:
+def tokenize_class_prompts(
+    tokenizer: Any, names: list[str], templates: list[str] | tuple[str, ...]
+) -> BatchEncoding:
     """Tokenise every (name, template) prompt.
 
     Returns a `BatchEncoding` with `input_ids` and `attention_mask` of shape `(len(names), len(templates), L)`
@@ -66,7 +68,9 @@ class CLIPOpenSegProcessor(ProcessorMixin):
         templates (`list[str]`, *optional*): the template ensemble (the model config's; the paper's 15 by default).
     """
 
-    def __init__(self, image_processor: Any = None, tokenizer: Any = None, templates: list[str] | None = None, **kwargs):
+    def __init__(
+        self, image_processor: Any = None, tokenizer: Any = None, templates: list[str] | None = None, **kwargs
+    ):
         super().__init__(image_processor, tokenizer, **kwargs)
         self.templates = list(templates) if templates is not None else list(DEFAULT_TEMPLATES)
         format_class_prompts([], self.templates)  # validates the templates
@@ -74,7 +78,9 @@ class CLIPOpenSegProcessor(ProcessorMixin):
     def tokenize_classes(self, names: list[str], templates: list[str] | None = None) -> BatchEncoding:
         """`input_ids`/`attention_mask` of shape `(C, T, L)` for one list of class names."""
         names = check_class_names(names)
-        return tokenize_class_prompts(self.tokenizer, names, templates if templates is not None else self.templates)
+        return tokenize_class_prompts(
+            self.tokenizer, names, templates if templates is not None else self.templates
+        )
 
     def __call__(
         self,
@@ -100,12 +106,20 @@ class CLIPOpenSegProcessor(ProcessorMixin):
             data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
         if text is not None:
             if return_tensors not in ("pt", None):
-                raise ValueError(f"Class names are tokenised to torch tensors only (got return_tensors={return_tensors!r}).")
-            if isinstance(text, (list, tuple)) and text and all(isinstance(item, (list, tuple)) for item in text):
+                raise ValueError(
+                    f"Class names are tokenised to torch tensors only (got return_tensors={return_tensors!r})."
+                )
+            if (
+                isinstance(text, (list, tuple))
+                and text
+                and all(isinstance(item, (list, tuple)) for item in text)
+            ):
                 per_image = [self.tokenize_classes(list(names), templates) for names in text]
                 counts = {encoding["input_ids"].shape[0] for encoding in per_image}
                 if len(counts) != 1:
-                    raise ValueError(f"Every image must have the same number of classes (got {sorted(counts)}).")
+                    raise ValueError(
+                        f"Every image must have the same number of classes (got {sorted(counts)})."
+                    )
                 length = max(encoding["input_ids"].shape[-1] for encoding in per_image)
                 pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
                 data["input_ids"] = torch.stack(
