@@ -21,7 +21,7 @@ from magicseg_hf.generation.counterfactual import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-PROPERTY = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # ---- bare names -----------------------------------------------------------------------------

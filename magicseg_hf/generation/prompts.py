@@ -580,13 +580,12 @@ def build_prompt_backend(name: str, **kwargs: Any) -> PromptBackend:
         InputError: an unknown backend name or bad arguments.
     """
     key = name.strip().lower()
-    if key == "template":
-        return TemplatePromptBackend(**kwargs)
-    if key == "openai":
+    if key in ("template", "openai"):
+        cls = TemplatePromptBackend if key == "template" else OpenAIPromptBackend
         try:
-            return OpenAIPromptBackend(**kwargs)
+            return cls(**kwargs)
         except TypeError as err:
-            raise InputError(f"Bad arguments for the openai prompt backend: {err}") from None
+            raise InputError(f"Bad arguments for the {key} prompt backend: {err}") from None
     if key == "transformers":
         model = kwargs.pop("model", None)
         tokenizer = kwargs.pop("tokenizer", None)
