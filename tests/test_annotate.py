@@ -1,0 +1,414 @@
+"""Annotation: detectors, SAM segmenters, label maps, the Annotator (offline, tiny models)."""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from magicseg_hf import presets  # noqa: E402
+from magicseg_hf.errors import ModelLoadError  # noqa: E402
+from magicseg_hf.generation.annotate import (  # noqa: E402
+    Annotation,
+    Annotator,
+    Detections,
+    GroundingDinoDetector,
+    Owlv2Detector,
+    SegmentAnythingSegmenter,
+    TransformersSamSegmenter,
+    assign_grounding_dino_boxes,
+    build_annotator,
+    grounding_dino_text,
+    label_map,
+    token_class_map,
+)
+from magicseg_hf.generation.config import GenerationConfig  # noqa: E402
+
+CLASSES = [["cat", "dog"], ["traffic light"], ["bow (weapon)", "zebra", "person"], ["cat"]]
+
+
+def _images(count: int = 4, size: int = 128, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+        for _ in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def grounding_dino() -> GroundingDinoDetector:
+    return GroundingDinoDetector(*presets.load_detector("grounding-dino", "tiny:grounding-dino"))
+
+
+@pytest.fixture(scope="module")
+def owlv2() -> Owlv2Detector:
+    return Owlv2Detector(*presets.load_detector("owlv2", "tiny:owlv2"))
+
+
+@pytest.fixture(scope="module")
+def transformers_sam() -> TransformersSamSegmenter:
+    return TransformersSamSegmenter(*presets.load_segmenter("transformers", "tiny:sam"))
+
+
+@pytest.fixture(scope="module")
+def segment_anything_sam() -> SegmentAnythingSegmenter:
+    sam, processor = presets.load_segmenter("segment-anything", "tiny:segment-anything")
+    assert processor is None
+    return SegmentAnythingSegmenter(sam)
+
+
+# ---- label_map ---------------------------------------------------------------------------------
+def test_label_map_values_and_overlap_goes_to_higher_score() -> None:
+    masks = torch.zeros((3, 4, 6), dtype=torch.bool)
+    masks[0, :, :3] = True  # class 1 (label 2), left half
+    masks[1, :2, 2:5] = True  # class 0 (label 1), top middle, overlapping mask 0 at column 2
+    masks[2, 3, 5] = True  # class 2 (label 3), one pixel
+    out = label_map(masks, torch.tensor([1, 0, 2]), torch.tensor([0.4, 0.9, 0.1]), num_classes=3)
+    assert out.dtype == np.uint8 and out.shape == (4, 6)
+    expected = np.array(
+        [
+            [2, 2, 1, 1, 1, 0],
+            [2, 2, 1, 1, 1, 0],
+            [2, 2, 2, 0, 0, 0],
+            [2, 2, 2, 0, 0, 3],
+        ],
+        dtype=np.uint8,
+    )
+    np.testing.assert_array_equal(out, expected)
+    # Same masks, scores swapped: the overlap at column 2 now goes to class 1 (label 2).
+    swapped = label_map(masks, [1, 0, 2], [0.9, 0.4, 0.1], num_classes=3)
+    assert swapped[0, 2] == 2 and swapped[0, 3] == 1
+    # The order of the masks does not matter, only the scores.
+    perm = [2, 1, 0]
+    np.testing.assert_array_equal(
+        label_map(masks[perm], torch.tensor([1, 0, 2])[perm], torch.tensor([0.4, 0.9, 0.1])[perm], 3), expected
+    )
+
+
+def test_label_map_ties_empty_and_bad_input() -> None:
+    masks = torch.ones((2, 2, 2), dtype=torch.bool)
+    assert (label_map(masks, [0, 1], [0.5, 0.5], 2) == 1).all()  # tie: the earlier mask
+    empty = label_map(torch.zeros((0, 3, 5), dtype=torch.bool), [], [], 4)
+    assert empty.shape == (3, 5) and not empty.any()
+    with pytest.raises(ValueError):
+        label_map(masks, [0, 2], [0.5, 0.5], 2)  # label out of range
+    with pytest.raises(ValueError):
+        label_map(masks, [0], [0.5], 2)  # count mismatch
+
+
+# ---- Grounding DINO: box -> class from logits and token spans --------------------------------
+def test_grounding_dino_text_and_token_spans() -> None:
+    text, spans = grounding_dino_text(["Traffic  Light", "cat"])
+    assert text == "traffic light. cat."
+    assert [text[a:b] for a, b in spans] == ["traffic light", "cat"]
+    tokenizer = presets.tiny_bert_tokenizer()
+    encoding = tokenizer(text, return_offsets_mapping=True)
+    membership = token_class_map(encoding["offset_mapping"], spans)
+    tokens = tokenizer.convert_ids_to_tokens(encoding["input_ids"])
+    assert tokens == ["[CLS]", "traffic", "light", ".", "cat", ".", "[SEP]"]
+    assert membership.tolist() == [
+        [False, True, True, False, False, False, False],
+        [False, False, False, False, True, False, False],
+    ]
+    # Grounding DINO splits phrases at the BERT ids of [CLS], [SEP] and "."; the tiny vocab keeps them.
+    assert encoding["input_ids"][0] == 101 and encoding["input_ids"][-1] == 102 and encoding["input_ids"][3] == 1012
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+def test_assign_grounding_dino_boxes_on_crafted_logits() -> None:
+    # tokens: [CLS] traffic light . cat . [SEP] + 3 padding positions (-inf)
+    membership = torch.tensor(
+        [[0, 1, 1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0, 0, 0, 0]], dtype=torch.bool
+    )
+    low = _logit(0.01)
+    logits = torch.full((4, 10), low)
+    logits[:, 7:] = float("-inf")
+    logits[0, 2] = _logit(0.8)  # "light" -> class 0 ("traffic light"), score 0.8
+    logits[1, 4] = _logit(0.6)  # "cat" -> class 1
+    logits[1, 1] = _logit(0.3)  # ... beats "traffic" at 0.3
+    logits[2, 4] = _logit(0.2)  # class 1 at 0.2: below the text threshold
+    logits[2, 3] = _logit(0.9)  # (the "." token is high: objectness passes, but no class does)
+    logits[3, 1] = _logit(0.1)  # best class 0 at 0.1: objectness below the box threshold
+    boxes = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.25, 0.25, 0.1, 0.2], [0.5, 0.5, 1.0, 1.0], [0.1, 0.1, 0.1, 0.1]])
+    found = assign_grounding_dino_boxes(logits, boxes, membership, (100, 200), 0.25, 0.25)
+    assert found.labels.tolist() == [0, 1]
+    assert found.labels.dtype == torch.int64 and found.boxes.dtype == torch.float32
+    np.testing.assert_allclose(found.scores.numpy(), [0.8, 0.6], rtol=1e-5)
+    # xyxy pixels: width 200, height 100
+    np.testing.assert_allclose(found.boxes.numpy(), [[50, 25, 150, 75], [40, 15, 60, 35]], rtol=1e-5)
+    # No thresholds: every query, each with its best class.
+    everything = assign_grounding_dino_boxes(logits, boxes, membership, (100, 200), float("-inf"), float("-inf"))
+    assert everything.labels.tolist() == [0, 1, 1, 0]
+    np.testing.assert_allclose(everything.scores.numpy(), [0.8, 0.6, 0.2, 0.1], rtol=1e-5)
+    # Boxes past the image are clipped to it.
+    clipped = assign_grounding_dino_boxes(logits, boxes * 2, membership, (100, 200), float("-inf"), float("-inf"))
+    assert clipped.boxes[:, 0::2].max() <= 200 and clipped.boxes[:, 1::2].max() <= 100 and clipped.boxes.min() >= 0
+
+
+def test_grounding_dino_detector_maps_fake_logits_through_the_real_tokenizer() -> None:
+    """A fake model answers with crafted logits; the detector must find each class's token span
+    in the padded batch (class 1 of image 0 is "traffic light", tokens 3-4)."""
+    _, processor = presets.load_detector("grounding-dino", "tiny:grounding-dino")
+    seen = {}
+
+    class FakeModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, pixel_values, **kwargs):
+            seen["input_ids"] = input_ids
+            batch, length = input_ids.shape
+            logits = torch.full((batch, 2, 256), -10.0)
+            logits[:, :, length:] = float("-inf")
+            logits[0, 0, 4] = 3.0  # image 0: "[CLS] cat . traffic light ." -> token 4 = "light"
+            logits[0, 1, 1] = 2.0  # token 1 = "cat"
+            logits[1, 0, 1] = 1.0  # image 1: "dog ." -> "dog"
+            logits[1, 1, 2] = 4.0  # the "." after dog: no class
+            boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2]]).expand(batch, 2, 4)
+            return SimpleNamespace(logits=logits, pred_boxes=boxes)
+
+    detector = GroundingDinoDetector(FakeModel(), processor)
+    found = detector.detect(_images(2), [["cat", "traffic light"], ["dog"]], 0.3, 0.3)
+    tokens = processor.tokenizer.convert_ids_to_tokens(seen["input_ids"][0].tolist())
+    assert tokens == ["[CLS]", "cat", ".", "traffic", "light", ".", "[SEP]"]
+    assert processor.tokenizer.convert_ids_to_tokens(seen["input_ids"][1].tolist())[:4] == ["[CLS]", "dog", ".", "[SEP]"]
+    assert found[0].labels.tolist() == [1, 0]
+    np.testing.assert_allclose(found[0].scores.numpy(), torch.sigmoid(torch.tensor([3.0, 2.0])).numpy(), rtol=1e-5)
+    assert found[1].labels.tolist() == [0]  # the "." query has objectness but no class above 0.3
+    np.testing.assert_allclose(found[1].boxes.numpy(), [[51.2, 51.2, 76.8, 76.8]], rtol=1e-5)
+
+
+def test_grounding_dino_end_to_end_tiny(grounding_dino) -> None:
+    images = _images()
+    found = grounding_dino.detect(images, CLASSES, 0.0, 0.0)
+    assert len(found) == len(images)
+    for dets, names in zip(found, CLASSES):
+        assert dets.boxes.shape == (len(dets), 4) and dets.boxes.dtype == torch.float32
+        assert dets.labels.dtype == torch.int64 and dets.scores.dtype == torch.float32
+        assert len(dets) == 4  # 4 queries, thresholds 0
+        assert dets.labels.min() >= 0 and dets.labels.max() < len(names)
+        assert (dets.boxes[:, 2:] >= dets.boxes[:, :2]).all() and dets.boxes.max() <= 128
+    # The assignment is the argmax over the classes' spans of the raw logits.
+    processor = grounding_dino.processor
+    text, spans = grounding_dino_text(CLASSES[2])
+    encoding = processor.tokenizer([text], return_offsets_mapping=True, return_tensors="pt")
+    membership = token_class_map(encoding.pop("offset_mapping")[0].tolist(), spans)
+    with torch.inference_mode():
+        out = grounding_dino.model(**encoding, **processor.image_processor([images[2]], return_tensors="pt"))
+    probs = out.logits[0, :, : membership.shape[1]].sigmoid()
+    span_scores = torch.stack([probs[:, m].amax(-1) for m in membership], dim=-1)
+    assert found[2].labels.tolist() == span_scores.argmax(-1).tolist()
+    torch.testing.assert_close(found[2].scores, span_scores.amax(-1), atol=1e-5, rtol=1e-4)
+    # A threshold above every score leaves nothing.
+    assert all(len(d) == 0 for d in grounding_dino.detect(images, CLASSES, 1.01, 0.0))
+
+
+@pytest.mark.parametrize("which", ["grounding_dino", "owlv2"])
+def test_batched_detection_equals_per_image(which, request) -> None:
+    detector = request.getfixturevalue(which)
+    images = _images()
+    batched = detector.detect(images, CLASSES, 0.0, 0.0)
+    for image, names, together in zip(images, CLASSES, batched):
+        alone = detector.detect([image], [names], 0.0, 0.0)[0]
+        assert len(alone) == len(together) > 0
+        assert torch.equal(alone.labels, together.labels)
+        torch.testing.assert_close(alone.scores, together.scores, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(alone.boxes, together.boxes, atol=1e-2, rtol=1e-4)
+
+
+def test_owlv2_labels_index_each_images_own_classes(owlv2) -> None:
+    images = _images(2)
+    found = owlv2.detect(images, [["cat"], ["cat", "dog", "person"]], 0.0)
+    assert found[0].labels.tolist() == [0] * len(found[0])  # padded queries never win
+    assert len(found[1]) == 4 and found[1].labels.max() < 3
+    assert all(len(d) == 0 for d in owlv2.detect(images, [["cat"], ["dog"]], 1.01))
+
+
+# ---- SAM -------------------------------------------------------------------------------------------
+BOXES = torch.tensor([[10.0, 12.0, 70.0, 60.0], [40.0, 30.0, 120.0, 110.0], [0.0, 0.0, 128.0, 128.0]])
+
+
+@pytest.mark.parametrize("which", ["transformers_sam", "segment_anything_sam"])
+def test_sam_all_boxes_in_one_call_equals_one_box_per_call(which, request) -> None:
+    segmenter = request.getfixturevalue(which)
+    image = _images(1)[0]
+    together = segmenter.segment(image, BOXES)
+    assert together.shape == (3, 128, 128) and together.dtype == torch.bool
+    fractions = together.float().mean(dim=(1, 2))
+    assert ((fractions > 0) & (fractions < 1)).all(), fractions  # non-trivial masks
+    assert not torch.equal(together[0], together[1])
+    alone = torch.cat([segmenter.segment(image, box[None]) for box in BOXES])
+    assert (alone != together).float().mean() < 1e-3
+    assert segmenter.segment(image, torch.zeros((0, 4))).shape == (0, 128, 128)
+
+
+def test_sam_segmenters_embed_the_image_once(transformers_sam, segment_anything_sam, monkeypatch) -> None:
+    image = _images(1)[0]
+    calls = {"transformers": 0, "segment-anything": 0}
+    vision = transformers_sam.model.vision_encoder
+    original_vision = vision.forward
+
+    def count_vision(*args, **kwargs):
+        calls["transformers"] += 1
+        return original_vision(*args, **kwargs)
+
+    monkeypatch.setattr(vision, "forward", count_vision)
+    encoder = segment_anything_sam.model.image_encoder
+    original_encoder = encoder.forward
+
+    def count_encoder(*args, **kwargs):
+        calls["segment-anything"] += 1
+        return original_encoder(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "forward", count_encoder)
+    transformers_sam.segment(image, BOXES)
+    segment_anything_sam.segment(image, BOXES)
+    assert calls == {"transformers": 1, "segment-anything": 1}
+
+
+def test_segment_anything_checkpoint_roundtrip_with_weights_only(tmp_path, segment_anything_sam, monkeypatch) -> None:
+    path = tmp_path / "sam_tiny.pth"
+    torch.save(segment_anything_sam.model.state_dict(), path)
+    loads = []
+    original_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        loads.append(kwargs.get("weights_only"))
+        return original_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    sam, processor = presets.load_segmenter("segment-anything", sam_checkpoint=str(path), sam_model_type="tiny")
+    assert processor is None and loads == [True]
+    for (name, a), (_, b) in zip(segment_anything_sam.model.state_dict().items(), sam.state_dict().items()):
+        assert torch.equal(a, b), name
+    image = _images(1)[0]
+    assert torch.equal(SegmentAnythingSegmenter(sam).segment(image, BOXES), segment_anything_sam.segment(image, BOXES))
+
+
+def test_segment_anything_checkpoint_errors(tmp_path) -> None:
+    # A pickle with arbitrary objects is refused by weights_only (never executed).
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": SimpleNamespace(a=1)}, evil)
+    with pytest.raises(ModelLoadError, match="evil.pth"):
+        presets.load_segmenter("segment-anything", sam_checkpoint=str(evil), sam_model_type="tiny")
+    # Right file format, wrong architecture.
+    with pytest.raises(ModelLoadError):
+        presets.load_segmenter("segment-anything", sam_checkpoint=str(evil), sam_model_type="vit_q")
+    with pytest.raises(ModelLoadError, match="no such file"):
+        presets.load_segmenter("segment-anything", sam_checkpoint=str(tmp_path / "missing.pth"))
+    with pytest.raises(ModelLoadError, match="sam-checkpoint"):
+        presets.load_segmenter("segment-anything", "facebook/sam-vit-huge")
+
+
+def test_tiny_models_are_identical_across_builds() -> None:
+    a, _ = presets.load_detector("grounding-dino", "tiny:grounding-dino")
+    b, _ = presets.load_detector("grounding-dino", "tiny:grounding-dino")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    torch.manual_seed(123)  # the caller's RNG is left alone
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    presets.load_segmenter("transformers", "tiny:sam")
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ---- Annotator -------------------------------------------------------------------------------------
+def test_annotate_end_to_end(grounding_dino, transformers_sam) -> None:
+    images = _images()
+    annotator = Annotator(grounding_dino, transformers_sam, 0.0, 0.0)
+    annotations = annotator.annotate(images, CLASSES)
+    assert len(annotations) == 4
+    found = grounding_dino.detect(images, CLASSES, 0.0, 0.0)
+    for image, names, annotation, dets in zip(images, CLASSES, annotations, found):
+        assert isinstance(annotation, Annotation)
+        assert annotation.label.dtype == np.uint8 and annotation.label.shape == (image.height, image.width)
+        assert set(np.unique(annotation.label)) <= set(range(len(names) + 1))
+        assert annotation.box_labels == dets.labels.tolist()
+        np.testing.assert_allclose(annotation.box_scores, dets.scores.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(annotation.boxes, dets.boxes.numpy(), rtol=1e-5)
+        masks = transformers_sam.segment(image, dets.boxes)
+        np.testing.assert_array_equal(annotation.label, label_map(masks, dets.labels, dets.scores, len(names)))
+    assert any(annotation.label.any() for annotation in annotations)
+
+
+def test_annotate_without_detections_gives_an_empty_annotation(grounding_dino, transformers_sam) -> None:
+    images = _images(2)
+    annotations = Annotator(grounding_dino, transformers_sam, 1.01, 0.0).annotate(images, CLASSES[:2])
+    for annotation in annotations:
+        assert annotation.boxes == [] and annotation.box_labels == [] and annotation.box_scores == []
+        assert annotation.label.shape == (128, 128) and not annotation.label.any()
+
+
+def test_score_counterfactual(grounding_dino, transformers_sam) -> None:
+    images = _images()
+    # Thresholds do not apply: the annotator's 1.01 would keep nothing.
+    scores = Annotator(grounding_dino, transformers_sam, 1.01, 1.01).score_counterfactual(images, CLASSES)
+    everything = grounding_dino.detect(images, CLASSES, float("-inf"), float("-inf"))
+    assert scores == pytest.approx([float(d.scores.max()) for d in everything])
+    assert all(0.0 < s <= 1.0 for s in scores)
+
+    class NoBoxes:
+        def detect(self, images, class_names, box_threshold, text_threshold):
+            return [Detections.empty() for _ in images]
+
+    assert Annotator(NoBoxes(), transformers_sam, 0.0, 0.0).score_counterfactual(images[:2], CLASSES[:2]) == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "detector,segmenter,dtype",
+    [
+        ("grounding-dino", "transformers", "float32"),
+        ("owlv2", "segment-anything", "float32"),
+        ("grounding-dino", "segment-anything", "bfloat16"),  # reduced precision: inputs follow the model
+    ],
+)
+def test_build_annotator_from_generation_config(detector, segmenter, dtype) -> None:
+    config = GenerationConfig(preset="tiny", classes=["cat"], detector=detector, segmenter=segmenter, dtype=dtype)
+    annotator = build_annotator(config.resolved(), "cpu", dtype)
+    expected = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    assert next(annotator.detector.model.parameters()).dtype == expected
+    images = _images()
+    # (Speed is measured in benchmarks/bench_generate.py, not asserted here: tests share the CPU.)
+    annotations = annotator.annotate(images, CLASSES)
+    assert all(len(a.boxes) == 4 for a in annotations)
+    assert all(a.label.shape == (128, 128) for a in annotations)
+    assert len(annotator.score_counterfactual(images, CLASSES)) == 4
+
+
+def test_bad_model_paths_fail_at_once(monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="no such folder"):
+        presets.load_detector("grounding-dino", "/no/such/detector")
+    with pytest.raises(ModelLoadError, match="no such folder"):
+        presets.load_segmenter("transformers", "./no/such/sam")
+    with pytest.raises(ModelLoadError):
+        presets.load_detector("owlv2", "someone/not-cached-owlv2")
+    with pytest.raises(ModelLoadError, match="unknown tiny"):
+        presets.load_detector("owlv2", "tiny:grounding-dino")
+    with pytest.raises(ModelLoadError, match="unknown detector"):
+        presets.load_detector("yolo", "tiny:owlv2")
+    with pytest.raises(ModelLoadError, match="unknown segmenter"):
+        presets.load_segmenter("sam3", "tiny:sam")
+    config = GenerationConfig(preset="tiny", classes=["cat"], detector_model="/no/such/folder").resolved()
+    with pytest.raises(ModelLoadError):
+        build_annotator(config, "cpu", "float32")
+    assert time.perf_counter() - start < 5.0
+
+
+def test_bad_model_folder_contents_raise_model_load_error(tmp_path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        presets.load_detector("grounding-dino", str(tmp_path))
