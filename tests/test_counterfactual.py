@@ -174,6 +174,14 @@ def test_replace_mentions_paper_style() -> None:
         # participle whose subject was removed
         ("a cat wearing a hat", ["cat"], "a hat"),
         ("a herd of sheep grazing on a hill", ["sheep"], "a hill"),
+        ("A fluffy orange cat curled up on a windowsill, watching the snow fall.", ["cat"],
+         "A windowsill, watching the snow fall."),
+        ("A red bus parked beside a traffic light on a rainy street", ["bus"], "A traffic light on a rainy street"),
+        ("a bowl of cherries on a table", ["bowl"], "cherries on a table"),
+        ("a bowl of cherries on a table", ["cherry"], "a bowl on a table"),
+        # a passive participle that lost its object goes with it
+        ("A dog on a sunlit patio, surrounded by potted plants.", ["potted plant"], "A dog on a sunlit patio."),
+        ("a table covered with plates", ["plate"], "a table"),
         # possessives become "the"
         ("A dog's bowl on the floor", ["dog"], "The bowl on the floor"),
         ("the dogs' bowls", ["dog"], "the bowls"),

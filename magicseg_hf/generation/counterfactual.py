@@ -42,8 +42,10 @@ Removal policy (:func:`counterfactual_prompt`)
   gap is dropped (``"a cat and a dog"`` -> ``"a dog"``); a preposition left with no object
   is dropped (``"a dog sitting next to a cat on a sofa"`` -> ``"a dog sitting on a sofa"``,
   ``"a photo of a cat"`` -> ``"a photo"``); when the removed noun was the subject of a
-  participle at the start of a clause or after a preposition, the participle and its
-  preposition go too (``"a photo of a cat sleeping on a sofa"`` -> ``"a photo of a sofa"``);
+  participle (``-ing``/``-ed``) at the start of a clause or after a preposition, the participle
+  and its preposition go too (``"a photo of a cat sleeping on a sofa"`` -> ``"a photo of a
+  sofa"``); a passive participle whose object was removed goes (``"a patio, surrounded by
+  plants."`` -> ``"a patio."``);
   a clause-initial locative preposition left in front is dropped (``"a cat on a sofa"`` ->
   ``"a sofa"``); commas never double up or dangle; runs of spaces collapse to one; a
   capital at the start of a sentence is carried to the new first word.
@@ -321,14 +323,15 @@ _PREPOSITIONS: tuple[tuple[str, ...], ...] = tuple(
         reverse=True,
     )
 )
-# Prepositions (and participial "with"-like verbs) dropped after a clause-initial gap:
-# "a cat on a sofa" -> "a sofa", "a cat next to a dog" -> "a dog".
+# Prepositions dropped after a clause-initial gap:
+# "a cat on a sofa" -> "a sofa", "a cat next to a dog" -> "a dog", "a bowl of cherries" -> "cherries".
 _LOCATIVES = frozenset(
     {
         ("on",), ("in",), ("at",), ("with",), ("beside",), ("near",), ("by",), ("under",),
         ("behind",), ("inside",), ("atop",), ("next", "to"), ("close", "to"), ("on", "top", "of"),
         ("in", "front", "of"), ("alongside",), ("among",), ("beneath",), ("underneath",),
         ("along", "with"), ("together", "with"), ("against",), ("above",), ("below",), ("over",),
+        ("of",),
     }
 )
 _PARTICIPLE_PREPOSITIONS = frozenset(p for p in _PREPOSITIONS if p[0] not in {"holding", "carrying", "wearing",
@@ -340,6 +343,7 @@ _ING_NOUNS = frozenset(
     stuffing pudding dumpling wedding sibling herring bedding awning stocking earring dressing
     seasoning topping filling landing setting ceiling sing""".split()
 )
+_ED_NOT_PARTICIPLES = frozenset("bed shed sled seed weed reed feed speed breed steed hundred sacred".split())
 _AUXILIARIES = frozenset("is are was were".split())
 _SENTENCE_PUNCT = frozenset(".;:!?(")
 _CLOSING_PUNCT = frozenset(",.;:!?)")
@@ -496,15 +500,24 @@ def _is_conj(tok: _Tok | None) -> bool:
     return tok is not None and tok.kind in "wp" and tok.low in _CONJUNCTIONS
 
 
-def _is_participle(tok: _Tok | None) -> bool:
+def _is_past_participle(tok: _Tok | None) -> bool:
     return (
         tok is not None
         and tok.kind == "w"
-        and tok.low.endswith("ing")
+        and tok.low.endswith("ed")
         and len(tok.low) > 4
-        and tok.low not in _ING_NOUNS
+        and tok.low not in _ED_NOT_PARTICIPLES
         and "-" not in tok.low
     )
+
+
+def _is_participle(tok: _Tok | None) -> bool:
+    """An ``-ing`` or ``-ed`` verb form ("sleeping", "parked"), not a noun like "ceiling"."""
+    if tok is None or tok.kind != "w" or "-" in tok.low:
+        return False
+    if tok.low.endswith("ing"):
+        return len(tok.low) > 4 and tok.low not in _ING_NOUNS
+    return _is_past_participle(tok)
 
 
 def _clause_start(toks: list[_Tok], h: int) -> bool:
@@ -566,6 +579,12 @@ def _tidy_once(toks: list[_Tok]) -> bool:
         ):
             tok.sep = toks[h - n].sep
             del toks[h - n : h]
+            # ... and a passive participle that needed it: "a patio, surrounded by <gap>."
+            if h - n > 0 and _is_past_participle(toks[h - n - 1]) and (
+                right is None or (right.kind == "p" and right.text in _CLOSING_PUNCT)
+            ):
+                tok.sep = toks[h - n - 1].sep
+                del toks[h - n - 1]
             return True
         # 6. A clause-initial gap followed by a locative: "<gap> on a sofa" -> "a sofa".
         if _clause_start(toks, h):
