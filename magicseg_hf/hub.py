@@ -243,7 +243,7 @@ def _model_entry(models: dict[str, Any], config: dict[str, Any], role: str) -> t
     else:
         return None
     if revision:
-        return model_id, str(revision)
+        return model_id, f"`{revision}`"
     return model_id, "— (built offline)" if model_id.startswith("tiny:") else "default branch (not pinned)"
 
 
@@ -434,7 +434,7 @@ def _card_text(
             license_text = "see its model card"
         else:
             license_text = generator_license(entry[0])[1]
-        lines.append(f"| {title} | `{_md(entry[0])}` | `{_md(entry[1])}` | {_md(license_text)} |")
+        lines.append(f"| {title} | `{_md(entry[0])}` | {_md(entry[1])} | {_md(license_text)} |")
     if config.get("prompt_backend") == "template":
         lines.append("| Prompt writer | built-in `template` backend (no model) | — | — |")
     settings = [

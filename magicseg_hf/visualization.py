@@ -124,10 +124,14 @@ def overlay_label(image: Image.Image, label: Image.Image | np.ndarray, alpha: fl
     colors = _LUT[array].astype(np.float32)
     mask = (array != 0)[..., None]
     blended = np.where(mask, (1.0 - alpha) * pixels + alpha * colors, pixels)
-    # Outline: labelled pixels whose right/lower neighbour has another value.
+    # Outline: labelled pixels with a 4-neighbour of another value.
     edge = np.zeros(array.shape, dtype=bool)
-    edge[:, :-1] |= array[:, :-1] != array[:, 1:]
-    edge[:-1, :] |= array[:-1, :] != array[1:, :]
+    horizontal = array[:, :-1] != array[:, 1:]
+    vertical = array[:-1, :] != array[1:, :]
+    edge[:, :-1] |= horizontal
+    edge[:, 1:] |= horizontal
+    edge[:-1, :] |= vertical
+    edge[1:, :] |= vertical
     edge &= array != 0
     blended[edge] = colors[edge]
     return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8), mode="RGB")
@@ -365,6 +369,6 @@ def class_histogram_chart(
         draw.text((x0 + length + 4, y + 2), str(value), fill=TEXT_COLOR, font=font)
         y += bar_height + 4
     if rest:
-        text = f"+{len(rest)} more classes in {sum(v for _, v in rest)} class-row pairs"
+        text = f"+{len(rest)} more classes (their counts sum to {sum(v for _, v in rest)})"
         draw.text((pad, y + 2), text, fill=MUTED_TEXT_COLOR, font=font)
     return canvas

@@ -163,3 +163,69 @@ def comparable(row: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+class HubStandIn:
+    """A local stand-in for the Hub: patched ``HfApi`` calls write repos into ``root``.
+
+    ``root/<owner>/<name>/<branch>/`` holds each branch's files; :meth:`path` gives the folder that
+    ``load_dataset`` then reads as if it were the repo. ``calls`` records (method, repo_id, kwargs).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def path(self, repo_id: str, revision: str | None = None) -> Path:
+        return self.root / repo_id / (revision or "main")
+
+    def install(self, monkeypatch: Any, token: str = "hf_standin_token") -> HubStandIn:
+        """Patch HfApi, make the Hub look online and reachable, and provide a token."""
+        import shutil
+
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, RepoUrl, constants
+
+        import magicseg_hf.hub as hub
+
+        stand_in = self
+
+        def create_repo(api, repo_id, *, repo_type=None, private=None, exist_ok=False, **kwargs):
+            stand_in.calls.append(("create_repo", repo_id, {"repo_type": repo_type, "private": private}))
+            stand_in.path(repo_id).mkdir(parents=True, exist_ok=True)
+            return RepoUrl(f"https://huggingface.co/datasets/{repo_id}")
+
+        def create_branch(api, repo_id, *, branch, repo_type=None, exist_ok=False, **kwargs):
+            stand_in.calls.append(("create_branch", repo_id, {"branch": branch, "repo_type": repo_type}))
+            target = stand_in.path(repo_id, branch)
+            if not target.exists():
+                shutil.copytree(stand_in.path(repo_id), target)
+
+        def list_repo_files(api, repo_id, *, repo_type=None, revision=None, **kwargs):
+            stand_in.calls.append(("list_repo_files", repo_id, {"revision": revision}))
+            base = stand_in.path(repo_id, revision)
+            return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+        def create_commit(api, repo_id, operations, *, commit_message, repo_type=None, revision=None, **kwargs):
+            stand_in.calls.append(("create_commit", repo_id, {"revision": revision, "message": commit_message,
+                                                              "repo_type": repo_type}))
+            base = stand_in.path(repo_id, revision)
+            for operation in operations:
+                target = base / operation.path_in_repo
+                if isinstance(operation, CommitOperationDelete):
+                    target.unlink()
+                elif isinstance(operation, CommitOperationAdd):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    source = operation.path_or_fileobj
+                    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+                    target.write_bytes(data)
+            return None
+
+        monkeypatch.setattr(HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(HfApi, "create_branch", create_branch)
+        monkeypatch.setattr(HfApi, "list_repo_files", list_repo_files)
+        monkeypatch.setattr(HfApi, "create_commit", create_commit)
+        monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", token)
+        return self
