@@ -59,6 +59,8 @@ _GENERATION_DEFAULTS: dict[str, dict[str, Any]] = {
         "box_threshold": 0.35,
         "text_threshold": 0.25,
         "counterfactual_threshold": 0.3,
+        "min_mask_area": 0.01,
+        "max_mask_area": 0.95,
     },
     # Random weights: thresholds are set so that a tiny run keeps most attempts; the tiny
     # preset proves plumbing, not quality.
@@ -70,6 +72,8 @@ _GENERATION_DEFAULTS: dict[str, dict[str, Any]] = {
         "box_threshold": 0.0,
         "text_threshold": 0.0,
         "counterfactual_threshold": 1.01,
+        "min_mask_area": 0.0,
+        "max_mask_area": 1.0,
     },
 }
 

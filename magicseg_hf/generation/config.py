@@ -89,8 +89,8 @@ class GenerationConfig:
     sam_model_type: str = _f("vit_h", "segment-anything model type for --sam-checkpoint.")
     box_threshold: float | None = _f(None, "Minimum detector box score.")
     text_threshold: float | None = _f(None, "Minimum score of the matched class text (Grounding DINO).")
-    min_mask_area: float = _f(0.01, "Drop a pair whose labelled area is below this fraction of the image.")
-    max_mask_area: float = _f(0.95, "Drop a pair whose labelled area is above this fraction of the image.")
+    min_mask_area: float | None = _f(None, "Drop a pair whose labelled area is below this fraction of the image.")
+    max_mask_area: float | None = _f(None, "Drop a pair whose labelled area is above this fraction of the image.")
     counterfactual_threshold: float | None = _f(
         None, "Drop a pair whose counterfactual still scores above this for a target class."
     )
@@ -124,10 +124,10 @@ class GenerationConfig:
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 8):
                 raise InputError(f"--{name} must be a positive multiple of 8 (got {value})")
-        if not 0.0 <= self.min_mask_area < self.max_mask_area <= 1.0:
-            raise InputError(
-                f"need 0 <= --min-mask-area < --max-mask-area <= 1 (got {self.min_mask_area}, {self.max_mask_area})"
-            )
+        low = 0.0 if self.min_mask_area is None else self.min_mask_area
+        high = 1.0 if self.max_mask_area is None else self.max_mask_area
+        if not 0.0 <= low < high <= 1.0:
+            raise InputError(f"need 0 <= --min-mask-area < --max-mask-area <= 1 (got {low}, {high})")
         choices = {
             "counterfactual": COUNTERFACTUAL_MODES,
             "detector": DETECTORS,

@@ -40,7 +40,7 @@ from magicseg_hf.generation.writer import (
 logger = logging.getLogger(__name__)
 
 #: Settings that may differ between a run and its resume without changing any row.
-_RESUME_FREE_FIELDS = ("device", "batch_size")
+_RESUME_FREE_FIELDS = ("device",)
 
 
 def derive_seed(seed: int, attempt: int, stream: str) -> int:
@@ -284,7 +284,7 @@ class _Engine:
             first = self.images.generate_images([a.prompt for a in attempts], [a.seed for a in attempts])
             positives, counterfactuals, blank = first.positives, [None] * len(attempts), first.blank
 
-        for i, attempt in enumerate(attempts):
+        for i in range(len(attempts)):
             if blank[i]:
                 status[i] = "blank_image"
         live = [i for i in range(len(attempts)) if i not in status]

@@ -71,6 +71,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the data from other users
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -91,7 +94,13 @@ def rows_to_parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
     import datasets
 
     buffer = io.BytesIO()
-    datasets.Dataset.from_list(rows, features=DATASET_FEATURES).to_parquet(buffer)
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # one bar per shard would clutter the run's own bar
+    try:
+        datasets.Dataset.from_list(rows, features=DATASET_FEATURES).to_parquet(buffer)
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
     return buffer.getvalue()
 
 
@@ -127,7 +136,7 @@ class ShardStore:
         for j in range(shard):
             if not self.is_complete(j):
                 return None
-            total += sum(r["status"] == KEPT for r in self.records(j))
+            total += iter_kept(self.records(j))
         return total
 
 
@@ -184,9 +193,7 @@ def finalize(
             table = pq.read_table(store.parquet_path(shard))
             target = output_dir / shard_file_name(out_index)
             if kept_here == table.num_rows:
-                tmp = target.with_name(f".{target.name}.tmp")
-                shutil.copyfile(store.parquet_path(shard), tmp)
-                os.replace(tmp, target)
+                atomic_write_bytes(target, store.parquet_path(shard).read_bytes())
             else:
                 buffer = io.BytesIO()
                 pq.write_table(table.slice(0, kept_here), buffer)
