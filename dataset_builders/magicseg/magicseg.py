@@ -1,0 +1,150 @@
+"""``MagicSeg``: a ``datasets`` builder that manufactures its data with :func:`generate`.
+
+datasets 5 has no loading scripts, so the builder is used as a class::
+
+    from magicseg_hf.dataset_builders.magicseg import MagicSeg
+
+    builder = MagicSeg(cache_dir="cache", preset="tiny", classes=["cat", "dog"], num_pairs=3, seed=0)
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="train")
+
+Its :class:`MagicSegConfig` is derived from :class:`~magicseg_hf.generation.GenerationConfig`
+— every generation setting is a config field with the same name and default, no second list —
+and ``_split_generators`` calls the generation engine into a work folder under the builder's
+cache (``<cache_dir>/magicseg_generation/<config_id>``, a complete dataset folder with its card,
+kept for inspection and resumed if a run was interrupted), then yields that folder's rows.
+
+The config id (and so the cache entry) is a hash of the *resolved* generation settings (preset
+defaults filled in, model ids and revisions included), the package version and the content of
+the vocabulary: re-running with the same settings is a cache hit, and another package version,
+model revision or vocabulary file content is a different entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from magicseg_hf.generation.config import GenerationConfig, generation_fields
+from magicseg_hf.generation.schema import DATASET_FEATURES
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTION = (
+    "Synthetic open-world segmentation data made from class names with the MagicSeg method: "
+    "positive and counterfactual diffusion images with detector + SAM pixel labels."
+)
+_HOMEPAGE = "https://arxiv.org/abs/2603.19575"
+
+
+def _package_version() -> str:
+    import magicseg_hf
+
+    return magicseg_hf.__version__
+
+
+def vocabulary_digest(config: GenerationConfig) -> str:
+    """SHA-256 of the run's class list (the vocabulary file's or shipped list's lines, or --classes)."""
+    from magicseg_hf.generation.vocabulary import resolve_classes
+
+    names = resolve_classes(config.classes, config.vocabulary)
+    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
+
+
+def _config_fields() -> list[tuple[str, Any, Any]]:
+    """(name, type, field) for every GenerationConfig field, with the same default and help."""
+    fields = []
+    for source in generation_fields():
+        if source.default_factory is not dataclasses.MISSING:
+            target = dataclasses.field(default_factory=source.default_factory, metadata=source.metadata)
+        else:
+            target = dataclasses.field(default=source.default, metadata=source.metadata)
+        fields.append((source.name, source.type, target))
+    return fields
+
+
+def _generation_config(self: Any) -> GenerationConfig:
+    """The :class:`GenerationConfig` this builder config stands for."""
+    return GenerationConfig(**{f.name: getattr(self, f.name) for f in generation_fields()})
+
+
+def _provenance(self: Any) -> dict[str, Any]:
+    """What the cached data depends on: resolved settings, package version, vocabulary content."""
+    config = self.generation_config().resolved()
+    return {
+        "generation": config.to_dict(),
+        "package_version": _package_version(),
+        "vocabulary_sha256": vocabulary_digest(config),
+    }
+
+
+def _create_config_id(self: Any, config_kwargs: dict, custom_features: datasets.Features | None = None) -> str:
+    """``<name>-<hash>`` where the hash covers :meth:`provenance` (not only the kwargs given)."""
+    digest = datasets.fingerprint.Hasher.hash(self.provenance())
+    return datasets.BuilderConfig.create_config_id(self, {"provenance": digest}, custom_features=custom_features)
+
+
+MagicSegConfig = dataclasses.make_dataclass(
+    "MagicSegConfig",
+    _config_fields(),
+    bases=(datasets.BuilderConfig,),
+    namespace={
+        "__doc__": "BuilderConfig of :class:`MagicSeg`: ``name``/``version`` plus every GenerationConfig field.",
+        "__module__": __name__,
+        "generation_config": _generation_config,
+        "provenance": _provenance,
+        "create_config_id": _create_config_id,
+    },
+)
+
+
+class MagicSeg(datasets.GeneratorBasedBuilder):
+    """Generates a MagicSeg dataset (DESIGN.md schema) from class names, through ``generate()``."""
+
+    BUILDER_CONFIG_CLASS = MagicSegConfig
+    VERSION = datasets.Version(_package_version())
+    DEFAULT_WRITER_BATCH_SIZE = 64
+
+    def _info(self) -> datasets.DatasetInfo:
+        from magicseg_hf.hub import PAPER_CITATION
+
+        return datasets.DatasetInfo(
+            description=_DESCRIPTION,
+            features=DATASET_FEATURES,
+            homepage=_HOMEPAGE,
+            citation=PAPER_CITATION,
+        )
+
+    @property
+    def generation_dir(self) -> Path:
+        """The work folder ``generate()`` writes into (a full dataset folder once done)."""
+        return Path(self._cache_dir_root) / "magicseg_generation" / self.config_id
+
+    def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+        from magicseg_hf.generation import pipeline
+
+        folder = self.generation_dir
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("generating into %s", folder)
+        # resume=True: a fresh folder is a plain start, an interrupted run continues, a complete
+        # one is returned as it is.
+        summary = pipeline.generate(self.config.generation_config(), folder, resume=True)
+        if summary.shortfall:
+            logger.warning("%s", summary.describe())
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"folder": str(folder)})]
+
+    def _generate_examples(self, folder: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        import pyarrow.parquet as pq
+
+        from magicseg_hf.hub import shard_paths
+
+        for path in shard_paths(folder):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.DEFAULT_WRITER_BATCH_SIZE):
+                for row in batch.to_pylist():
+                    yield row["id"], row
