@@ -34,12 +34,21 @@ logger = logging.getLogger("bench_generate")
 
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """Median wall time of ``repeats`` calls (after the caller's warm-up) and the last result."""
-    times, result = [], None
+    (seconds,), (result,) = _timed_interleaved([fn], repeats)
+    return seconds, result
+
+
+def _timed_interleaved(fns: list[Callable[[], Any]], repeats: int) -> tuple[list[float], list[Any]]:
+    """Median wall time of each of ``fns`` over ``repeats`` rounds, the functions taking turns
+    within a round so that a busy machine slows them alike; and each one's last result."""
+    times: list[list[float]] = [[] for _ in fns]
+    results: list[Any] = [None] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[i] = fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times], results
 
 
 def _bench_images(count: int, size: int, seed: int = 0) -> list[Image.Image]:
@@ -123,8 +132,7 @@ def bench_annotation(quick: bool) -> dict[str, Any]:
 
     optimised()  # warm-up
     naive()
-    naive_s, naive_labels = _timed(naive, repeats)
-    optimised_s, optimised_labels = _timed(optimised, repeats)
+    (naive_s, optimised_s), (naive_labels, optimised_labels) = _timed_interleaved([naive, optimised], repeats)
     agreement = float(np.mean([np.mean(a == b) for a, b in zip(naive_labels, optimised_labels)]))
     num_boxes = sum(len(a.boxes) for a in annotator.annotate(images, class_names))
 
@@ -162,9 +170,15 @@ BENCHMARKS: list[Callable[[bool], dict[str, Any]]] = [bench_annotation]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (finishes well under two minutes)")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch CPU threads (default: torch's choice; 1 gives steadier figures on a shared machine)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    logger.info("torch %s, %d CPU threads", torch.__version__, torch.get_num_threads())
     merged: dict[str, Any] = {}
     for bench in BENCHMARKS:
         start = time.perf_counter()
