@@ -23,7 +23,6 @@ import os
 import re
 import shlex
 import socket
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -622,14 +621,9 @@ def render_dataset_card(folder: str | Path, repo_id: str | None = None) -> Any:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from magicseg_hf.generation.writer import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
 
 
 def write_histogram_chart(folder: str | Path, stats: FolderStats | None = None) -> Path | None:
