@@ -52,7 +52,6 @@ SHARD_PATTERN = f"{DATA_DIR}/train-*.parquet"
 CARD_DATA_FILES = f"{DATA_DIR}/train-*"
 #: Classes listed in the card's histogram table and chart.
 HISTOGRAM_TOP_K = 20
-PACKAGE_URL = "https://github.com/magicseg-hf/magicseg-hf"
 PAPER_URL = "https://arxiv.org/abs/2603.19575"
 PAPER_CITATION = """\
 @article{cai2026magicseg,
@@ -365,13 +364,24 @@ def _card_text(
     mode = config.get("counterfactual", "prompt")
     lines += [
         f"**{stats.num_rows} image pairs** with pixel labels for {_vocabulary_phrase(config, vocabulary)}, "
-        f"made from class names alone by [magicseg-hf]({PACKAGE_URL}) following "
+        f"made from class names alone by magicseg-hf following "
         f"[MagicSeg]({PAPER_URL}) (Cai et al., 2026). Each row holds a generated image that shows its "
         "target classes, a *counterfactual* image of the same scene without them, and a label map "
         "obtained by an open-vocabulary detector followed by SAM. The pairs serve segmentation "
         "pretraining: pseudo-mask supervision on the positive image and a counterfactual contrastive "
         "loss between the two images.",
         "",
+    ]
+    if config.get("preset") == "tiny" or any(
+        str((models.get(role) or {}).get("id", "")).startswith("tiny:") for role in models
+    ):
+        lines += [
+            "> **Test data.** This dataset was made with the `tiny` preset: small models with random "
+            "weights, built offline. Its pictures are noise and its labels are meaningless; it exists to "
+            "exercise the pipeline, not to train on.",
+            "",
+        ]
+    lines += [
         "Everything in this card is regenerated from the data files (`magicseg validate` checks "
         "that they agree); nothing here is written by hand.",
         "",

@@ -169,11 +169,17 @@ def _fit_text(text: str, font: Any, max_width: int) -> str:
     return text[:low].rstrip() + ellipsis
 
 
-def legend_entries(label: Image.Image | np.ndarray, classes: Sequence[str]) -> list[tuple[str, tuple[int, int, int]]]:
+def legend_entries(
+    label: Image.Image | np.ndarray,
+    classes: Sequence[str],
+    color_ids: np.ndarray | None = None,
+) -> list[tuple[str, tuple[int, int, int]]]:
     """(name, colour) of every class present in ``label``, in label-id order.
 
-    Values above ``len(classes)`` (other than unknown) are listed as ``"<id N>"`` so that a
-    defect stays visible instead of being hidden.
+    ``color_ids`` (a 256-entry table, see :func:`shared_color_ids`) maps label values to the
+    ids whose colours are used; by default each value is its own colour id. Values above
+    ``len(classes)`` (other than unknown) are listed as ``"<id N>"`` so that a defect stays
+    visible instead of being hidden.
     """
     entries = []
     for value in label_ids_present(label):
@@ -182,10 +188,26 @@ def legend_entries(label: Image.Image | np.ndarray, classes: Sequence[str]) -> l
         if value == UNKNOWN_LABEL:
             entries.append(("unknown", UNKNOWN_COLOR))
         elif value <= len(classes):
-            entries.append((str(classes[value - 1]), class_color(value)))
+            color_id = int(color_ids[value]) if color_ids is not None else value
+            entries.append((str(classes[value - 1]), class_color(color_id)))
         else:
             entries.append((f"<id {value}>", class_color(value)))
     return entries
+
+
+def shared_color_ids(classes: Sequence[str], order: Sequence[str]) -> np.ndarray:
+    """A 256-entry table mapping a row's label values to colour ids shared across rows.
+
+    Label value ``i`` means ``classes[i-1]`` in *this* row; mapping it to
+    ``order.index(classes[i-1]) + 1`` gives a class the same colour in every row of a grid.
+    Background, unknown and out-of-range values keep their own ids.
+    """
+    table = np.arange(256, dtype=np.uint8)
+    positions = {name: index for index, name in enumerate(order)}
+    for value, name in enumerate(classes, start=1):
+        if value < UNKNOWN_LABEL and name in positions and positions[name] + 1 < UNKNOWN_LABEL:
+            table[value] = positions[name] + 1
+    return table
 
 
 def draw_legend(
@@ -265,6 +287,8 @@ def pair_grid(
 ) -> Image.Image:
     """One line per pair: image | counterfactual | label overlay, then a legend of its classes.
 
+    A class has the same colour in every line of the grid.
+
     ``rows`` are dataset rows (dicts with PIL ``image``, ``counterfactual_image``, ``label``
     in mode "L" and ``classes``); optional ``prompt``/``counterfactual_prompt`` are written under
     their pictures. At most ``max_rows`` rows are drawn; pictures are scaled to ``cell_height``.
@@ -280,6 +304,13 @@ def pair_grid(
     title_height = 22
     caption_height = 16
 
+    # One colour per class across the whole grid (a row's label ids are positions in its own list).
+    order: list[str] = []
+    for row in rows:
+        for name in row.get("classes") or []:
+            if name not in order:
+                order.append(str(name))
+
     lines: list[tuple[list[Image.Image], list[str], Image.Image]] = []
     for row in rows:
         image = _as_pil(row["image"]).convert("RGB")
@@ -289,8 +320,10 @@ def pair_grid(
         image_cell = _fit_height(image, cell_height, Image.Resampling.BILINEAR)
         counterfactual_cell = _fit_height(counterfactual, cell_height, Image.Resampling.BILINEAR)
         label_cell = _fit_height(label, cell_height, Image.Resampling.NEAREST)
-        overlay = overlay_label(image_cell, label_cell, alpha=alpha)
-        legend = draw_legend(legend_entries(label_cell, classes), legend_width)
+        color_ids = shared_color_ids(classes, order)
+        label_array = _label_array(label_cell)
+        overlay = overlay_label(image_cell, color_ids[label_array], alpha=alpha)
+        legend = draw_legend(legend_entries(label_array, classes, color_ids), legend_width)
         captions = [str(row.get("prompt") or ""), str(row.get("counterfactual_prompt") or ""), ""]
         lines.append(([image_cell, counterfactual_cell, overlay], captions, legend))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import DEFAULT_CLASSES, make_rows
+from helpers import DEFAULT_CLASSES, make_row, make_rows
 from PIL import Image
 
 from magicseg_hf import visualization as vis
@@ -125,3 +125,20 @@ def test_class_histogram_chart_orders_and_truncates():
     first_row = (array[bar_rows[0]] == np.array(vis.BAR_COLOR)).all(axis=-1).sum()
     last_row = (array[bar_rows[-1]] == np.array(vis.BAR_COLOR)).all(axis=-1).sum()
     assert first_row > last_row
+
+
+def test_pair_grid_gives_a_class_one_colour_across_rows():
+    cat_only = make_row(0, ["cat"], size=(40, 40))
+    dog_cat = make_row(1, ["dog", "cat"], size=(40, 40))  # here cat is label id 2
+    table = vis.shared_color_ids(dog_cat["classes"], ["cat", "dog"])
+    assert table[1] == 2 and table[2] == 1 and table[0] == 0 and table[255] == 255
+    entries = vis.legend_entries(dog_cat["label"], dog_cat["classes"], table)
+    assert dict(entries)["cat"] == vis.class_color(1) == dict(vis.legend_entries(cat_only["label"], ["cat"]))["cat"]
+    assert dict(entries)["dog"] == vis.class_color(2)
+    grid = np.asarray(vis.pair_grid([cat_only, dog_cat], cell_height=40, legend_width=80))
+    pad, title = 6, 22
+    x = pad + (40 + pad) * 2
+    top = title + 40 + 16 + pad  # first line: picture + caption, then padding
+    second = grid[top:top + 40, x:x + 40]
+    expected = vis.overlay_label(dog_cat["image"], table[np.asarray(dog_cat["label"])])
+    assert np.array_equal(second, np.asarray(expected))
