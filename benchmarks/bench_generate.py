@@ -106,8 +106,8 @@ def naive_annotate(
 def bench_annotation(quick: bool) -> dict[str, Any]:
     """Optimised vs naive annotation with the tiny Grounding DINO + tiny SamModel.
 
-    8 images of 128 px with 1-3 classes each; the tiny detector has 4 queries and the tiny
-    preset's thresholds are 0.0, so every image gets 4 boxes (32 SAM prompts in all). Returns
+    8 images of 128 px with 1-3 classes each; the tiny detector has 5 queries and the tiny
+    preset's thresholds are 0.0, so every image gets 5 boxes (40 SAM prompts in all). Returns
     ``annotation_speedup`` (naive seconds / optimised seconds) and the timings behind it.
     """
     from magicseg_hf.generation.annotate import Annotator, GroundingDinoDetector, TransformersSamSegmenter
