@@ -196,7 +196,7 @@ def test_grounding_dino_end_to_end_tiny(grounding_dino) -> None:
     for dets, names in zip(found, CLASSES):
         assert dets.boxes.shape == (len(dets), 4) and dets.boxes.dtype == torch.float32
         assert dets.labels.dtype == torch.int64 and dets.scores.dtype == torch.float32
-        assert len(dets) == 4  # 4 queries, thresholds 0
+        assert len(dets) == grounding_dino.model.config.num_queries  # thresholds 0: every query
         assert dets.labels.min() >= 0 and dets.labels.max() < len(names)
         assert (dets.boxes[:, 2:] >= dets.boxes[:, :2]).all() and dets.boxes.max() <= 128
     # The assignment is the argmax over the classes' spans of the raw logits.
@@ -380,7 +380,8 @@ def test_build_annotator_from_generation_config(detector, segmenter, dtype) -> N
     images = _images()
     # (Speed is measured in benchmarks/bench_generate.py, not asserted here: tests share the CPU.)
     annotations = annotator.annotate(images, CLASSES)
-    assert all(len(a.boxes) == 4 for a in annotations)
+    expected_boxes = 4 if detector == "owlv2" else annotator.detector.model.config.num_queries  # 0 thresholds
+    assert all(len(a.boxes) == expected_boxes for a in annotations)
     assert all(a.label.shape == (128, 128) for a in annotations)
     assert len(annotator.score_counterfactual(images, CLASSES)) == 4
 
