@@ -75,7 +75,7 @@ def generation_info(vocabulary: list[str], num_rows: int, seed: int = 0) -> dict
     """A ``generation.json`` of the contract's shape for a tiny run."""
     from magicseg_hf.generation.config import GenerationConfig
 
-    config = GenerationConfig(classes=list(vocabulary), num_pairs=num_rows, seed=seed, preset="tiny").resolved()
+    config = GenerationConfig(classes=list(vocabulary), num_pairs=max(num_rows, 1), seed=seed, preset="tiny").resolved()
     dropped = {reason: 0 for reason in DROP_REASONS}
     dropped["no_detection"] = 1
     return {

@@ -248,3 +248,11 @@ def test_connection_lost_during_push_is_one_line(folder, tmp_path, monkeypatch):
         hub.push_dataset_folder(folder, "frank/data")
     assert "rejected the token (401)" in str(caught.value)
     assert "hf_secret_value_456" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_card_of_a_run_that_kept_nothing(tmp_path):
+    folder = write_dataset_folder(tmp_path / "empty", rows=[], vocabulary=["cat"])
+    meta, body = _yaml(folder / CARD_FILE)
+    assert meta["dataset_info"]["splits"][0]["num_examples"] == 0
+    assert "class_histogram.png" not in body and "preview.png" not in body
+    assert not (folder / "class_histogram.png").exists()
