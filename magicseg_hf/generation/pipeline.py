@@ -396,8 +396,18 @@ def generate(config: GenerationConfig, output_dir: str | os.PathLike, resume: bo
         write_run_files(output_dir, vocabulary, generation)
     state.wait_for_everyone()
 
+    with torch.inference_mode():
+        summary = _run(config, vocabulary, output_dir, generation, state, start)
+    if summary.shortfall:
+        logger.warning(summary.describe())
+    return summary
+
+
+def _run(config: GenerationConfig, vocabulary: list[str], output_dir: Path, generation: dict[str, Any],
+         state, start: float) -> GenerationSummary:
+    """Every process's part of :func:`generate` once the folder is set up: its shards, then the
+    first process's :func:`finalize`."""
     device = config.device or str(state.device)
-    torch.set_grad_enabled(False)
     engine = _Engine(config, vocabulary, output_dir, device)
     store = ShardStore(output_dir)
     shard_size, batch_size = config.shard_size, config.batch_size
@@ -443,6 +453,4 @@ def generate(config: GenerationConfig, output_dir: str | os.PathLike, resume: bo
     state.wait_for_everyone()
     if not state.is_main_process:
         summary = GenerationSummary(**json.loads((output_dir / GENERATION_FILE).read_text())["summary"])
-    if summary.shortfall:
-        logger.warning(summary.describe())
     return summary
