@@ -29,8 +29,9 @@ def _rss_bytes() -> int:
 
 def _build(args: argparse.Namespace) -> Any:
     import torch
-    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegConfig
     from transformers import CLIPConfig
+
+    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegConfig
 
     clip = CLIPConfig(
         vision_config={"patch_size": 16, "image_size": 224},  # ViT-B/16 (hidden 768, 12 layers)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from transformers.utils import logging
@@ -105,18 +103,6 @@ def is_tiny(model_id: str | None) -> bool:
     return bool(model_id) and str(model_id).startswith(TINY_PREFIX)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def check_model_available(model_id: str, revision: str | None = None, what: str = "model") -> None:
     """Raise :class:`ModelLoadError` at once if ``model_id`` cannot possibly be loaded.
 
@@ -142,7 +128,9 @@ def check_model_available(model_id: str, revision: str | None = None, what: str 
             f"{what} {model_id!r} is not in the local cache and HF_HUB_OFFLINE=1; "
             "download it first or pass a local folder"
         )
-    if not _hub_reachable():
+    from magicseg_hf.hub import hub_reachable
+
+    if not hub_reachable():
         raise ModelLoadError(
             f"{what} {model_id!r}: the Hugging Face Hub is unreachable and the model is not cached; "
             "pass a local folder or check the network"

@@ -8,11 +8,11 @@ import dataclasses
 import datasets
 import pytest
 from helpers import HubStandIn, comparable, folder_digest
-from magicseg_hf.dataset_builders.magicseg import MagicSeg, MagicSegConfig
 
 import magicseg_hf
 from magicseg_hf import presets
 from magicseg_hf.cli import main
+from magicseg_hf.dataset_builders.magicseg import MagicSeg, MagicSegConfig
 from magicseg_hf.errors import InputError
 from magicseg_hf.generation.config import GenerationConfig, generation_fields
 from magicseg_hf.generation.schema import DATASET_FEATURES, GENERATION_FILE

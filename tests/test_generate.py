@@ -142,9 +142,11 @@ def test_sigkill_then_resume_gives_the_same_rows(straight_run: Path, tmp_path: P
 def test_two_processes_write_the_same_rows(straight_run: Path, tmp_path: Path):
     out = tmp_path / "two"
     env = _subprocess_env()
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000))
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-            "--master-port", env["MASTER_PORT"], "-m", "magicseg_hf", "generate",
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000), CUDA_VISIBLE_DEVICES="")
+    # STACK-NOTES: `--cpu --num_processes 2` silently runs one process; these flags start two (gloo).
+    args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", env["MASTER_PORT"], "-m", "magicseg_hf", "generate",
             "--classes", "cat", "dog", "traffic light", "--num-pairs", "8", "--output-dir", str(out),
             "--shard-size", "4", "--batch-size", "2", "--seed", "3", *TINY]
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=400)

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
+
+import magicseg_hf  # noqa: F401  (registers the Auto classes)
 from magicseg_hf.modeling import (
     CLIPForOpenSegmentation,
     CLIPOpenSegConfig,
     CLIPOpenSegOutput,
     format_class_prompts,
 )
-from PIL import Image
-from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
-
-import magicseg_hf  # noqa: F401  (registers the Auto classes)
 from magicseg_hf.presets import build_open_seg, tiny_clip_config
 
 NAMES = ["cat", "dog", "bow (weapon)"]

@@ -9,11 +9,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
-from magicseg_hf.modeling import CLIPOpenSegOutput, slide_inference, sliding_windows
 from PIL import Image
 from transformers import pipeline
 
 import magicseg_hf  # noqa: F401  (registers the task)
+from magicseg_hf.modeling import CLIPOpenSegOutput, slide_inference, sliding_windows
 from magicseg_hf.presets import build_open_seg
 
 

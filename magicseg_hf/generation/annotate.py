@@ -192,18 +192,22 @@ def assign_grounding_dino_boxes(
     )
 
 
-class GroundingDinoDetector:
+class _ModelWithProcessor:
+    """A transformers model and its processor, run on the model's device and dtype."""
+
+    def __init__(self, model: Any, processor: Any, device: str | torch.device | None = None) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.device, self.dtype = _model_device_dtype(model, device)
+
+
+class GroundingDinoDetector(_ModelWithProcessor):
     """Grounding DINO (``GroundingDinoForObjectDetection`` + its processor) on a batch of images.
 
     Each image gets the text ``"name1. name2."`` of its own classes; texts are padded to the
     longest and the whole batch runs in one forward. Boxes are assigned to class ids from the
     token logits and the classes' token spans (:func:`assign_grounding_dino_boxes`).
     """
-
-    def __init__(self, model: Any, processor: Any, device: str | torch.device | None = None) -> None:
-        self.model = model.eval()
-        self.processor = processor
-        self.device, self.dtype = _model_device_dtype(model, device)
 
     @torch.inference_mode()
     def detect(
@@ -244,18 +248,13 @@ class GroundingDinoDetector:
 # ----------------------------------------------------------------------------------------------
 # OWLv2
 # ----------------------------------------------------------------------------------------------
-class Owlv2Detector:
+class Owlv2Detector(_ModelWithProcessor):
     """OWLv2 (``Owlv2ForObjectDetection`` + ``Owlv2Processor``) on a batch of images.
 
     One text query per class; query lists are padded to the longest with blank queries whose
     logits are ignored; one forward for the batch. Each box goes to its highest-scoring class.
     ``text_threshold`` does not apply (OWLv2 scores whole queries).
     """
-
-    def __init__(self, model: Any, processor: Any, device: str | torch.device | None = None) -> None:
-        self.model = model.eval()
-        self.processor = processor
-        self.device, self.dtype = _model_device_dtype(model, device)
 
     @torch.inference_mode()
     def detect(
@@ -300,13 +299,8 @@ class Owlv2Detector:
 # ----------------------------------------------------------------------------------------------
 # SAM
 # ----------------------------------------------------------------------------------------------
-class TransformersSamSegmenter:
+class TransformersSamSegmenter(_ModelWithProcessor):
     """transformers ``SamModel`` + ``SamProcessor``: all boxes of an image, one image embedding."""
-
-    def __init__(self, model: Any, processor: Any, device: str | torch.device | None = None) -> None:
-        self.model = model.eval()
-        self.processor = processor
-        self.device, self.dtype = _model_device_dtype(model, device)
 
     @torch.inference_mode()
     def segment(self, image: Image.Image, boxes: torch.Tensor) -> torch.Tensor:

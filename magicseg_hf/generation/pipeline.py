@@ -245,13 +245,16 @@ class _Engine:
         from magicseg_hf.generation.counterfactual import counterfactual_prompt, replace_mentions
 
         missing = [a for a in attempts if a.index not in self.prompt_cache.prompts]
-        if missing:
+        # LLM answers are paid for one at a time, so each is cached as soon as it arrives.
+        step = 1 if self.prompt_cache.enabled else max(1, len(missing))
+        for start in range(0, len(missing), step):
+            chunk = missing[start:start + step]
             texts = self.backend.write(
-                [a.classes for a in missing], [derive_seed(self.config.seed, a.index, "prompt") for a in missing]
+                [a.classes for a in chunk], [derive_seed(self.config.seed, a.index, "prompt") for a in chunk]
             )
-            for attempt, text in zip(missing, texts):
+            for attempt, text in zip(chunk, texts):
                 attempt.prompt = text
-            self.prompt_cache.add(missing)
+            self.prompt_cache.add(chunk)
         for attempt in attempts:
             attempt.prompt = self.prompt_cache.prompts.get(attempt.index, attempt.prompt)
             if self.config.counterfactual == "paper":
@@ -388,7 +391,7 @@ def generate(config: GenerationConfig, output_dir: str | os.PathLike, resume: bo
     state.wait_for_everyone()  # every process has checked the folder before anyone writes to it
     if saved is not None and saved.get("summary"):
         logger.info("%s is already complete", output_dir)
-        return GenerationSummary(**saved["summary"])
+        return GenerationSummary(output_dir=str(output_dir), **saved["summary"])
     generation = _generation_record(config)
     if state.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -452,5 +455,6 @@ def _run(config: GenerationConfig, vocabulary: list[str], output_dir: Path, gene
         )
     state.wait_for_everyone()
     if not state.is_main_process:
-        summary = GenerationSummary(**json.loads((output_dir / GENERATION_FILE).read_text())["summary"])
+        saved_summary = json.loads((output_dir / GENERATION_FILE).read_text())["summary"]
+        summary = GenerationSummary(output_dir=str(output_dir), **saved_summary)
     return summary

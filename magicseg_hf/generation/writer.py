@@ -218,7 +218,9 @@ def finalize(
         buffer = io.BytesIO()
         pair_grid(preview_rows, max_rows=4).save(buffer, format="PNG")
         atomic_write_bytes(output_dir / PREVIEW_FILE, buffer.getvalue())
-    atomic_write_json(output_dir / GENERATION_FILE, {**generation, "summary": summary.to_dict()})
+    # The local path stays out of the file: generation.json travels to the Hub with the data.
+    saved_summary = {k: v for k, v in summary.to_dict().items() if k != "output_dir"}
+    atomic_write_json(output_dir / GENERATION_FILE, {**generation, "summary": saved_summary})
     write_dataset_card(output_dir)
     shutil.rmtree(store.work_dir, ignore_errors=True)
     return summary
