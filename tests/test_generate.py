@@ -199,6 +199,9 @@ def test_shortfall_is_reported_not_hidden(tmp_path: Path, capsys):
         (["--classes", "cat", "cat", "--num-pairs", "2"], "more than once"),
         (["--classes", "cat", "--num-pairs", "2", "--diffusion-model", "/no/such/folder"], "no such folder"),
         (["--classes", "cat", "--num-pairs", "2", "--diffusion-model", "someone/not-cached-model"], "HF_HUB_OFFLINE"),
+        (["--classes", "cat", "--num-pairs", "2", "--segmenter", "segment-anything", "--sam-checkpoint", "/no/sam.pth"],
+         "no such file"),
+        (["--classes", "cat", "--num-pairs", "2", "--height", "100"], "multiple of 8"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys):
@@ -209,6 +212,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
     assert message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert time.perf_counter() - start < 30
+    assert not out.exists()  # refused before anything was written
 
 
 def test_non_empty_folder_is_refused_untouched(tmp_path: Path, capsys):
@@ -254,3 +258,18 @@ def test_generate_help_lists_every_config_field():
     flags = {opt for action in sub._actions for opt in action.option_strings}
     for field in generation_fields():
         assert "--" + field.name.replace("_", "-") in flags
+
+
+def test_unreachable_hub_fails_at_once(tmp_path: Path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    out = tmp_path / "unreachable"
+    start = time.perf_counter()
+    code, err = run_cli(["generate", "--classes", "cat", "--num-pairs", "1", "--output-dir", str(out),
+                         "--diffusion-model", "someone/not-cached-model", *TINY], capsys)
+    assert code == 2 and "unreachable" in err and "Traceback" not in err
+    assert time.perf_counter() - start < 10
+    assert not out.exists()

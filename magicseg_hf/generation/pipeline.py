@@ -90,6 +90,20 @@ def _models_record(config: GenerationConfig) -> dict[str, dict[str, str | None]]
     return record
 
 
+def _check_models(config: GenerationConfig) -> None:
+    """Fail at once, before anything is written, when a named model cannot be loaded."""
+    from magicseg_hf.presets import check_model_available
+
+    for role, record in _models_record(config).items():
+        if role == "prompt_model" and config.prompt_backend == "openai":
+            continue  # a model name on the endpoint, not a Hub id
+        if role == "segmenter_model" and config.segmenter == "segment-anything":
+            if config.sam_checkpoint and not Path(config.sam_checkpoint).expanduser().is_file():
+                raise InputError(f"--sam-checkpoint {config.sam_checkpoint!r}: no such file")
+            continue
+        check_model_available(record["id"], record["revision"], role.replace("_", " "))
+
+
 def _generation_record(config: GenerationConfig) -> dict[str, Any]:
     from magicseg_hf import __version__
 
@@ -388,6 +402,7 @@ def generate(config: GenerationConfig, output_dir: str | os.PathLike, resume: bo
     output_dir = Path(output_dir).expanduser()
     state = _process_state()
     saved = _check_output_dir(output_dir, config, resume)
+    _check_models(config)
     state.wait_for_everyone()  # every process has checked the folder before anyone writes to it
     if saved is not None and saved.get("summary"):
         logger.info("%s is already complete", output_dir)
