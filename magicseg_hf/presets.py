@@ -323,7 +323,7 @@ def load_diffusion_pipeline(
 
         check_model_available(model_id, revision, what)
         cls = AutoPipelineForInpainting if inpainting else AutoPipelineForText2Image
-        kwargs: dict[str, Any] = {"revision": revision, "torch_dtype": torch_dtype}
+        kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype}
         if not safety_checker:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         with _load_errors(model_id, what):
