@@ -128,3 +128,13 @@ def test_mask_area_filter_is_counted(tmp_path: Path):
     summary = json.loads((out / "generation.json").read_text())["summary"]
     assert summary["dropped"]["mask_area"] + summary["dropped"]["no_detection"] == 3
     assert summary["dropped"]["mask_area"] >= 1
+
+
+def test_max_boxes_caps_detections_per_image(tmp_path: Path):
+    out = tmp_path / "capped"
+    assert main(["generate", "--classes", "cat", "dog", "--num-pairs", "3", "--output-dir", str(out),
+                 "--preset", "tiny", "--max-boxes", "2"]) == 0
+    rows = _rows(out)
+    assert rows and all(1 <= len(r["boxes"]) <= 2 for r in rows)
+    # the kept boxes are the highest-scoring ones
+    assert all(r["box_scores"] == sorted(r["box_scores"], reverse=True) or len(r["box_scores"]) == 1 for r in rows)

@@ -516,4 +516,4 @@ def build_annotator(config: Any, device: str | torch.device, dtype: str | torch.
         config.detector, detector_model, config.segmenter, config.sam_checkpoint or segmenter_model,
         box_threshold, text_threshold,
     )
-    return Annotator(detector, segmenter, box_threshold, text_threshold)
+    return Annotator(detector, segmenter, box_threshold, text_threshold, max_detections=config.max_boxes)

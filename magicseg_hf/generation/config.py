@@ -89,6 +89,9 @@ class GenerationConfig:
     sam_model_type: str = _f("vit_h", "segment-anything model type for --sam-checkpoint.")
     box_threshold: float | None = _f(None, "Minimum detector box score.")
     text_threshold: float | None = _f(None, "Minimum score of the matched class text (Grounding DINO).")
+    max_boxes: int = _f(
+        50, "Keep at most this many detections per image, highest scores first (bounds SAM's memory)."
+    )
     min_mask_area: float | None = _f(None, "Drop a pair whose labelled area is below this fraction of the image.")
     max_mask_area: float | None = _f(None, "Drop a pair whose labelled area is above this fraction of the image.")
     counterfactual_threshold: float | None = _f(
@@ -115,7 +118,7 @@ class GenerationConfig:
             raise InputError(
                 f"--max-attempts must be at least --num-pairs (got {self.max_attempts} < {self.num_pairs})"
             )
-        for name in ("batch_size", "shard_size", "max_classes_per_prompt", "prompts_per_request"):
+        for name in ("batch_size", "shard_size", "max_classes_per_prompt", "prompts_per_request", "max_boxes"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")
         if self.num_inference_steps is not None and self.num_inference_steps <= 0:
