@@ -38,35 +38,27 @@ UNET_TFLOP_PER_FORWARD_512 = 0.8
 
 def build_stable_diffusion_15(folder: Path, dtype: torch.dtype) -> None:
     """SD-1.5's architecture (UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder) with random weights."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig
 
-    from magicseg_hf.presets import tiny_clip_tokenizer
+    from magicseg_hf.presets import random_stable_diffusion, tiny_clip_tokenizer
 
-    tokenizer = tiny_clip_tokenizer()  # ids fit the real 49408-token embedding table
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # defaults are SD-1.x's
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
+    tokenizer = tiny_clip_tokenizer()  # its ids fit the real 49408-token embedding table
+    text_config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, projection_dim=768,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-            num_attention_heads=12, max_position_embeddings=77, projection_dim=768,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.to(dtype=dtype).save_pretrained(folder)
+    unet = {"sample_size": 64, "cross_attention_dim": 768}  # UNet2DConditionModel's defaults are SD-1.x's
+    vae = {
+        "block_out_channels": (128, 256, 512, 512),
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "layers_per_block": 2,
+        "latent_channels": 4,
+        "sample_size": 512,
+    }
+    random_stable_diffusion(unet, vae, text_config).to(dtype=dtype).save_pretrained(folder)
 
 
 def build_grounding_dino_t(folder: Path, dtype: torch.dtype) -> None:

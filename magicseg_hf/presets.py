@@ -231,7 +231,21 @@ def _tiny_clip_text_config(tokenizer: Any, hidden_size: int = 32, projection_dim
     )
 
 
-def _tiny_stable_diffusion(inpainting: bool, seed: int = 0) -> Any:
+def random_stable_diffusion(
+    unet: dict[str, Any], vae: dict[str, Any], text_config: Any, *, inpainting: bool = False, seed: int = 0
+) -> Any:
+    """A Stable Diffusion pipeline with random weights from architecture settings, built offline.
+
+    Args:
+        unet: ``UNet2DConditionModel`` settings (``in_channels`` is set here: 9 for inpainting, else 4).
+        vae: ``AutoencoderKL`` settings.
+        text_config: a ``CLIPTextConfig`` whose ids fit :func:`tiny_clip_tokenizer`.
+        inpainting: build a ``StableDiffusionInpaintPipeline``.
+        seed: weights are drawn under this seed, so every process builds the same model.
+
+    The ``tiny`` preset uses it with small settings; ``benchmarks/bench_generate_real_size.py``
+    with SD-1.5's. DDIM scheduler with SD-1.x's noise schedule; no safety checker.
+    """
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -241,32 +255,10 @@ def _tiny_stable_diffusion(inpainting: bool, seed: int = 0) -> Any:
     )
     from transformers import CLIPTextModel
 
-    tokenizer = tiny_clip_tokenizer()
     with _seeded(seed):
-        unet = UNet2DConditionModel(
-            sample_size=16,
-            in_channels=9 if inpainting else 4,
-            out_channels=4,
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=8,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            block_out_channels=(8, 8, 16, 16),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1,
-            norm_num_groups=4,
-            sample_size=128,
-        )
-        text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer))
+        unet_model = UNet2DConditionModel(**{**unet, "in_channels": 9 if inpainting else 4})
+        vae_model = AutoencoderKL(**vae)
+        text_encoder = CLIPTextModel(text_config)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -277,15 +269,42 @@ def _tiny_stable_diffusion(inpainting: bool, seed: int = 0) -> Any:
     )
     cls = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
     return cls(
-        vae=vae,
+        vae=vae_model.eval(),
         text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        unet=unet.eval(),
+        tokenizer=tiny_clip_tokenizer(),
+        unet=unet_model.eval(),
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def _tiny_stable_diffusion(inpainting: bool, seed: int = 0) -> Any:
+    unet = {
+        "sample_size": 16,
+        "out_channels": 4,
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": 32,
+        "attention_head_dim": 8,
+        "norm_num_groups": 8,
+    }
+    vae = {
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "block_out_channels": (8, 8, 16, 16),
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "sample_size": 128,
+    }
+    text_config = _tiny_clip_text_config(tiny_clip_tokenizer())
+    return random_stable_diffusion(unet, vae, text_config, inpainting=inpainting, seed=seed)
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
