@@ -437,7 +437,7 @@ def _run(config: GenerationConfig, vocabulary: list[str], output_dir: Path, gene
                     disable=None, position=rank if world > 1 else None)
     dropped: dict[str, int] = {}
     for shard in range(rank, num_shards, world):
-        before = store.kept_before(shard)
+        before = store.kept_before(shard, target)
         if before is not None and before >= target:
             break
         if store.is_complete(shard):
@@ -456,7 +456,7 @@ def _run(config: GenerationConfig, vocabulary: list[str], output_dir: Path, gene
                 if record["status"] != KEPT:
                     dropped[record["status"]] = dropped.get(record["status"], 0) + 1
             progress.set_postfix(attempts=records[-1]["attempt"] + 1, **dropped, refresh=False)
-            before = store.kept_before(shard) if before is None else before
+            before = store.kept_before(shard, target) if before is None else before
             if before is not None and before + len(rows) >= target:
                 break  # the rows needed are all here; later attempts of this shard would be cut
         store.write_shard(shard, rows, records)

@@ -130,10 +130,18 @@ class ShardStore:
             atomic_write_bytes(self.parquet_path(shard), rows_to_parquet_bytes(rows))
         atomic_write_json(self.records_path(shard), {"shard": shard, "records": records})
 
-    def kept_before(self, shard: int) -> int | None:
-        """Kept rows in shards ``0..shard-1`` if all of them are complete, else ``None``."""
+    def kept_before(self, shard: int, target: int) -> int | None:
+        """Kept rows in the complete shards ``0..shard-1`` read in order, or ``None`` while a gap
+        (an unfinished shard) comes before ``target`` kept rows are reached.
+
+        A total of at least ``target`` means shard ``shard`` is not needed; it is returned as soon
+        as the contiguous prefix reaches it, whatever the later shards' state (another process may
+        have skipped them for the same reason).
+        """
         total = 0
         for j in range(shard):
+            if total >= target:
+                return total
             if not self.is_complete(j):
                 return None
             total += iter_kept(self.records(j))

@@ -1,0 +1,63 @@
+"""The shard store and finalisation: the dataset is the first N kept attempts in attempt order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from magicseg_hf.generation.writer import KEPT, ShardStore, finalize, write_run_files
+
+
+def _row(attempt: int) -> dict:
+    rng = np.random.default_rng(attempt)
+    image = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    label = np.zeros((16, 16), dtype=np.uint8)
+    label[4:12, 4:12] = 1
+    return {
+        "id": f"s0-a{attempt:08d}", "image": image, "counterfactual_image": image,
+        "label": Image.fromarray(label, mode="L"), "classes": ["cat"], "prompt": "a cat",
+        "counterfactual_prompt": "", "seed": attempt, "counterfactual_seed": attempt,
+        "boxes": [[4.0, 4.0, 12.0, 12.0]], "box_labels": [0], "box_scores": [0.9], "counterfactual_score": 0.1,
+    }
+
+
+def _write(store: ShardStore, shard: int, statuses: list[str], first: int) -> None:
+    records = [{"attempt": first + i, "status": s} for i, s in enumerate(statuses)]
+    rows = [_row(r["attempt"]) for r in records if r["status"] == KEPT]
+    store.write_shard(shard, rows, records)
+
+
+def test_kept_before_stops_at_a_gap_unless_the_target_is_reached(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    _write(store, 0, [KEPT, KEPT, "no_detection"], first=0)
+    # shard 1 unfinished (another process is on it), shard 2 done
+    _write(store, 2, [KEPT, KEPT, KEPT], first=6)
+    assert store.kept_before(1, target=10) == 2
+    assert store.kept_before(3, target=10) is None  # a gap before the target: not decidable yet
+    assert store.kept_before(3, target=2) == 2  # the prefix already holds the target: shard 3 not needed
+    assert store.kept_before(0, target=1) == 0
+
+
+def test_finalize_keeps_the_first_n_kept_attempts_in_order(tmp_path: Path):
+    write_run_files(tmp_path, ["cat"], {"config": {"preset": "tiny"}, "models": {}, "summary": None})
+    store = ShardStore(tmp_path)
+    _write(store, 0, [KEPT, "mask_area", KEPT], first=0)
+    _write(store, 1, ["no_detection", "no_detection", "blank_image"], first=3)  # nothing kept: no file
+    _write(store, 2, ["counterfactual", KEPT, KEPT], first=6)
+    assert not store.parquet_path(1).exists()
+    summary = finalize(tmp_path, num_shards=3, num_pairs=3, generation={"config": {}, "models": {}},
+                       elapsed_seconds=1.0, num_processes=2)
+    ids = [r["id"] for p in sorted((tmp_path / "data").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert ids == ["s0-a00000000", "s0-a00000002", "s0-a00000007"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train-00000.parquet", "train-00001.parquet"]
+    # counted up to the 3rd kept attempt (attempt 7): 8 attempts, attempt 8 is not counted
+    assert (summary.num_rows, summary.attempts, summary.shortfall) == (3, 8, 0)
+    assert summary.dropped == {"blank_image": 1, "no_detection": 2, "mask_area": 1, "counterfactual": 1}
+    saved = json.loads((tmp_path / "generation.json").read_text())["summary"]
+    assert saved["attempts"] == 8 and "output_dir" not in saved
+    assert not (tmp_path / ".work").exists()
+    assert (tmp_path / "README.md").is_file() and (tmp_path / "preview.png").is_file()
