@@ -23,8 +23,9 @@ DESCRIPTION = """\
 magicseg: turn a list of class names into a pixel-labelled segmentation dataset with a
 diffusion model (MagicSeg), and train/evaluate a CLIP model that segments anything you name.
 
-Start with `magicseg demo` (offline, tiny random models, a few minutes on a CPU), then
-`magicseg generate --help`.
+Start offline with tiny random models (seconds on a CPU):
+  magicseg generate --classes cat dog --num-pairs 8 --preset tiny --output-dir out
+then `magicseg validate out`, and `magicseg VERB --help` for each verb.
 """
 
 
@@ -53,10 +54,16 @@ def _field_type(field: dataclasses.Field) -> type:
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per :class:`GenerationConfig` field (help text from the field)."""
     from magicseg_hf.generation.config import generation_fields
+    from magicseg_hf.presets import generation_defaults
 
+    paper, tiny = generation_defaults("paper"), generation_defaults("tiny")
     for field in generation_fields():
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")
+        if field.name in paper:  # the .0s hides argparse's own "(default: None)"
+            help_text += f" (default by --preset: paper {paper[field.name]}, tiny {tiny[field.name]})%(default).0s"
+        elif field.default is None:
+            help_text += " (default: none)%(default).0s"
         kind = _field_type(field)
         default = field.default if field.default is not dataclasses.MISSING else None
         kwargs: dict = {"dest": field.name, "help": help_text, "default": default}
