@@ -215,6 +215,13 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
     assert not out.exists()  # refused before anything was written
 
 
+def test_segment_anything_needs_a_checkpoint_outside_tiny(tmp_path: Path, capsys):
+    out = tmp_path / "paper-sam"
+    code, err = run_cli(["generate", "--classes", "cat", "--num-pairs", "1", "--output-dir", str(out),
+                         "--preset", "paper", "--segmenter", "segment-anything"], capsys)
+    assert code == 2 and "needs --sam-checkpoint" in err and not out.exists()
+
+
 def test_non_empty_folder_is_refused_untouched(tmp_path: Path, capsys):
     out = tmp_path / "busy"
     out.mkdir()
@@ -314,3 +321,20 @@ def test_local_model_folders_take_the_real_loading_path(straight_run: Path, tmp_
             else:
                 assert np.abs(x - y).max() <= 1 and (x == y).mean() > 0.999
         assert np.allclose(a["box_scores"], b["box_scores"], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("args", "detector", "segmenter"),
+    [
+        (["--detector", "owlv2"], "tiny:owlv2", {"id": "tiny:sam", "revision": None}),
+        (["--segmenter", "segment-anything"], "tiny:grounding-dino",
+         {"id": "tiny:segment-anything", "revision": "tiny"}),
+    ],
+)
+def test_generation_json_names_the_models_loaded(args: list[str], detector: str, segmenter: dict, tmp_path: Path):
+    out = tmp_path / "models"
+    assert main(["generate", "--classes", "cat", "dog", "--num-pairs", "2", "--output-dir", str(out), *TINY, *args]) == 0
+    models = json.loads((out / "generation.json").read_text())["models"]
+    assert models["detector_model"]["id"] == detector
+    assert models["segmenter_model"] == segmenter
+    assert len(read_rows(out)) == 2

@@ -464,18 +464,16 @@ class Annotator:
 def build_annotator(config: Any, device: str | torch.device, dtype: str | torch.dtype) -> Annotator:
     """An :class:`Annotator` from a (resolved) :class:`~magicseg_hf.generation.GenerationConfig`.
 
-    With ``detector="owlv2"`` and the preset's Grounding DINO id (or none) as ``detector_model``,
-    the preset's OWLv2 checkpoint is used.
+    Model ids left at ``None`` take the preset's checkpoint for the chosen detector and segmenter
+    (:meth:`GenerationConfig.resolved` does the same, so ``generation.json`` names what is loaded).
     """
     from magicseg_hf.presets import load_detector, load_segmenter, models_for
 
     preset_models = models_for(config.preset)
     detector_model = config.detector_model
     detector_revision = config.detector_model_revision
-    if config.detector == "owlv2" and detector_model in (None, preset_models["detector_model"][0]):
-        detector_model, detector_revision = preset_models["owlv2_model"]
-    elif detector_model is None:
-        detector_model, detector_revision = preset_models["detector_model"]
+    if detector_model is None:  # an unresolved config: the preset's checkpoint for this detector
+        detector_model, detector_revision = preset_models["owlv2_model" if config.detector == "owlv2" else "detector_model"]
     model, processor = load_detector(
         config.detector, detector_model, detector_revision, device=device, dtype=dtype
     )

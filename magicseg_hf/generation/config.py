@@ -150,6 +150,10 @@ class GenerationConfig:
 
         self.validate()
         defaults = generation_defaults(self.preset)
+        if self.detector == "owlv2":
+            from magicseg_hf.presets import models_for
+
+            defaults["detector_model"], defaults["detector_model_revision"] = models_for(self.preset)["owlv2_model"]
         values = self.to_dict()
         for key, value in defaults.items():
             if values.get(key) is None:

@@ -82,11 +82,12 @@ def _models_record(config: GenerationConfig) -> dict[str, dict[str, str | None]]
     if config.prompt_backend in ("transformers", "openai"):
         roles.append("prompt_model")
     record = {role: {"id": getattr(config, role), "revision": getattr(config, f"{role}_revision")} for role in roles}
-    if config.segmenter == "segment-anything":
-        record["segmenter_model"] = {
-            "id": config.sam_checkpoint or "tiny:segment-anything",
-            "revision": config.sam_model_type,
-        }
+    if config.segmenter == "segment-anything":  # a .pth file and its architecture, or the tiny twin
+        record["segmenter_model"] = (
+            {"id": config.sam_checkpoint, "revision": config.sam_model_type}
+            if config.sam_checkpoint
+            else {"id": "tiny:segment-anything", "revision": "tiny"}
+        )
     return record
 
 
@@ -94,13 +95,16 @@ def _check_models(config: GenerationConfig) -> None:
     """Fail at once, before anything is written, when a named model cannot be loaded."""
     from magicseg_hf.presets import check_model_available
 
+    if config.segmenter == "segment-anything":
+        if config.sam_checkpoint and not Path(config.sam_checkpoint).expanduser().is_file():
+            raise InputError(f"--sam-checkpoint {config.sam_checkpoint!r}: no such file")
+        if not config.sam_checkpoint and config.preset != "tiny":
+            raise InputError("--segmenter segment-anything needs --sam-checkpoint (a .pth file) outside the tiny preset")
     for role, record in _models_record(config).items():
         if role == "prompt_model" and config.prompt_backend == "openai":
             continue  # a model name on the endpoint, not a Hub id
         if role == "segmenter_model" and config.segmenter == "segment-anything":
-            if config.sam_checkpoint and not Path(config.sam_checkpoint).expanduser().is_file():
-                raise InputError(f"--sam-checkpoint {config.sam_checkpoint!r}: no such file")
-            continue
+            continue  # checked above: a file, not a Hub id
         check_model_available(record["id"], record["revision"], role.replace("_", " "))
 
 
