@@ -107,8 +107,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     values = {f.name: getattr(args, f.name) for f in generation_fields()}
     config = GenerationConfig(**values)
-    summary = generate(config, args.output_dir, resume=args.resume)
-    logger.info("%s", summary.describe())
+    generate(config, args.output_dir, resume=args.resume)  # logs its summary
     return 0
 
 

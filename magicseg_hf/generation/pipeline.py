@@ -420,8 +420,7 @@ def generate(config: GenerationConfig, output_dir: str | os.PathLike, resume: bo
 
     with torch.inference_mode():
         summary = _run(config, vocabulary, output_dir, generation, state, start)
-    if summary.shortfall:
-        logger.warning(summary.describe())
+    logger.log(logging.WARNING if summary.shortfall else logging.INFO, "%s", summary.describe())
     return summary
 
 
