@@ -429,6 +429,8 @@ def _run(config: GenerationConfig, vocabulary: list[str], output_dir: Path, gene
     """Every process's part of :func:`generate` once the folder is set up: its shards, then the
     first process's :func:`finalize`."""
     device = config.device or str(state.device)
+    if state.num_processes > 1 and torch.device(device).type == state.device.type:
+        device = str(state.device)  # "--device cuda" under accelerate: each process its own GPU
     engine = _Engine(config, vocabulary, output_dir, device)
     store = ShardStore(output_dir)
     shard_size, batch_size = config.shard_size, config.batch_size
