@@ -151,6 +151,10 @@ def test_replace_mentions_paper_style() -> None:
 @pytest.mark.parametrize(
     "prompt, classes, expected",
     [
+        # post-nominal adjectives and adverbs before a participle go with the removed noun
+        ("A close-up photo of a striking dog clearly visible in a rainy alley.", ["dog"],
+         "A close-up photo in a rainy alley."),
+        ("a photo of a cat quietly sleeping on a sofa", ["cat"], "a photo of a sofa"),
         # determiners, numerals and adjectives of the removed noun go with it
         ("two black cats", ["cat"], ""),
         ("a photo of a cat", ["cat"], "a photo"),

@@ -394,6 +394,11 @@ def _is_function_word(word: str) -> bool:
     )
 
 
+_POSTNOMINAL_ADJECTIVES = frozenset(
+    "visible present shown depicted pictured featured displayed seen prominent centered".split()
+)
+
+
 def _is_determiner(tok: _Tok) -> bool:
     return tok.kind == "w" and (tok.low in _DETERMINERS or tok.text.isdigit())
 
@@ -458,6 +463,12 @@ def _remove_mentions(prompt: str, spans: list[tuple[int, int, bool]]) -> list[_T
         last_text, last_start = tokens[tj - 1][0], tokens[tj - 1][1]
         tail = last_text[m_end - last_start :]
         ti = tj
+        # A post-nominal adjective of the removed noun goes with it ("a dog clearly visible in ...").
+        k = ti
+        while k < len(tokens) and tokens[k][0].isalpha() and tokens[k][0].lower().endswith("ly"):
+            k += 1
+        if k < len(tokens) and tokens[k][0].lower() in _POSTNOMINAL_ADJECTIVES and not tail:
+            ti = k + 1
         if tail.startswith("-"):
             # The class modified another noun ("a cat-shaped pillow"): only the compound goes.
             if out and out[-1].low in {"a", "an"}:
@@ -555,6 +566,10 @@ def _tidy_once(toks: list[_Tok]) -> bool:
         # 4. A participle whose subject was removed, at a clause start or after a preposition:
         #    "a photo of <gap> sleeping on a sofa" -> "a photo of <gap> a sofa".
         k = h + 1
+        while k < len(toks) and toks[k].kind == "w" and toks[k].low.endswith("ly") and _is_participle(
+            toks[k + 1] if k + 1 < len(toks) else None
+        ):
+            k += 1  # an adverb before the participle: "<gap> quietly sleeping on a sofa"
         if k < len(toks) and toks[k].kind == "w" and toks[k].low in _AUXILIARIES and _is_participle(
             toks[k + 1] if k + 1 < len(toks) else None
         ):
