@@ -11,7 +11,6 @@ Fields left at ``None`` take the preset's value when the config is resolved
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,16 +161,9 @@ class GenerationConfig:
             values["max_attempts"] = 4 * self.num_pairs
         return GenerationConfig(**values)
 
-    @property
-    def resolved_max_attempts(self) -> int:
-        return self.max_attempts if self.max_attempts is not None else 4 * self.num_pairs
-
     # --- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GenerationConfig:

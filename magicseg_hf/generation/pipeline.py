@@ -32,8 +32,8 @@ from magicseg_hf.generation.writer import (
     KEPT,
     GenerationSummary,
     ShardStore,
+    count_kept,
     finalize,
-    iter_kept,
     write_run_files,
 )
 
@@ -446,7 +446,7 @@ def _run(config: GenerationConfig, vocabulary: list[str], output_dir: Path, gene
         if before is not None and before >= target:
             break
         if store.is_complete(shard):
-            progress.update(iter_kept(store.records(shard)))
+            progress.update(count_kept(store.records(shard)))
             continue
         first, last = shard * shard_size, min((shard + 1) * shard_size, max_attempts)
         rows: list[dict[str, Any]] = []

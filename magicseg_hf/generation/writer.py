@@ -144,7 +144,7 @@ class ShardStore:
                 return total
             if not self.is_complete(j):
                 return None
-            total += iter_kept(self.records(j))
+            total += count_kept(self.records(j))
         return total
 
 
@@ -234,6 +234,6 @@ def finalize(
     return summary
 
 
-def iter_kept(records: Iterable[dict[str, Any]]) -> int:
+def count_kept(records: Iterable[dict[str, Any]]) -> int:
     """Number of kept attempts among ``records``."""
     return sum(r["status"] == KEPT for r in records)
