@@ -67,3 +67,18 @@ def test_inpaint_without_pipeline_is_a_clear_error():
     plain = PairImageGenerator(pipe, num_inference_steps=2, height=128, width=128)
     with pytest.raises(ValueError, match="inpainting pipeline"):
         plain.inpaint([], [], [], [], [])
+
+
+def test_inpaint_depends_on_the_seed_only(maker: PairImageGenerator):
+    # The masked image's latents are sampled too: the global RNG state must not reach them.
+    import torch
+
+    positive = maker.generate_images(["a dog on grass"], seeds=[4]).positives[0]
+    mask = np.zeros((128, 128), dtype=bool)
+    mask[16:80, 16:80] = True
+    results = []
+    for global_seed in (0, 12345):
+        torch.manual_seed(global_seed)
+        repainted, _ = maker.inpaint([positive], [mask], ["grass"], ["dog"], seeds=[4])
+        results.append(np.asarray(repainted[0]))
+    assert np.array_equal(results[0], results[1])

@@ -186,6 +186,9 @@ class PairImageGenerator:
             image=list(images),
             mask_image=mask_images,
             latents=latents.to(pipe.device, pipe.unet.dtype),
+            # The masked image's VAE latents are sampled too: seed that draw per pair as well,
+            # or the global RNG makes the counterfactual differ from run to run.
+            generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds],
             strength=1.0,
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
