@@ -17,3 +17,13 @@ class InputError(MagicSegError, ValueError):
 
 class ModelLoadError(MagicSegError, OSError):
     """A model named by id or path could not be loaded (bad path, offline or unreachable Hub)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message, or its type name when it has none.
+
+    Used wherever a library exception is turned into one of ours: a one-line message, never a
+    multi-line dump of another library's text.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -6,7 +6,7 @@ never edited by hand. It is written through huggingface_hub's :class:`~huggingfa
 (whose YAML dump keeps key order: a sorted dump breaks ``load_dataset`` on nested list features),
 and its ``configs``/``dataset_info`` metadata is produced by ``datasets`` itself, so that
 ``load_dataset(DIR)`` and ``load_dataset("USER/NAME")`` return exactly
-:data:`~magicseg_hf.generation.schema.DATASET_FEATURES`.
+:data:`~magicseg_hf.schema.DATASET_FEATURES`.
 
 :func:`push_dataset_folder` publishes a folder with ``HfApi.create_repo`` + ``create_commit``.
 It never writes into the folder, fails at once when the Hub is offline or unreachable, and takes
@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 from magicseg_hf import __version__
 from magicseg_hf.errors import InputError, MagicSegError
-from magicseg_hf.generation.schema import (
+from magicseg_hf.schema import (
     CARD_FILE,
     DATA_DIR,
     DATASET_FEATURES,

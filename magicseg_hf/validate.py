@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 
 from magicseg_hf.errors import InputError
-from magicseg_hf.generation.schema import (
+from magicseg_hf.labels import UNKNOWN
+from magicseg_hf.schema import (
     CARD_FILE,
     DATA_DIR,
     DATASET_FEATURES,
     DROP_REASONS,
     GENERATION_FILE,
     PREVIEW_FILE,
-    UNKNOWN_LABEL,
     VOCABULARY_FILE,
 )
 
@@ -228,7 +228,7 @@ def _check_row(row: dict[str, Any], where: str, vocabulary: set[str] | None, rep
         report.add(f"{where}: label has mode {label.mode!r}, expected 'L'")
     else:
         values = np.unique(np.asarray(label))
-        allowed = (values <= len(classes)) | (values == UNKNOWN_LABEL)
+        allowed = (values <= len(classes)) | (values == UNKNOWN)
         if not allowed.all():
             report.add(f"{where}: label values {values[~allowed].tolist()} outside 0..{len(classes)} and 255")
 

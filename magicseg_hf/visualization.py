@@ -7,7 +7,7 @@ their own.
 
 Label conventions follow the dataset schema: ``0`` is background (drawn transparent in an
 overlay, black when coloured alone), ``i >= 1`` is ``classes[i - 1]``, and
-:data:`UNKNOWN_LABEL` (255) is "unknown" (drawn grey).
+:data:`magicseg_hf.labels.UNKNOWN` (255) is "unknown" (drawn grey).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from magicseg_hf.labels import UNKNOWN
+
 logger = logging.getLogger(__name__)
 
-#: Label value for "unknown" (kept in step with ``magicseg_hf.generation.schema.UNKNOWN_LABEL``).
-UNKNOWN_LABEL = 255
 BACKGROUND_COLOR = (0, 0, 0)
 UNKNOWN_COLOR = (128, 128, 128)
 #: Panel and text colours of grids, legends and charts.
@@ -56,7 +56,7 @@ def class_color(label_id: int) -> tuple[int, int, int]:
     """Colour of label value ``label_id`` (0 background, 255 unknown, ``i >= 1`` a class)."""
     if label_id == 0:
         return BACKGROUND_COLOR
-    if label_id == UNKNOWN_LABEL:
+    if label_id == UNKNOWN:
         return UNKNOWN_COLOR
     if label_id < 0:
         raise ValueError(f"label ids are non-negative (got {label_id})")
@@ -185,7 +185,7 @@ def legend_entries(
     for value in label_ids_present(label):
         if value == 0:
             continue
-        if value == UNKNOWN_LABEL:
+        if value == UNKNOWN:
             entries.append(("unknown", UNKNOWN_COLOR))
         elif value <= len(classes):
             color_id = int(color_ids[value]) if color_ids is not None else value
@@ -205,7 +205,7 @@ def shared_color_ids(classes: Sequence[str], order: Sequence[str]) -> np.ndarray
     table = np.arange(256, dtype=np.uint8)
     positions = {name: index for index, name in enumerate(order)}
     for value, name in enumerate(classes, start=1):
-        if value < UNKNOWN_LABEL and name in positions and positions[name] + 1 < UNKNOWN_LABEL:
+        if value < UNKNOWN and name in positions and positions[name] + 1 < UNKNOWN:
             table[value] = positions[name] + 1
     return table
 

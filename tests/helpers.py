@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from magicseg_hf.generation.schema import (
+from magicseg_hf.schema import (
     DATASET_FEATURES,
     DROP_REASONS,
     GENERATION_FILE,

@@ -15,7 +15,7 @@ from magicseg_hf.cli import main
 from magicseg_hf.dataset_builders.magicseg import MagicSeg, MagicSegConfig
 from magicseg_hf.errors import InputError
 from magicseg_hf.generation.config import GenerationConfig, generation_fields
-from magicseg_hf.generation.schema import DATASET_FEATURES, GENERATION_FILE
+from magicseg_hf.schema import DATASET_FEATURES, GENERATION_FILE
 
 TINY = {"preset": "tiny", "classes": ["cat", "dog"], "num_pairs": 2, "seed": 0}
 

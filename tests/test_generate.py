@@ -23,7 +23,7 @@ from PIL import Image
 
 from magicseg_hf.cli import main
 from magicseg_hf.generation.counterfactual import mentions
-from magicseg_hf.generation.schema import DATASET_FEATURES, DROP_REASONS
+from magicseg_hf.schema import DATASET_FEATURES, DROP_REASONS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny"]

@@ -14,7 +14,7 @@ from helpers import HubStandIn, comparable, folder_digest, make_rows, write_data
 import magicseg_hf.hub as hub
 from magicseg_hf.cli import main
 from magicseg_hf.errors import InputError, MagicSegError
-from magicseg_hf.generation.schema import CARD_FILE, DATASET_FEATURES, GENERATION_FILE, WORK_DIR
+from magicseg_hf.schema import CARD_FILE, DATASET_FEATURES, GENERATION_FILE, WORK_DIR
 
 VOCABULARY = ["cat", "dog", "bow (weapon)", "traffic light"]
 

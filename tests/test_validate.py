@@ -13,8 +13,8 @@ from PIL import Image
 
 from magicseg_hf.cli import main
 from magicseg_hf.errors import InputError
-from magicseg_hf.generation.schema import CARD_FILE, GENERATION_FILE, PREVIEW_FILE, WORK_DIR
 from magicseg_hf.hub import write_dataset_card
+from magicseg_hf.schema import CARD_FILE, GENERATION_FILE, PREVIEW_FILE, WORK_DIR
 from magicseg_hf.validate import validate_dataset_folder
 
 
@@ -115,7 +115,7 @@ def test_class_not_in_vocabulary(tmp_path):
 def test_wrong_features_in_a_shard(tmp_path):
     import datasets
 
-    from magicseg_hf.generation.schema import DATASET_FEATURES
+    from magicseg_hf.schema import DATASET_FEATURES
 
     folder = _folder_with(tmp_path)
     rows = make_rows(2, DEFAULT_CLASSES, seed=5)
@@ -128,7 +128,7 @@ def test_wrong_features_in_a_shard(tmp_path):
 def test_extra_column(tmp_path):
     import datasets
 
-    from magicseg_hf.generation.schema import DATASET_FEATURES
+    from magicseg_hf.schema import DATASET_FEATURES
 
     folder = _folder_with(tmp_path)
     rows = [{**row, "extra": 1} for row in make_rows(2, DEFAULT_CLASSES, seed=6)]

@@ -32,7 +32,7 @@ from typing import Any
 import datasets
 
 from magicseg_hf.generation.config import GenerationConfig, generation_fields
-from magicseg_hf.generation.schema import DATASET_FEATURES
+from magicseg_hf.schema import DATASET_FEATURES
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 
 from magicseg_hf.errors import InputError
 from magicseg_hf.generation.config import GenerationConfig
-from magicseg_hf.generation.schema import GENERATION_FILE, PROMPTS_FILE, WORK_DIR
 from magicseg_hf.generation.vocabulary import resolve_classes
 from magicseg_hf.generation.writer import (
     KEPT,
@@ -36,6 +35,7 @@ from magicseg_hf.generation.writer import (
     finalize,
     write_run_files,
 )
+from magicseg_hf.schema import GENERATION_FILE, PROMPTS_FILE, WORK_DIR
 
 logger = logging.getLogger(__name__)
 

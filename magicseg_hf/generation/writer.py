@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from PIL import Image
 
-from magicseg_hf.generation.schema import (
+from magicseg_hf.schema import (
     DATA_DIR,
     DATASET_FEATURES,
     DROP_REASONS,

@@ -1,4 +1,8 @@
-"""The dataset schema of DESIGN.md, in one place: column features and the folder layout."""
+"""The dataset schema: the column features and the file names of a dataset folder.
+
+Label values are named in :mod:`magicseg_hf.labels`; :class:`magicseg_hf.folder.DatasetFolder`
+is the one reader and writer of the folder these names describe.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,6 @@ DATASET_FEATURES = datasets.Features(
         "counterfactual_score": datasets.Value("float32"),
     }
 )
-
-#: Label value for "unknown" (reserved; not written by default). 0 is background.
-UNKNOWN_LABEL = 255
 
 #: Filters that drop an attempt, in the order they are applied; their counts go in the card.
 DROP_REASONS = ("blank_image", "no_detection", "mask_area", "counterfactual")
