@@ -3,18 +3,38 @@
 Class names -> descriptive prompts -> counterfactual diffusion image pairs -> detector + SAM
 pixel labels -> a ``datasets`` dataset; and ``CLIPForOpenSegmentation``, a transformers model
 pretrained on it that segments any class named in text.
+
+Importing the package is cheap (no torch): the model classes load on first use, and
+transformers' Auto classes and the ``open-vocabulary-segmentation`` pipeline task learn about
+the model as soon as transformers is imported (see :mod:`magicseg_hf.registration`).
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from magicseg_hf.errors import InputError, MagicSegError, ModelLoadError
+from magicseg_hf.registration import install as _install_registration
+
 __version__ = "0.1.0"
 
-from magicseg_hf.errors import InputError, MagicSegError, ModelLoadError  # noqa: E402
+_install_registration()
 
-# CLIPForOpenSegmentation: AutoConfig / AutoModel / AutoModelForSemanticSegmentation / AutoImageProcessor /
-# AutoProcessor registration, remote-code registration, and the "open-vocabulary-segmentation" pipeline task.
-from magicseg_hf.modeling import register_auto_classes as _register_open_seg  # noqa: E402
+#: Public names loaded on first access: name -> module.
+_LAZY = {
+    "CLIPForOpenSegmentation": "magicseg_hf.modeling",
+    "CLIPOpenSegConfig": "magicseg_hf.modeling",
+    "CLIPOpenSegImageProcessor": "magicseg_hf.modeling",
+    "CLIPOpenSegProcessor": "magicseg_hf.modeling",
+    "GenerationConfig": "magicseg_hf.generation",
+    "generate": "magicseg_hf.generation",
+}
 
-_register_open_seg()
+__all__ = ["InputError", "MagicSegError", "ModelLoadError", "__version__", *sorted(_LAZY)]
 
-__all__ = ["InputError", "MagicSegError", "ModelLoadError", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -60,6 +60,10 @@ def register_auto_classes() -> None:
         )
 
 
+# Importing the package registers it (idempotent); a model folder's remote-code copies of these
+# files are loaded by transformers itself and do not go through this.
+register_auto_classes()
+
 __all__ = [
     "DEFAULT_TEMPLATES",
     "TASK",
