@@ -1,9 +1,10 @@
 """The ``magicseg`` command: one entry point, one verb per job.
 
 A verb is a module (or a small namespace here) with ``DESCRIPTION``, ``add_arguments(parser)``
-and ``run(args) -> int``; ``generate``'s flags and run live beside the code they drive
-(:mod:`magicseg_hf.generation.run`), and the two thin wrappers ``validate`` and ``push`` live
-here. Only the verb being run is imported, so ``magicseg --help`` and ``magicseg VERB --help``
+and ``run(args) -> int`` (and ``ACCEPTS_EXTRA_ARGUMENTS = True`` when it parses another
+library's flags itself, as ``train`` does with TrainingArguments); ``generate``'s and ``train``'s
+flags and runs live beside the code they drive (:mod:`magicseg_hf.generation.run`,
+:mod:`magicseg_hf.training.run`), and the two thin wrappers ``validate`` and ``push`` live here. Only the verb being run is imported, so ``magicseg --help`` and ``magicseg VERB --help``
 answer without importing torch. :class:`~magicseg_hf.errors.MagicSegError` (bad input, a model
 that cannot be loaded, an unreachable Hub) becomes one line on stderr and exit status 2; anything
 else is a bug and keeps its traceback.
@@ -113,6 +114,7 @@ VERBS = (
     Verb("generate", "Generate a segmentation dataset folder from class names.", "magicseg_hf.generation.run"),
     Verb("validate", "Check a dataset folder against the MagicSeg schema.", _Validate),
     Verb("push", "Publish a dataset folder (with its card) to the Hugging Face Hub.", _Push),
+    Verb("train", "Pretrain CLIPForOpenSegmentation on MagicSeg datasets.", "magicseg_hf.training.run"),
 )
 
 
@@ -144,7 +146,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             verb.name, help=verb.help, description=module.DESCRIPTION, formatter_class=Formatter
         )
         module.add_arguments(verb_parser)
-        verb_parser.set_defaults(func=module.run)
+        verb_parser.set_defaults(func=module.run, accepts_extra=getattr(module, "ACCEPTS_EXTRA_ARGUMENTS", False))
     return parser
 
 
@@ -163,7 +165,11 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``magicseg`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # a verb that takes another library's flags (train: TrainingArguments) parses them
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

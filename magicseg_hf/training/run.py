@@ -1,0 +1,298 @@
+"""``magicseg train``: pretrain ``CLIPForOpenSegmentation`` on MagicSeg dataset folders or Hub repos.
+
+Our own flags are the fields of :class:`TrainConfig`; every other flag is a
+``transformers.TrainingArguments`` flag (``--learning_rate``, ``--max_steps``,
+``--per_device_train_batch_size``, ``--gradient_accumulation_steps``, ``--bf16``,
+``--torch_compile``, ``--report_to``, ``--resume_from_checkpoint`` ...), parsed by
+``HfArgumentParser`` with the preset's values as defaults. ``--help`` lists our flags without
+importing torch; ``TrainingArguments`` is only imported to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from magicseg_hf.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+HELP = "Pretrain CLIPForOpenSegmentation on MagicSeg datasets (counterfactual contrastive loss)."
+DESCRIPTION = """\
+Trains CLIPForOpenSegmentation on one or more MagicSeg dataset folders (or Hub dataset repos):
+pseudo-mask focal + dice losses on each row's classes against K random negatives from the
+vocabulary, plus the counterfactual contrastive loss on the pair. Saves a folder that
+`AutoModel.from_pretrained` and `pipeline("open-vocabulary-segmentation")` load.
+
+Every transformers TrainingArguments flag works too (--learning_rate, --max_steps,
+--per_device_train_batch_size, --gradient_accumulation_steps, --bf16, --torch_compile,
+--report_to tensorboard, --resume_from_checkpoint DIR, ...); the preset only sets their defaults.
+
+Examples:
+  magicseg generate --classes cat dog --num-pairs 64 --preset tiny --output-dir data
+  magicseg train --dataset data --preset tiny --output-dir model
+  accelerate launch -m magicseg_hf train --dataset USER/magicseg-lvis --output-dir model"""
+
+ACCEPTS_EXTRA_ARGUMENTS = True
+
+#: TrainingArguments defaults per preset (a flag given on the command line wins).
+TRAINING_PRESETS: dict[str, dict[str, Any]] = {
+    # The paper: AdamW 2e-4, weight decay 0.01, 1500 warm-up steps, polynomial decay (power 0.9) to
+    # 1e-6 over 20k steps, global batch 16, 512 px.
+    "paper": {
+        "learning_rate": 2e-4,
+        "weight_decay": 0.01,
+        "warmup_steps": 1500,
+        "lr_scheduler_type": "polynomial",
+        "lr_scheduler_kwargs": {"lr_end": 1e-6, "power": 0.9},
+        "max_steps": 20_000,
+        "logging_steps": 50,
+        "save_steps": 2000,
+        "eval_strategy": "steps",
+        "eval_steps": 2000,
+        "save_total_limit": 3,
+    },
+    # Tiny random model at 64 px, chosen by measurement (see README): constant learning rate,
+    # no warm-up, a few hundred steps on a CPU.
+    "tiny": {
+        "learning_rate": 2e-3,
+        "weight_decay": 0.01,
+        "warmup_steps": 0,
+        "lr_scheduler_type": "constant",
+        "max_steps": 300,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 8,
+        "logging_steps": 50,
+        "save_steps": 150,
+        "eval_strategy": "no",
+        "save_total_limit": 2,
+    },
+}
+#: The paper's global batch size (per-device batch x processes x accumulation).
+PAPER_GLOBAL_BATCH = 16
+
+
+@dataclass
+class TrainConfig:
+    """The flags of ``magicseg train`` that are not TrainingArguments."""
+
+    dataset: list[str] = field(
+        default_factory=list,
+        metadata={"help": "MagicSeg dataset folder(s) or Hub dataset repo(s); several are concatenated.", "nargs": "+"},
+    )
+    output_dir: str = field(default="", metadata={"help": "Folder for checkpoints and the trained model."})
+    preset: str = field(default="paper", metadata={
+        "help": "paper (CLIP ViT-B/16 at 512 px, the paper's schedule) or tiny (random tiny model, CPU minutes).",
+        "choices": ("paper", "tiny"),
+    })
+    model: str | None = field(default=None, metadata={
+        "help": "Start from a saved CLIPForOpenSegmentation folder instead of the preset's CLIP."})
+    vocabulary: str | None = field(default=None, metadata={
+        "help": "Class list to draw negatives from (a shipped vocabulary or a file); default: the datasets' "
+                "vocabulary.txt files (else the classes their rows name)."})
+    num_classes: int = field(default=100, metadata={
+        "help": "K: classes per row (its own + random negatives), as in the paper (100); at most 254."})
+    counterfactual_loss_weight: float | None = field(default=None, metadata={
+        "help": "Weight of the counterfactual contrastive loss (the paper: 1; 0 turns it off).",
+        "metavar": "W"})
+    lora_rank: int | None = field(default=None, metadata={
+        "help": "Train LoRA adapters of this rank in the vision tower (default: prompts and decoder only)."})
+    validation_size: float = field(default=0.05, metadata={
+        "help": "Rows held out for validation: a fraction (< 1) or a count (>= 1)."})
+    streaming: bool = field(default=False, metadata={
+        "help": "Stream the datasets instead of loading them (needs --max_steps)."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Train into an --output-dir that already holds a run (its files are replaced)."})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Our flags (TrainingArguments flags are parsed in :func:`run`)."""
+    for item in dataclasses.fields(TrainConfig):
+        flag = "--" + item.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": item.name, "help": item.metadata.get("help", "")}
+        if item.name in ("dataset", "output_dir"):
+            kwargs["required"] = True
+        annotation = str(item.type)
+        if annotation == "bool":
+            parser.add_argument(flag, action="store_true", **kwargs)
+            continue
+        kind = float if "float" in annotation else int if "int" in annotation else str
+        default = item.default if item.default is not dataclasses.MISSING else None
+        for key in ("nargs", "choices", "metavar"):
+            if key in item.metadata:
+                kwargs[key] = item.metadata[key]
+        parser.add_argument(flag, type=kind, default=default, **kwargs)
+
+
+def _training_arguments(config: TrainConfig, extra: list[str]) -> Any:
+    """TrainingArguments from ``extra`` flags with the preset's defaults."""
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser(TrainingArguments)
+    defaults = dict(TRAINING_PRESETS[config.preset])
+    given = {word.split("=")[0].lstrip("-").replace("-", "_") for word in extra if word.startswith("--")}
+    if config.preset == "paper" and not given & {"per_device_train_batch_size"}:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        accumulation = _flag_value(extra, "gradient_accumulation_steps", 1)
+        per_device, remainder = divmod(PAPER_GLOBAL_BATCH, world * accumulation)
+        if remainder or per_device < 1:
+            raise InputError(
+                f"the paper's global batch of {PAPER_GLOBAL_BATCH} does not split over {world} processes x "
+                f"{accumulation} accumulation steps; pass --per_device_train_batch_size"
+            )
+        defaults["per_device_train_batch_size"] = per_device
+    lr_kwargs = defaults.pop("lr_scheduler_kwargs", None)
+    parser.set_defaults(**defaults)
+    try:
+        (arguments,) = parser.parse_args_into_dataclasses(
+            args=[*extra, "--output_dir", config.output_dir], return_remaining_strings=False
+        )
+    except SystemExit as exit_:  # argparse printed its one-line usage error
+        raise InputError(f"bad TrainingArguments flag in {' '.join(extra)!r}") from exit_
+    if lr_kwargs and not arguments.lr_scheduler_kwargs and arguments.lr_scheduler_type == "polynomial":
+        arguments.lr_scheduler_kwargs = dict(lr_kwargs)
+    arguments.remove_unused_columns = False  # the collator reads the raw image/label columns
+    arguments.batch_eval_metrics = True  # the metric streams batch by batch
+    arguments.label_names = ["labels"]
+    return arguments
+
+
+def _flag_value(extra: list[str], name: str, default: int) -> int:
+    for index, word in enumerate(extra):
+        for spelling in (f"--{name}", f"--{name.replace('_', '-')}"):
+            if word == spelling and index + 1 < len(extra):
+                return int(extra[index + 1])
+            if word.startswith(spelling + "="):
+                return int(word.split("=", 1)[1])
+    return default
+
+
+def _check_output_dir(config: TrainConfig, resume: str | None) -> None:
+    path = Path(config.output_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--output-dir {str(path)!r} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (config.overwrite or resume):
+        raise InputError(
+            f"--output-dir {str(path)!r} already holds files; pass --resume_from_checkpoint to continue "
+            "its run or --overwrite to replace it"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and save; returns 0."""
+    config = TrainConfig(**{item.name: getattr(args, item.name) for item in dataclasses.fields(TrainConfig)})
+    extra = list(getattr(args, "extra", []) or [])
+    training_arguments = _training_arguments(config, extra)
+    train(config, training_arguments)
+    return 0
+
+
+def train(config: TrainConfig, training_arguments: Any) -> dict[str, Any]:
+    """Train ``CLIPForOpenSegmentation`` per ``config``; returns the training summary (also saved)."""
+    from magicseg_hf.training.data import load_training_data
+
+    start = time.perf_counter()
+    if not 1 <= config.num_classes <= 254:
+        raise InputError(f"--num-classes must lie in 1..254 (got {config.num_classes})")
+    if config.counterfactual_loss_weight is not None and not config.counterfactual_loss_weight >= 0:
+        raise InputError(f"--counterfactual-loss-weight must be >= 0 (got {config.counterfactual_loss_weight})")
+    resume = training_arguments.resume_from_checkpoint
+    _check_output_dir(config, resume)
+    data = load_training_data(
+        config.dataset, vocabulary=config.vocabulary, validation_size=config.validation_size,
+        seed=training_arguments.seed, streaming=config.streaming,
+    )
+    if config.streaming and training_arguments.max_steps <= 0:
+        raise InputError("--streaming needs --max_steps (a stream has no length to count epochs in)")
+    model, processor = _build_model(config, training_arguments.seed)
+    summary = _fit(config, training_arguments, data, model, processor)
+    summary["wall_time_seconds"] = round(time.perf_counter() - start, 1)
+    if training_arguments.process_index == 0:
+        path = Path(training_arguments.output_dir) / "training_summary.json"
+        path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return summary
+
+
+def _build_model(config: TrainConfig, seed: int) -> tuple[Any, Any]:
+    from magicseg_hf.loading import build_open_seg, load_open_seg
+
+    overrides: dict[str, Any] = {}
+    if config.counterfactual_loss_weight is not None:
+        overrides["counterfactual_loss_weight"] = config.counterfactual_loss_weight
+    if config.model:
+        model, processor = load_open_seg(config.model)
+        for key, value in overrides.items():
+            setattr(model.config, key, value)
+    else:
+        model, processor = build_open_seg(config.preset, seed=seed, **overrides)
+    if config.lora_rank is not None:
+        if config.lora_rank <= 0:
+            raise InputError(f"--lora-rank must be positive (got {config.lora_rank})")
+        model.enable_lora(rank=config.lora_rank)
+    return model, processor
+
+
+def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: Any) -> dict[str, Any]:
+    import torch
+
+    from magicseg_hf.training.collator import MagicSegCollator
+    from magicseg_hf.training.trainer import MagicSegTrainer
+
+    vocabulary = data.vocabulary
+    with torch.no_grad():
+        class_embeds = model.encode_classes(vocabulary).float().cpu()  # (V, D), once for the run
+    counterfactual = model.config.counterfactual_loss_weight > 0
+    common = {"processor": processor, "vocabulary": vocabulary, "class_embeds": class_embeds,
+              "num_classes": config.num_classes, "seed": arguments.seed}
+    train_collator = MagicSegCollator(**common, augment=True, counterfactual=counterfactual)
+    eval_collator = MagicSegCollator(**common, augment=False, counterfactual=counterfactual, fixed_negatives=True)
+    trainer = MagicSegTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=train_collator,
+        eval_data_collator=eval_collator,
+        num_vocabulary_classes=len(vocabulary),
+        processing_class=processor,
+    )
+    result = trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)
+    metrics = trainer.evaluate() if data.validation is not None else {}
+    model.set_vocabulary(vocabulary)
+    trainer.save_model(arguments.output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(arguments.output_dir)
+    history = trainer.state.log_history
+    last = next((entry for entry in reversed(history) if "loss" in entry), {})
+    return {
+        "datasets": data.describe(),
+        "vocabulary_size": len(vocabulary),
+        "num_classes": config.num_classes,
+        "preset": config.preset,
+        "counterfactual_loss_weight": model.config.counterfactual_loss_weight,
+        "training_arguments": json.loads(arguments.to_json_string()),
+        "global_steps": trainer.state.global_step,
+        "train_runtime_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
+        "final_losses": {k: last.get(k) for k in ("loss", "focal_loss", "dice_loss", "counterfactual_loss")},
+        "validation": {k: v for k, v in metrics.items() if k.startswith("eval_")},
+        "bad_label_pixels": train_collator.bad_label_pixels,
+        "package_versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import datasets
+    import torch
+    import transformers
+
+    from magicseg_hf import __version__
+
+    return {"magicseg_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "datasets": datasets.__version__}

@@ -1,0 +1,210 @@
+"""``MagicSegTrainer``: a ``transformers.Trainer`` for counterfactual contrastive pretraining.
+
+What it adds to the plain Trainer, and nothing more:
+
+- the batch's ``class_ids`` (which vocabulary classes the K class embeddings are) stay out of the
+  model call and are used to score evaluation predictions against the vocabulary;
+- ``focal_loss``, ``dice_loss`` and ``counterfactual_loss`` are logged beside ``loss`` (averaged
+  over the steps since the last log and over processes), so they reach the progress bar,
+  ``trainer_state.json`` and every ``--report_to`` integration;
+- a non-finite loss stops training with a clear error (checkpoints already saved are kept);
+- the collator learns the epoch before each epoch starts (its negatives and augmentations are
+  drawn from (seed, row id, epoch));
+- evaluation reduces logits to predictions per batch (in :meth:`prediction_step`, with fixed
+  negatives from the evaluation collator) and reports mIoU over ``background + vocabulary``
+  with the project's metric, streamed batch by batch (``batch_eval_metrics``).
+
+Optimizer and schedule are the Trainer's own (``TrainingArguments``): frozen weights have
+``requires_grad=False`` and so are not in the optimizer, and the Trainer already keeps norms and
+biases out of weight decay, as the paper's code does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from magicseg_hf.errors import MagicSegError
+from magicseg_hf.labels import IGNORE_LABEL, NONE_LABEL, UNKNOWN
+
+logger = logging.getLogger(__name__)
+
+LOSS_COMPONENTS = ("focal_loss", "dice_loss", "counterfactual_loss")
+#: Probability under which a pixel is predicted as background during evaluation in training.
+DEFAULT_EVAL_THRESHOLD = 0.5
+
+
+class NonFiniteLossError(MagicSegError):
+    """Training produced a NaN or infinite loss."""
+
+
+def predictions_to_vocabulary(logits: torch.Tensor, class_ids: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per-pixel vocabulary ids from per-row class logits.
+
+    Args:
+        logits: (B, K, H, W) mask logits of each row's K classes.
+        class_ids: (B, K) vocabulary index of each of those classes.
+        threshold: a pixel whose best class probability (sigmoid) is below it is background.
+
+    Returns:
+        (B, H, W) int64: 0 background, ``v + 1`` vocabulary class ``v``.
+    """
+    best, position = logits.sigmoid().max(dim=1)  # (B, H, W) each
+    ids = class_ids.gather(1, position.flatten(1)).view_as(position) + 1
+    return torch.where(best >= threshold, ids, torch.zeros_like(ids))
+
+
+def labels_to_vocabulary(labels: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+    """Model labels (positions, none, ignore) -> vocabulary ids (0 background, v + 1, 255 ignore).
+
+    Args:
+        labels: (B, H, W) int64 positions 0..K-1, ``NONE_LABEL`` or ``IGNORE_LABEL``.
+        class_ids: (B, K) vocabulary index of each position.
+    """
+    position = labels.clamp(0, class_ids.shape[1] - 1)
+    ids = class_ids.gather(1, position.flatten(1)).view_as(labels) + 1
+    ids = torch.where(labels == NONE_LABEL, torch.zeros_like(ids), ids)
+    return torch.where(labels == IGNORE_LABEL, torch.full_like(ids, UNKNOWN), ids)
+
+
+class StreamingMeanIoU:
+    """``compute_metrics`` for ``batch_eval_metrics=True``: accumulates per batch, reports at the end."""
+
+    def __init__(self, num_labels: int) -> None:
+        from magicseg_hf.evaluation.metric import MeanIoUAccumulator
+
+        self.num_labels = num_labels
+        self._factory = lambda: MeanIoUAccumulator(num_labels=num_labels, ignore_index=UNKNOWN)
+        self.accumulator = self._factory()
+
+    def __call__(self, eval_prediction: Any, compute_result: bool = True) -> dict[str, float]:
+        predictions, references = eval_prediction.predictions, eval_prediction.label_ids
+        self.accumulator.update(_as_numpy(predictions), _as_numpy(references))
+        if not compute_result:
+            return {}
+        result = self.accumulator.compute()
+        self.accumulator = self._factory()
+        return {
+            key: float(result[key])
+            for key in ("mean_iou", "mean_accuracy", "overall_accuracy")
+            if result.get(key) is not None
+        }
+
+
+def _as_numpy(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        value = value[0]
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return value
+
+
+class _EpochToCollator(TrainerCallback):
+    """Tell the training collator which epoch is starting (before its DataLoader iterator exists)."""
+
+    def __init__(self, trainer: MagicSegTrainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        collator = self.trainer.data_collator
+        if hasattr(collator, "set_epoch"):
+            # state.epoch is the float progress (e.g. 1.5 when resuming mid-epoch 1): its floor is
+            # the epoch about to run.
+            collator.set_epoch(int(math.floor(state.epoch or 0.0)))
+
+
+class MagicSegTrainer(Trainer):
+    """The Trainer of ``CLIPForOpenSegmentation`` on MagicSeg pairs.
+
+    Args (beyond ``transformers.Trainer``'s):
+        eval_data_collator: the collator of evaluation batches (no augmentation, fixed negatives);
+            defaults to ``data_collator``.
+        num_vocabulary_classes: vocabulary size, for the evaluation metric (``background + V`` labels).
+        eval_threshold: background threshold of evaluation predictions.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        eval_data_collator: Any = None,
+        num_vocabulary_classes: int | None = None,
+        eval_threshold: float = DEFAULT_EVAL_THRESHOLD,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("compute_metrics") is None and num_vocabulary_classes is not None:
+            kwargs["compute_metrics"] = StreamingMeanIoU(num_vocabulary_classes + 1)
+        super().__init__(*args, **kwargs)
+        self.eval_data_collator = eval_data_collator
+        self.eval_threshold = eval_threshold
+        self._component_sums: dict[str, torch.Tensor] = {}
+        self._component_steps = 0
+        self.add_callback(_EpochToCollator(self))
+
+    # ---- training ------------------------------------------------------------------------------
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        model_inputs = {key: value for key, value in inputs.items() if key != "class_ids"}
+        outputs = model(**model_inputs)
+        loss = outputs["loss"]
+        if model.training:
+            self._check_finite(loss)
+            for name in LOSS_COMPONENTS:
+                value = outputs.get(name)
+                if value is not None:
+                    total = self._component_sums.get(name)
+                    value = value.detach().float()
+                    self._component_sums[name] = value if total is None else total + value
+            self._component_steps += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.accelerator.num_processes > 1:  # every rank stops together, none waits forever
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bad.item() > 0:
+            step = self.state.global_step
+            raise NonFiniteLossError(
+                f"the loss became non-finite at step {step} (got {loss.item()}); training stopped — the last "
+                f"checkpoint in {self.args.output_dir} is intact: lower --learning_rate or enable "
+                "--max_grad_norm and resume with --resume_from_checkpoint"
+            )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._component_steps:
+            for name, total in self._component_sums.items():
+                mean = total / self._component_steps
+                if self.accelerator.num_processes > 1:
+                    mean = self.accelerator.reduce(mean.reshape(1), reduction="mean")
+                logs[name] = round(float(mean.item()), 4)
+            self._component_sums, self._component_steps = {}, 0
+        super().log(logs, start_time)
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        if self.eval_data_collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(loss, predictions, references), the last two as (B, H, W) vocabulary ids (0 = background)."""
+        inputs = self._prepare_inputs(inputs)
+        class_ids = inputs["class_ids"]
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach().mean() if loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        predictions = predictions_to_vocabulary(outputs["logits"].float(), class_ids, self.eval_threshold)
+        references = labels_to_vocabulary(inputs["labels"], class_ids)
+        return loss, predictions, references
