@@ -111,7 +111,8 @@ def bench_annotation(quick: bool) -> dict[str, Any]:
     ``annotation_speedup`` (naive seconds / optimised seconds) and the timings behind it.
     """
     from magicseg_hf.generation.annotate import Annotator, GroundingDinoDetector, TransformersSamSegmenter
-    from magicseg_hf.presets import generation_defaults, load_detector, load_segmenter
+    from magicseg_hf.loading import load_detector, load_segmenter
+    from magicseg_hf.presets import generation_defaults
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -186,7 +187,7 @@ def naive_pairs(
 def bench_diffusion(quick: bool) -> dict[str, Any]:
     """Batched shared-noise pairs (one UNet batch of 2B) against one call per image."""
     from magicseg_hf.generation.images import PairImageGenerator
-    from magicseg_hf.presets import load_diffusion_pipeline
+    from magicseg_hf.loading import load_diffusion_pipeline
 
     pairs = 4 if quick else 8
     steps, size = 4, 128

@@ -40,7 +40,7 @@ def build_stable_diffusion_15(folder: Path, dtype: torch.dtype) -> None:
     """SD-1.5's architecture (UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder) with random weights."""
     from transformers import CLIPTextConfig
 
-    from magicseg_hf.presets import random_stable_diffusion, tiny_clip_tokenizer
+    from magicseg_hf.tiny import random_stable_diffusion, tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()  # its ids fit the real 49408-token embedding table
     text_config = CLIPTextConfig(
@@ -70,7 +70,7 @@ def build_grounding_dino_t(folder: Path, dtype: torch.dtype) -> None:
         GroundingDinoProcessor,
     )
 
-    from magicseg_hf.presets import tiny_bert_tokenizer
+    from magicseg_hf.tiny import tiny_bert_tokenizer
 
     tokenizer = tiny_bert_tokenizer()  # BERT's special ids; every id fits the 30522-token table
     model = GroundingDinoForObjectDetection(GroundingDinoConfig())
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from magicseg_hf.generation import GenerationConfig, generate
     from magicseg_hf.generation.images import PairImageGenerator
-    from magicseg_hf.presets import load_diffusion_pipeline
+    from magicseg_hf.loading import load_diffusion_pipeline
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype_name = args.dtype or ("float16" if device == "cuda" else "float32")

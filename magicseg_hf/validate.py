@@ -15,24 +15,38 @@
 - the card: parses, declares the features (round-tripped through ``datasets``), the split size,
   ``configs`` data files matching the shards, and the pictures it shows exist;
 - ``datasets.load_dataset(DIR, streaming=True)`` returns exactly the schema and decodes a row.
+
+The folder is read through :class:`~magicseg_hf.folder.DatasetFolder` (its shard naming rule, its
+vocabulary and ``generation.json`` readers).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import io
 import json
 import logging
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
+import pyarrow.parquet as pq
+from huggingface_hub import DatasetCard
 
-from magicseg_hf.errors import InputError
+from magicseg_hf.cards import size_category
+from magicseg_hf.errors import InputError, first_line
+from magicseg_hf.folder import (
+    SHARD_NAME_FORM,
+    DatasetFolder,
+    check_vocabulary,
+    decode_image,
+    iter_parquet_rows,
+    shard_file_name,
+    shard_index,
+)
 from magicseg_hf.labels import UNKNOWN
 from magicseg_hf.schema import (
     CARD_FILE,
@@ -40,13 +54,11 @@ from magicseg_hf.schema import (
     DATASET_FEATURES,
     DROP_REASONS,
     GENERATION_FILE,
-    PREVIEW_FILE,
     VOCABULARY_FILE,
 )
 
 logger = logging.getLogger(__name__)
 
-_SHARD_NAME = re.compile(r"^train-(\d{5})\.parquet$")
 _MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 #: Slack, in pixels, allowed for float rounding when checking that boxes lie inside the image.
 BOX_TOLERANCE = 1e-3
@@ -90,53 +102,49 @@ class ValidationReport:
 # ----------------------------------------------------------------------------------------------
 # Pieces
 # ----------------------------------------------------------------------------------------------
-def _check_files(folder: Path, report: ValidationReport) -> list[Path]:
-    data_dir = folder / DATA_DIR
+def _check_files(folder: DatasetFolder, report: ValidationReport) -> list[Path]:
     shards: list[Path] = []
-    if not data_dir.is_dir():
-        report.add(f"no {DATA_DIR}/ folder: not a dataset folder (expected {DATA_DIR}/train-00000.parquet ...)")
+    first_shard = shard_file_name(0)
+    if not folder.data_dir.is_dir():
+        report.add(f"no {DATA_DIR}/ folder: not a dataset folder (expected {first_shard} ...)")
     else:
-        for path in sorted(data_dir.iterdir()):
+        numbers = []
+        for path in sorted(folder.data_dir.iterdir()):
             if path.name.startswith("."):
                 continue  # temporary files of an atomic write
-            match = _SHARD_NAME.match(path.name)
-            if match and path.is_file():
+            index = shard_index(path.name)
+            if index is not None and path.is_file():
                 shards.append(path)
+                numbers.append(index)
             else:
-                report.add(f"unexpected file {DATA_DIR}/{path.name} (shards are named train-NNNNN.parquet)")
+                report.add(f"unexpected file {DATA_DIR}/{path.name} (shards are named {SHARD_NAME_FORM})")
         if not shards:
-            report.add(f"no shards in {DATA_DIR}/ (expected train-00000.parquet ...)")
-        numbers = [int(_SHARD_NAME.match(p.name).group(1)) for p in shards]  # type: ignore[union-attr]
+            report.add(f"no shards in {DATA_DIR}/ (expected {Path(first_shard).name} ...)")
         if numbers != list(range(len(numbers))):
             report.add(f"shards are not numbered 0..{len(numbers) - 1} without gaps: {[p.name for p in shards]}")
-    for name in (VOCABULARY_FILE, GENERATION_FILE, CARD_FILE, PREVIEW_FILE):
-        if not (folder / name).is_file():
-            report.add(f"missing {name}")
+    for path in (folder.vocabulary_path, folder.generation_path, folder.card_path, folder.preview_path):
+        if not path.is_file():
+            report.add(f"missing {path.name}")
     return shards
 
 
-def _read_vocabulary(folder: Path, report: ValidationReport) -> list[str] | None:
-    path = folder / VOCABULARY_FILE
-    if not path.is_file():
+def _read_vocabulary(folder: DatasetFolder, report: ValidationReport) -> list[str] | None:
+    if not folder.vocabulary_path.is_file():
         return None
     try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        report.add(f"cannot read {VOCABULARY_FILE}: {error}")
+        names = folder.read_vocabulary(check=False)
+    except InputError as error:
+        report.add(str(error))
         return None
-    if not names:
-        report.add(f"{VOCABULARY_FILE} is empty")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        report.add(f"{VOCABULARY_FILE} lists {duplicates[:5]} more than once")
     report.num_classes = len(names)
+    try:
+        check_vocabulary(names, repr(VOCABULARY_FILE))
+    except InputError as error:
+        report.add(str(error))
     return names
 
 
 def _check_shard_schema(path: Path, report: ValidationReport) -> bool:
-    import datasets
-    import pyarrow.parquet as pq
-
     name = f"{DATA_DIR}/{path.name}"
     try:
         parquet = pq.ParquetFile(path)
@@ -170,22 +178,6 @@ def _check_shard_schema(path: Path, report: ValidationReport) -> bool:
     return True
 
 
-def _iter_rows(path: Path, batch_size: int = 32) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=batch_size):
-        yield from batch.to_pylist()
-
-
-def _open_image(value: Any) -> Any:
-    from PIL import Image
-
-    if not isinstance(value, dict) or not value.get("bytes"):
-        raise ValueError("image bytes are not embedded")
-    return Image.open(io.BytesIO(value["bytes"]))
-
-
 def _finite(values: list[float]) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
@@ -215,7 +207,7 @@ def _check_row(row: dict[str, Any], where: str, vocabulary: set[str] | None, rep
     images = {}
     for column in ("image", "counterfactual_image", "label"):
         try:
-            images[column] = _open_image(row[column])
+            images[column] = decode_image(row[column])
         except Exception as error:  # noqa: BLE001 - an undecodable image is a defect of the row
             report.add(f"{where}: {column} cannot be decoded ({error})")
     if len(images) < 3:
@@ -251,17 +243,13 @@ def _check_row(row: dict[str, Any], where: str, vocabulary: set[str] | None, rep
         report.add(f"{where}: box_scores must be finite and within [0, 1]: {box_scores}")
 
 
-def _check_generation(folder: Path, num_rows: int, report: ValidationReport) -> None:
-    path = folder / GENERATION_FILE
-    if not path.is_file():
-        return
+def _check_generation(folder: DatasetFolder, num_rows: int, report: ValidationReport) -> None:
     try:
-        generation = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        report.add(f"{GENERATION_FILE} is not valid JSON ({error})")
+        generation = folder.read_generation()
+    except InputError as error:
+        report.add(str(error))
         return
-    if not isinstance(generation, dict):
-        report.add(f"{GENERATION_FILE} is not a JSON object")
+    if generation is None:
         return
     for key in ("config", "models", "summary"):
         if not isinstance(generation.get(key), dict):
@@ -280,13 +268,8 @@ def _check_generation(folder: Path, num_rows: int, report: ValidationReport) -> 
                 report.add(f"{GENERATION_FILE}: model {role!r} has no id")
 
 
-def _check_card(folder: Path, shards: list[Path], num_rows: int, report: ValidationReport) -> None:
-    import datasets
-    from huggingface_hub import DatasetCard
-
-    from magicseg_hf.hub import size_category
-
-    path = folder / CARD_FILE
+def _check_card(folder: DatasetFolder, shards: list[Path], num_rows: int, report: ValidationReport) -> None:
+    path = folder.card_path
     if not path.is_file():
         return
     try:
@@ -345,19 +328,17 @@ def _check_card(folder: Path, shards: list[Path], num_rows: int, report: Validat
     for target in _MARKDOWN_IMAGE.findall(card.text):
         if "://" in target:
             continue
-        if not (folder / target).is_file():
+        if not (folder.root / target).is_file():
             report.add(f"{CARD_FILE}: shows {target}, which is not in the folder")
 
 
-def _check_loading(folder: Path, report: ValidationReport) -> None:
-    import datasets
-
+def _check_loading(folder: DatasetFolder, report: ValidationReport) -> None:
     try:
-        stream = datasets.load_dataset(str(folder), split="train", streaming=True)
+        stream = datasets.load_dataset(str(folder.root), split="train", streaming=True)
         features = stream.features
         first = next(iter(stream))
     except Exception as error:  # noqa: BLE001 - whatever load_dataset raises is the problem to report
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        message = first_line(error) if str(error).strip() else ""
         report.add(f"datasets.load_dataset fails on the folder: {type(error).__name__}: {message}")
         return
     if features != DATASET_FEATURES:
@@ -383,8 +364,9 @@ def validate_dataset_folder(
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
     report = ValidationReport(folder=folder, max_problems=max_problems)
-    shards = _check_files(folder, report)
-    vocabulary = _read_vocabulary(folder, report)
+    dataset = DatasetFolder(folder)
+    shards = _check_files(dataset, report)
+    vocabulary = _read_vocabulary(dataset, report)
     vocabulary_set = set(vocabulary) if vocabulary is not None else None
     seen_ids: dict[str, str] = {}
     readable = True
@@ -393,7 +375,7 @@ def validate_dataset_folder(
             readable = False
             continue
         report.num_shards += 1
-        for index, row in enumerate(_iter_rows(path)):
+        for index, row in enumerate(iter_parquet_rows(path, batch_size=32)):
             where = f"{DATA_DIR}/{path.name} row {index}"
             report.num_rows += 1
             row_id = row.get("id")
@@ -403,9 +385,9 @@ def validate_dataset_folder(
                 else:
                     seen_ids[row_id] = where
             _check_row(row, where, vocabulary_set, report)
-    _check_generation(folder, report.num_rows, report)
-    _check_card(folder, shards, report.num_rows, report)
+    _check_generation(dataset, report.num_rows, report)
+    _check_card(dataset, shards, report.num_rows, report)
     if check_loading and shards and readable:
-        _check_loading(folder, report)
+        _check_loading(dataset, report)
     logger.debug("validated %s: %d problem(s)", folder, report.num_problems)
     return report

@@ -13,6 +13,7 @@ overlay, black when coloured alone), ``i >= 1`` is ``classes[i - 1]``, and
 from __future__ import annotations
 
 import colorsys
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -93,7 +94,7 @@ def _label_array(label: Image.Image | np.ndarray) -> np.ndarray:
         raise ValueError(f"a label map is 2-D (got shape {array.shape})")
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255):
-            raise ValueError("label values must lie in 0..255")
+            raise ValueError(f"label values must lie in 0..255 (got {array.min()}..{array.max()})")
         array = array.astype(np.uint8)
     return array
 
@@ -265,10 +266,8 @@ def _as_pil(value: Any) -> Image.Image:
     if isinstance(value, np.ndarray):
         return Image.fromarray(value)
     if isinstance(value, Mapping) and value.get("bytes") is not None:  # an undecoded datasets Image
-        import io
-
         return Image.open(io.BytesIO(value["bytes"]))
-    raise TypeError(f"expected a PIL image, an array or an encoded image dict, got {type(value).__name__}")
+    raise TypeError(f"a picture must be a PIL image, an array or an encoded image dict (got {type(value).__name__})")
 
 
 def _fit_height(image: Image.Image, height: int, resample: Image.Resampling) -> Image.Image:
@@ -297,7 +296,7 @@ def pair_grid(
         raise ValueError(f"max_rows must be positive (got {max_rows})")
     rows = list(rows)[:max_rows]
     if not rows:
-        raise ValueError("pair_grid needs at least one row")
+        raise ValueError("pair_grid needs at least one row (got none)")
     font = get_font(13)
     small = get_font(11)
     pad = 6

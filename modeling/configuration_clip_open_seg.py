@@ -30,6 +30,28 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 
 
+def clip_vit_b16_config() -> dict:
+    """Sizes of `openai/clip-vit-base-patch16`, the paper's backbone: the nested CLIP config used when none is
+    given (transformers' own `CLIPConfig()` default is ViT-B/32). A fresh dict on every call."""
+    return {
+        "projection_dim": 512,
+        "vision_config": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "patch_size": 16,
+            "image_size": 224,
+        },
+        "text_config": {
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 8,
+        },
+    }
+
+
 def format_class_prompts(
     names: list[str] | tuple[str, ...], templates: list[str] | tuple[str, ...]
 ) -> list[str]:
@@ -54,7 +76,9 @@ class CLIPOpenSegConfig(PreTrainedConfig):
 
     Args:
         clip_config (`dict` or `CLIPConfig`, *optional*):
-            The nested CLIP configuration (text and vision towers). Defaults to `CLIPConfig()`.
+            The nested CLIP configuration (text and vision towers). Defaults to the sizes of
+            `openai/clip-vit-base-patch16` (ViT-B/16: patch 16, width 768, 12 layers; text width 512), see
+            [`clip_vit_b16_config`].
         image_size (`int`, *optional*, defaults to 512):
             Training/inference crop size; CLIP's position embeddings are interpolated to `image_size / patch_size`.
         num_prompt_tokens (`int`, *optional*, defaults to 10):
@@ -62,7 +86,18 @@ class CLIPOpenSegConfig(PreTrainedConfig):
         prompt_depth (`int`, *optional*):
             Number of encoder layers (from the first) that get their own prompts. `None` = all layers (paper).
         prompt_dropout (`float`, *optional*, defaults to 0.1):
-            Dropout applied to the prompt tokens in training.
+            Dropout applied to the prompt tokens in training (after `prompt_proj`).
+        use_prompt_proj (`bool`, *optional*, defaults to `True`):
+            Pass each layer's learned prompts through a trainable `Linear(hidden_size, hidden_size)` before the
+            dropout, as the paper's code (ZegCLIP's VPT backbone) does. `False` inserts the raw prompts.
+        use_prompt_norm (`bool`, *optional*, defaults to `True`):
+            Apply a trainable LayerNorm (`prompt_norm`) to the last encoder layer's tokens before CLIP's frozen
+            post-layernorm, as the paper's code does. `False` goes straight to the post-layernorm.
+        drop_path_rate (`float`, *optional*, defaults to 0.1):
+            Stochastic depth in the frozen vision tower (training only): each residual branch (attention, MLP)
+            of encoder layer `i` is dropped per sample with probability `drop_path_rate * i / (num_layers - 1)`,
+            rising linearly from 0 at the first layer to `drop_path_rate` at the last (the rule of the paper's
+            DenseCLIP/ZegCLIP backbone). 0 turns it off.
         decoder_hidden_size (`int`, *optional*, defaults to 512): width of the decoder.
         decoder_num_layers (`int`, *optional*, defaults to 3): cross-attention decoder layers.
         decoder_num_heads (`int`, *optional*, defaults to 8): attention heads of the decoder.
@@ -89,6 +124,9 @@ class CLIPOpenSegConfig(PreTrainedConfig):
     num_prompt_tokens: int = 10
     prompt_depth: int | None = None
     prompt_dropout: float = 0.1
+    use_prompt_proj: bool = True
+    use_prompt_norm: bool = True
+    drop_path_rate: float = 0.1
     decoder_hidden_size: int = 512
     decoder_num_layers: int = 3
     decoder_num_heads: int = 8
@@ -113,6 +151,8 @@ class CLIPOpenSegConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        if self.clip_config is None:
+            self.clip_config = clip_vit_b16_config()
         super().__post_init__(**kwargs)
         self.templates = list(self.templates)
         self.vocabulary = list(self.vocabulary)
@@ -140,11 +180,26 @@ class CLIPOpenSegConfig(PreTrainedConfig):
                 f"image_size must be a multiple of the vision patch_size (got image_size: {self.image_size} and "
                 f"patch_size: {vision.patch_size})."
             )
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1) (got {self.drop_path_rate}).")
         if self.none_label == self.ignore_label:
             raise ValueError(f"none_label and ignore_label must differ (both are {self.none_label}).")
         if len(set(self.vocabulary)) != len(self.vocabulary):
             raise ValueError("vocabulary holds duplicate class names.")
         format_class_prompts([], self.templates)
+
+    def check_num_classes(self, num_classes: int) -> None:
+        """Raise if `num_classes` classes in one call cannot be trained against labels.
+
+        Label value `none_label` (255) means "none of these classes" and class positions are `0..K-1`, so a call
+        with labels holds fewer than `none_label` classes (at most 254 by default). Calls without labels
+        (inference, `encode_classes` of a whole vocabulary) may hold any number.
+        """
+        if self.none_label >= 0 and num_classes >= self.none_label:
+            raise ValueError(
+                f"labels can only be used with fewer than none_label={self.none_label} classes per call, the label "
+                f"value {self.none_label} meaning 'none of these classes' (got {num_classes} classes)."
+            )
 
     @property
     def num_prompted_layers(self) -> int:
@@ -158,4 +213,4 @@ class CLIPOpenSegConfig(PreTrainedConfig):
         return self.clip_config.projection_dim
 
 
-__all__ = ["CLIPOpenSegConfig", "DEFAULT_TEMPLATES", "format_class_prompts"]
+__all__ = ["CLIPOpenSegConfig", "DEFAULT_TEMPLATES", "clip_vit_b16_config", "format_class_prompts"]

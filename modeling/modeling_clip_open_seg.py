@@ -1,8 +1,10 @@
 """`CLIPForOpenSegmentation`: segment any class named in text (MagicSeg, on ZegCLIP's architecture).
 
-A frozen CLIP (ViT-B/16 at 512 px in the paper) with deep visual prompt tuning; the projected, L2-normalised
-patch and [CLS] embeddings feed a relationship descriptor and a small cross-attention decoder whose
-head-averaged pre-softmax attention maps are the per-class mask logits (one sigmoid per class).
+A frozen CLIP (ViT-B/16 at 512 px in the paper) with deep visual prompt tuning as the paper's code does it
+(each layer's prompts through `prompt_proj` and dropout, a `prompt_norm` LayerNorm on the final tokens, drop path
+in the frozen encoder layers); the projected, L2-normalised patch and [CLS] embeddings feed a relationship
+descriptor and a small cross-attention decoder whose head-averaged pre-softmax attention maps are the
+per-class mask logits (one sigmoid per class).
 
 Self-contained: imports only torch and transformers (peft lazily, for the LoRA option), so this folder can be
 pushed to the Hub as remote code.
@@ -161,6 +163,36 @@ def counterfactual_loss(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Stochastic depth in the frozen backbone
+# ----------------------------------------------------------------------------------------------------------
+def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth on a residual branch: zero the whole branch of a random `drop_prob` share of the samples
+    and scale the kept ones by `1 / (1 - drop_prob)` (identity in eval mode or at `drop_prob` 0).
+
+    hidden_states: (B, ...) the branch output, before it is added to the residual stream.
+    """
+    if not training or drop_prob == 0.0:
+        return hidden_states
+    keep_prob = 1.0 - drop_prob
+    # One draw per sample: shape (B, 1, ..., 1).
+    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.dim() - 1)
+    keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+    return hidden_states * keep / keep_prob
+
+
+def drop_path_schedule(drop_path_rate: float, num_layers: int) -> list[float]:
+    """Per-layer drop probabilities, linear from 0 (first layer) to `drop_path_rate` (last layer).
+
+    This is `torch.linspace(0, drop_path_rate, num_layers)`, the stochastic-depth decay rule of the paper's
+    backbone (DenseCLIP/ZegCLIP's CLIP `Transformer`, as in timm's ViT): shallow layers, whose features every later
+    layer builds on, are dropped least.
+    """
+    if num_layers <= 1:
+        return [0.0] * num_layers
+    return [drop_path_rate * index / (num_layers - 1) for index in range(num_layers)]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Decoder
 # ----------------------------------------------------------------------------------------------------------
 class CLIPOpenSegDecoderLayer(nn.Module):
@@ -275,19 +307,23 @@ class CLIPOpenSegPreTrainedModel(PreTrainedModel):
             bound = math.sqrt(6.0 / float(3 * vision.patch_size**2 + vision.hidden_size))
             init.uniform_(module.visual_prompts, -bound, bound)
             init.zeros_(module.vocabulary_embeds)
+            # prompt_proj as the paper's code: Kaiming normal (fan_out), zero bias.
+            if isinstance(module.prompt_proj, nn.Linear):
+                init.kaiming_normal_(module.prompt_proj.weight, a=0, mode="fan_out")
+                init.zeros_(module.prompt_proj.bias)
 
 
 class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
     r"""
     Open-vocabulary semantic segmentation on a frozen CLIP (MagicSeg / ZegCLIP).
 
-    Only the visual prompts, the decoder (and LoRA adapters when `config.use_lora`) are trainable; CLIP stays
-    frozen, also after `from_pretrained`.
+    Only the visual prompts, `prompt_proj`, `prompt_norm`, the decoder (and LoRA adapters when `config.use_lora`)
+    are trainable; CLIP stays frozen, also after `from_pretrained`.
 
     Example:
 
     ```python
-    >>> from magicseg_hf.presets import build_open_seg
+    >>> from magicseg_hf.loading import build_open_seg
     >>> model, processor = build_open_seg("tiny")
     >>> enc = processor(images=image, text=["cat", "dog"], return_tensors="pt")
     >>> logits = model(**enc).logits  # (1, 2, H, W)
@@ -304,7 +340,15 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         self.visual_prompts = nn.Parameter(
             torch.zeros(config.num_prompted_layers, config.num_prompt_tokens, vision.hidden_size)
         )
+        prompted = config.num_prompted_layers > 0 and config.num_prompt_tokens > 0
+        # Each layer's prompts go through prompt_proj, then dropout (paper: Linear 768 -> 768); an Identity when
+        # off or when there are no prompts (a parameter that never reaches a loss breaks distributed training).
+        width = vision.hidden_size
+        self.prompt_proj = nn.Linear(width, width) if config.use_prompt_proj and prompted else nn.Identity()
         self.prompt_dropout = nn.Dropout(config.prompt_dropout)
+        # Trainable LayerNorm on the last layer's tokens, before CLIP's frozen post-layernorm (paper: eps 1e-6).
+        self.prompt_norm = nn.LayerNorm(width, eps=1e-6) if config.use_prompt_norm else nn.Identity()
+        self.drop_path_rates = drop_path_schedule(config.drop_path_rate, vision.num_hidden_layers)
         self.decoder = CLIPOpenSegDecoder(config)
         # Text embeddings of `config.vocabulary`, saved with the weights: the default classes without text input.
         self.register_buffer(
@@ -648,23 +692,36 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
 
     # ---- vision: prompted CLIP encoder -------------------------------------------------------------------
     def _prompted_layer(self, hidden_states: torch.Tensor, layer_index: int) -> torch.Tensor:
-        """Insert (replace) layer `layer_index`'s prompts after [CLS], then run the CLIP encoder layer.
+        """Insert (replace) layer `layer_index`'s prompts after [CLS], then run the CLIP encoder layer with drop path.
+
+        The prompts are `prompt_dropout(prompt_proj(visual_prompts[layer_index]))`. The layer is CLIP's own pre-norm
+        block (`x + attn(ln1(x))`, then `x + mlp(ln2(x))`, the same weights and operations as
+        `CLIPEncoderLayer.forward`) written out so that each residual branch passes through `drop_path` with this
+        layer's probability, as the paper's `ResidualAttentionBlock` does; in eval mode it equals
+        `layer(hidden_states, None)` exactly.
 
         hidden_states: (B, 1 [+ P] + N, E) -> (B, 1 + P + N, E) once prompting has started.
         """
         num_prompts = self.config.num_prompt_tokens
         if layer_index < self.visual_prompts.shape[0] and num_prompts > 0:
             batch = hidden_states.shape[0]
-            prompts = self.prompt_dropout(self.visual_prompts[layer_index]).expand(batch, -1, -1)  # (B, P, E)
+            prompts = self.prompt_dropout(self.prompt_proj(self.visual_prompts[layer_index]))  # (P, E)
+            prompts = prompts.expand(batch, -1, -1)  # (B, P, E)
             patches = hidden_states[:, 1:] if layer_index == 0 else hidden_states[:, 1 + num_prompts :]
             hidden_states = torch.cat([hidden_states[:, :1], prompts.to(hidden_states.dtype), patches], dim=1)
         layer = self.clip.vision_model.encoder.layers[layer_index]
-        return layer(hidden_states, None)
+        drop_prob = self.drop_path_rates[layer_index]
+        attended, _ = layer.self_attn(hidden_states=layer.layer_norm1(hidden_states), attention_mask=None)
+        hidden_states = hidden_states + drop_path(attended, drop_prob, self.training)  # (B, T, E)
+        transformed = layer.mlp(layer.layer_norm2(hidden_states))
+        return hidden_states + drop_path(transformed, drop_prob, self.training)  # (B, T, E)
 
     def get_image_embeddings(
         self, pixel_values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-        """Prompted CLIP vision forward.
+        """Prompted CLIP vision forward: embeddings (position embeddings interpolated), pre-layernorm, the prompted
+        layer loop (activation checkpointing wraps each layer when enabled), `prompt_norm`, post-layernorm and
+        projection.
 
         Args:
             pixel_values: (B, 3, H, W), H and W multiples of the patch size (position embeddings interpolated).
@@ -692,6 +749,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         prompted = self.visual_prompts.shape[0] > 0 and self.config.num_prompt_tokens > 0
         first_patch = 1 + self.config.num_prompt_tokens if prompted else 1
         tokens = torch.cat([hidden_states[:, :1], hidden_states[:, first_patch:]], dim=1)  # (B, 1 + N, E)
+        tokens = self.prompt_norm(tokens)  # per-token LayerNorm: dropping the prompts first changes nothing
         tokens = self.clip.visual_projection(vision.post_layernorm(tokens))  # (B, 1 + N, D)
         tokens = F.normalize(tokens, dim=-1)
         return tokens[:, 0], tokens[:, 1:], (height // patch, width // patch)
@@ -718,7 +776,8 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
                 precomputed class embeddings (e.g. `model.encode_classes(names)`), instead of `input_ids`.
                 Without either, the saved vocabulary's embeddings are used.
             labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*): 0..C-1 class position,
-                `config.none_label` (255) none of these classes, `config.ignore_label` (-100) excluded.
+                `config.none_label` (255) none of these classes, `config.ignore_label` (-100) excluded. With labels
+                a call holds fewer than `none_label` classes (ValueError otherwise).
             counterfactual_pixel_values (`torch.FloatTensor`, same shape as `pixel_values`, *optional*):
                 the counterfactual images (the same scenes without the target classes).
         """
@@ -727,6 +786,8 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         class_embeds = self._resolve_class_embeds(
             batch_size, input_ids, attention_mask, class_embeds
         )  # (B, C, D)
+        if labels is not None:
+            self.config.check_num_classes(class_embeds.shape[1])  # before the vision pass, not after
 
         counterfactual_image_embeds = None
         if counterfactual_pixel_values is not None:
@@ -778,6 +839,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
                 f"labels must have shape (batch_size={logits.shape[0]}, height, width) (got {tuple(labels.shape)})."
             )
         num_classes = logits.shape[1]
+        self.config.check_num_classes(num_classes)
         labels = labels.to(device=logits.device, dtype=torch.long)
         allowed = (labels >= 0) & (labels < num_classes)
         allowed |= (labels == self.config.none_label) | (labels == self.config.ignore_label)
@@ -805,5 +867,7 @@ __all__ = [
     "count_masks",
     "counterfactual_loss",
     "dice_loss",
+    "drop_path",
+    "drop_path_schedule",
     "sigmoid_focal_loss",
 ]

@@ -101,9 +101,13 @@ class OpenVocabularySegmentationPipeline(Pipeline):
 
     Returns, like `image-segmentation`, a list of `{"label", "score", "mask"}` — one per class that wins at least
     one pixel; `mask` is a PIL "L" image (255 inside) at the input size, `score` the class's mean probability
-    inside its mask. Pixels whose best class probability is below `threshold` belong to no label. Candidate
-    labels default to the vocabulary saved with the model. Large images are resized (short side = crop size)
-    and segmented with sliding windows.
+    inside its mask. Candidate labels default to the vocabulary saved with the model. Large images are resized
+    (short side = crop size) and segmented with sliding windows.
+
+    `threshold` defaults to `None`: every pixel takes its most probable candidate label (plain argmax), so no
+    pixel is ever left without a label, even where every class's probability is low. With a threshold, pixels
+    whose best class probability (sigmoid) is below it belong to no label and appear in no mask. Pass one
+    whenever "none of these classes" is a possible answer (e.g. evaluation with a background class).
 
     Example:
 

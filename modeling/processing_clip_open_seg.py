@@ -137,7 +137,11 @@ class CLIPOpenSegProcessor(ProcessorMixin):
         return BatchFeature(data=data)
 
     def post_process_semantic_segmentation(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
-        """See [`CLIPOpenSegImageProcessor.post_process_semantic_segmentation`]."""
+        """See [`CLIPOpenSegImageProcessor.post_process_semantic_segmentation`].
+
+        `threshold` defaults to `None`: the plain argmax over classes, so every pixel gets a class position and
+        never -1 ("no class"); with a threshold, pixels whose best probability is below it get -1.
+        """
         return self.image_processor.post_process_semantic_segmentation(*args, **kwargs)
 
     @property

@@ -1,27 +1,27 @@
-"""Test helpers: small, valid dataset folders written the way the generation writer writes them.
+"""Test helpers: small, valid dataset folders written by the real generation writer, and a local
+stand-in for the Hub.
 
-:func:`write_dataset_folder` makes a folder of DESIGN.md's layout with random images and labels
-(no models involved), so the card, validation, push and visualization can be tested on their own.
+:func:`write_dataset_folder` makes a folder of DESIGN.md's layout from random rows (no models
+involved) through the writer itself — ``write_run_files``, ``ShardStore.write_shard``,
+``finalize``, the card renderer, ``ShardStore.remove`` — so the card, validation, push and
+visualization are tested on exactly what ``generate()`` writes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import inspect
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from magicseg_hf.schema import (
-    DATASET_FEATURES,
-    DROP_REASONS,
-    GENERATION_FILE,
-    PREVIEW_FILE,
-    VOCABULARY_FILE,
-    shard_file_name,
-)
+from magicseg_hf.cards import write_dataset_card
+from magicseg_hf.folder import DatasetFolder, atomic_write_bytes
+from magicseg_hf.generation.writer import KEPT, ShardStore, finalize, rows_to_parquet_bytes, write_run_files
 
 DEFAULT_CLASSES = ["cat", "dog", "bow (weapon)", "traffic light"]
 
@@ -72,12 +72,10 @@ def make_rows(num_rows: int, vocabulary: list[str], seed: int = 0, size: tuple[i
 
 
 def generation_info(vocabulary: list[str], num_rows: int, seed: int = 0) -> dict[str, Any]:
-    """A ``generation.json`` of the contract's shape for a tiny run."""
+    """The ``generation.json`` a tiny run writes before its first attempt (no summary yet)."""
     from magicseg_hf.generation.config import GenerationConfig
 
     config = GenerationConfig(classes=list(vocabulary), num_pairs=max(num_rows, 1), seed=seed, preset="tiny").resolved()
-    dropped = {reason: 0 for reason in DROP_REASONS}
-    dropped["no_detection"] = 1
     return {
         "config": config.to_dict(),
         "models": {
@@ -87,25 +85,14 @@ def generation_info(vocabulary: list[str], num_rows: int, seed: int = 0) -> dict
         },
         "package_version": "0.1.0",
         "library_versions": {"torch": "x", "transformers": "x", "diffusers": "x", "datasets": "x"},
-        "summary": {
-            "num_rows": num_rows,
-            "attempts": num_rows + 1,
-            "kept": num_rows,
-            "dropped": dropped,
-            "shortfall": 0,
-            "num_processes": 1,
-            "elapsed_seconds": 1.0,
-        },
     }
 
 
-def write_shard(folder: Path, index: int, rows: list[dict[str, Any]]) -> Path:
-    """Write ``rows`` as shard ``index`` exactly as the writer does (features embedded)."""
-    import datasets
-
-    path = folder / shard_file_name(index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_list(rows, features=DATASET_FEATURES).to_parquet(str(path))
+def write_shard(folder: str | Path, index: int, rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` as final shard ``index`` of ``folder``, encoded as the writer encodes them
+    (for tests that add or replace a shard after the folder was written)."""
+    path = DatasetFolder(folder).shard_path(index)
+    atomic_write_bytes(path, rows_to_parquet_bytes(rows))
     return path
 
 
@@ -119,25 +106,35 @@ def write_dataset_folder(
     rows: list[dict[str, Any]] | None = None,
     card: bool = True,
 ) -> Path:
-    """A complete, valid dataset folder (shards, vocabulary, generation.json, preview, card)."""
-    from magicseg_hf.hub import write_dataset_card
-    from magicseg_hf.visualization import pair_grid
+    """A complete, valid dataset folder written by the generation writer.
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    The run asked for ``max(len(rows), 1)`` pairs; its first attempt was dropped (no detection),
+    every later one kept, ``rows_per_shard`` attempts per work shard. ``card=False`` leaves out
+    the card (and the histogram), as a folder looks between ``finalize`` and the card renderer.
+    """
     vocabulary = list(vocabulary or DEFAULT_CLASSES)
     rows = rows if rows is not None else make_rows(num_rows, vocabulary, seed=seed, size=size)
-    for start in range(0, len(rows), rows_per_shard):
-        write_shard(folder, start // rows_per_shard, rows[start:start + rows_per_shard])
-    (folder / VOCABULARY_FILE).write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
-    (folder / GENERATION_FILE).write_text(
-        json.dumps(generation_info(vocabulary, len(rows), seed), indent=2, sort_keys=True) + "\n",
-        encoding="utf-8",
-    )
-    if rows:
-        pair_grid(rows, max_rows=4).save(folder / PREVIEW_FILE)
+    generation = generation_info(vocabulary, len(rows), seed)
+    num_pairs = generation["config"]["num_pairs"]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_run_files(folder, vocabulary, generation)
+    store = ShardStore(folder)
+    chunks = [rows[start:start + rows_per_shard] for start in range(0, len(rows), rows_per_shard)] or [[]]
+    attempt = 0
+    for shard, chunk in enumerate(chunks):
+        records = []
+        if shard == 0:
+            records.append({"attempt": attempt, "status": "no_detection"})
+            attempt += 1
+        for _ in chunk:
+            records.append({"attempt": attempt, "status": KEPT})
+            attempt += 1
+        store.write_shard(shard, chunk, records)
+    finalize(folder, len(chunks), num_pairs, generation, elapsed_seconds=1.0, num_processes=1)
     if card:
         write_dataset_card(folder)
+    store.remove()
     return folder
 
 
@@ -165,67 +162,158 @@ def comparable(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class HubStandIn:
-    """A local stand-in for the Hub: patched ``HfApi`` calls write repos into ``root``.
 
-    ``root/<owner>/<name>/<branch>/`` holds each branch's files; :meth:`path` gives the folder that
-    ``load_dataset`` then reads as if it were the repo. ``calls`` records (method, repo_id, kwargs).
+
+# ----------------------------------------------------------------------------------------------
+# A local stand-in for the Hub
+# ----------------------------------------------------------------------------------------------
+def _hub_http_error(status: int, message: str) -> Exception:
+    """The error huggingface_hub raises for an HTTP ``status`` answer."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    request = httpx2.Request("POST", "https://huggingface.co/api/stand-in")
+    return HfHubHTTPError(message, response=httpx2.Response(status, request=request))
+
+
+def with_signature_of(real: Callable[..., Any], implementation: Callable[..., Any]) -> Callable[..., Any]:
+    """A function with ``real``'s signature that calls ``implementation(self, **arguments)``.
+
+    The arguments are bound to ``real``'s signature first (defaults applied), so a call with a
+    keyword or a positional argument that the real method does not take raises ``TypeError``, as
+    it would against the Hub.
+    """
+    signature = inspect.signature(real)
+
+    def method(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        api = arguments.pop("self")
+        return implementation(api, **arguments)
+
+    method.__signature__ = signature  # type: ignore[attr-defined]
+    method.__name__ = real.__name__
+    return method
+
+
+class HubStandIn:
+    """A local Hub: the patched ``HfApi`` methods keep repos as folders under ``root``.
+
+    ``root/<repo_type>s/<owner>/<name>/<branch>/`` holds a branch's files (the default branch is
+    ``main``), so :meth:`path` is a folder that ``load_dataset`` reads as it would read the repo.
+    The patched methods have ``HfApi``'s real signatures (a wrong keyword raises ``TypeError``),
+    refuse a call without a token (401), a repo or branch that does not exist (404) and a
+    duplicate without ``exist_ok`` (409), and apply a commit's operations to the branch's folder.
+    :attr:`repos` records what the Hub would know of each repo, by ``(repo_type, repo_id)``
+    (``{"repo_type": ..., "private": ...}``), and
+    :attr:`commits` each repo's commit messages, oldest first.
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+    METHODS = ("create_repo", "create_branch", "list_repo_files", "create_commit")
 
-    def path(self, repo_id: str, revision: str | None = None) -> Path:
-        return self.root / repo_id / (revision or "main")
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.repos: dict[tuple[str, str], dict[str, Any]] = {}
+        self.commits: dict[str, list[str]] = {}
+
+    def path(self, repo_id: str, revision: str | None = None, repo_type: str = "dataset") -> Path:
+        """The folder of branch ``revision`` (``main`` when None) of repo ``repo_id``."""
+        return self.root / f"{repo_type}s" / repo_id / (revision or "main")
+
+    def files(self, repo_id: str, revision: str | None = None) -> list[str]:
+        """Relative paths of the files in a branch of dataset repo ``repo_id``, sorted."""
+        base = self.path(repo_id, revision)
+        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
 
     def install(self, monkeypatch: Any, token: str = "hf_standin_token") -> HubStandIn:
-        """Patch HfApi, make the Hub look online and reachable, and provide a token."""
-        import shutil
+        """Patch ``HfApi``, make the Hub look online and reachable, and provide ``token``."""
+        from huggingface_hub import HfApi
 
-        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, RepoUrl, constants
+        from magicseg_hf import hub_access
 
-        import magicseg_hf.hub as hub
-
-        stand_in = self
-
-        def create_repo(api, repo_id, *, repo_type=None, private=None, exist_ok=False, **kwargs):
-            stand_in.calls.append(("create_repo", repo_id, {"repo_type": repo_type, "private": private}))
-            stand_in.path(repo_id).mkdir(parents=True, exist_ok=True)
-            return RepoUrl(f"https://huggingface.co/datasets/{repo_id}")
-
-        def create_branch(api, repo_id, *, branch, repo_type=None, exist_ok=False, **kwargs):
-            stand_in.calls.append(("create_branch", repo_id, {"branch": branch, "repo_type": repo_type}))
-            target = stand_in.path(repo_id, branch)
-            if not target.exists():
-                shutil.copytree(stand_in.path(repo_id), target)
-
-        def list_repo_files(api, repo_id, *, repo_type=None, revision=None, **kwargs):
-            stand_in.calls.append(("list_repo_files", repo_id, {"revision": revision}))
-            base = stand_in.path(repo_id, revision)
-            return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
-
-        def create_commit(api, repo_id, operations, *, commit_message, repo_type=None, revision=None, **kwargs):
-            stand_in.calls.append(("create_commit", repo_id, {"revision": revision, "message": commit_message,
-                                                              "repo_type": repo_type}))
-            base = stand_in.path(repo_id, revision)
-            for operation in operations:
-                target = base / operation.path_in_repo
-                if isinstance(operation, CommitOperationDelete):
-                    target.unlink()
-                elif isinstance(operation, CommitOperationAdd):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    source = operation.path_or_fileobj
-                    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-                    target.write_bytes(data)
-            return None
-
-        monkeypatch.setattr(HfApi, "create_repo", create_repo)
-        monkeypatch.setattr(HfApi, "create_branch", create_branch)
-        monkeypatch.setattr(HfApi, "list_repo_files", list_repo_files)
-        monkeypatch.setattr(HfApi, "create_commit", create_commit)
-        monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
+        for name in self.METHODS:
+            monkeypatch.setattr(HfApi, name, with_signature_of(getattr(HfApi, name), getattr(self, f"_{name}")))
+        monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=hub_access.REACHABILITY_TIMEOUT: True)
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setenv("HF_TOKEN", token)
         return self
+
+    # --- the patched methods (arguments as HfApi's signatures name them) -------------------------
+    def _authorize(self, api: Any, token: Any) -> None:
+        if not (token or api.token):
+            raise _hub_http_error(401, "401 Unauthorized: no token")
+
+    def _existing(self, repo_id: str, repo_type: str | None, revision: str | None = None) -> Path:
+        if (repo_type or "model", repo_id) not in self.repos:
+            raise _hub_http_error(404, f"404 Repository Not Found: {repo_id}")
+        branch = self.path(repo_id, revision, repo_type or "model")
+        if not branch.is_dir():
+            raise _hub_http_error(404, f"404 Revision Not Found: {revision}")
+        return branch
+
+    def _create_repo(self, api: Any, repo_id: str, *, token: Any, private: Any, repo_type: str | None,
+                     exist_ok: bool, **unused: Any) -> Any:
+        from huggingface_hub import RepoUrl
+
+        from magicseg_hf.hub_access import hub_endpoint
+
+        self._authorize(api, token)
+        key = (repo_type or "model", repo_id)
+        if key in self.repos and not exist_ok:
+            raise _hub_http_error(409, f"409 Conflict: {repo_id} exists")
+        self.repos.setdefault(key, {"repo_type": repo_type or "model", "private": bool(private)})
+        self.path(repo_id, None, repo_type or "model").mkdir(parents=True, exist_ok=True)
+        prefix = "" if repo_type in (None, "model") else f"{repo_type}s/"
+        return RepoUrl(f"{hub_endpoint()}/{prefix}{repo_id}")
+
+    def _create_branch(self, api: Any, repo_id: str, *, branch: str, revision: str | None, token: Any,
+                       repo_type: str | None, exist_ok: bool) -> None:
+        self._authorize(api, token)
+        source = self._existing(repo_id, repo_type, revision)
+        target = self.path(repo_id, branch, repo_type or "model")
+        if target.exists():
+            if not exist_ok:
+                raise _hub_http_error(409, f"409 Conflict: branch {branch} exists")
+            return
+        shutil.copytree(source, target)
+
+    def _list_repo_files(self, api: Any, repo_id: str, *, revision: str | None, repo_type: str | None,
+                         token: Any) -> list[str]:
+        self._authorize(api, token)
+        base = self._existing(repo_id, repo_type, revision)
+        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def _create_commit(self, api: Any, repo_id: str, operations: Any, *, commit_message: str, token: Any,
+                       repo_type: str | None, revision: str | None, **unused: Any) -> Any:
+        from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete
+
+        from magicseg_hf.hub_access import hub_endpoint
+
+        self._authorize(api, token)
+        base = self._existing(repo_id, repo_type, revision)
+        if not isinstance(commit_message, str) or not commit_message.strip():
+            raise _hub_http_error(400, "400 Bad Request: empty commit message")
+        for operation in operations:
+            target = base / operation.path_in_repo
+            if isinstance(operation, CommitOperationDelete):
+                if not target.is_file():
+                    raise _hub_http_error(404, f"404 Entry Not Found: {operation.path_in_repo}")
+                target.unlink()
+            elif isinstance(operation, CommitOperationAdd):
+                source = operation.path_or_fileobj
+                if isinstance(source, bytes):
+                    data = source
+                elif isinstance(source, (str, Path)):
+                    data = Path(source).read_bytes()
+                else:
+                    data = source.read()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            else:
+                raise TypeError(f"unexpected commit operation {operation!r}")
+        self.commits.setdefault(repo_id, []).append(commit_message)
+        oid = hashlib.sha1(f"{repo_id}:{len(self.commits[repo_id])}".encode()).hexdigest()
+        prefix = "" if repo_type in (None, "model") else f"{repo_type}s/"
+        return CommitInfo(commit_url=f"{hub_endpoint()}/{prefix}{repo_id}/commit/{oid}",
+                          commit_message=commit_message, commit_description="", oid=oid)

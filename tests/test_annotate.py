@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 from types import SimpleNamespace
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from magicseg_hf import presets  # noqa: E402
+from magicseg_hf import loading, tiny  # noqa: E402
 from magicseg_hf.errors import ModelLoadError  # noqa: E402
 from magicseg_hf.generation.annotate import (  # noqa: E402
     Annotation,
@@ -24,11 +21,11 @@ from magicseg_hf.generation.annotate import (  # noqa: E402
     SegmentAnythingSegmenter,
     TransformersSamSegmenter,
     assign_grounding_dino_boxes,
-    build_annotator,
     grounding_dino_text,
     label_map,
     token_class_map,
 )
+from magicseg_hf.generation.components import build_annotator  # noqa: E402
 from magicseg_hf.generation.config import GenerationConfig  # noqa: E402
 
 CLASSES = [["cat", "dog"], ["traffic light"], ["bow (weapon)", "zebra", "person"], ["cat"]]
@@ -44,22 +41,22 @@ def _images(count: int = 4, size: int = 128, seed: int = 0) -> list[Image.Image]
 
 @pytest.fixture(scope="module")
 def grounding_dino() -> GroundingDinoDetector:
-    return GroundingDinoDetector(*presets.load_detector("grounding-dino", "tiny:grounding-dino"))
+    return GroundingDinoDetector(*loading.load_detector("grounding-dino", "tiny:grounding-dino"))
 
 
 @pytest.fixture(scope="module")
 def owlv2() -> Owlv2Detector:
-    return Owlv2Detector(*presets.load_detector("owlv2", "tiny:owlv2"))
+    return Owlv2Detector(*loading.load_detector("owlv2", "tiny:owlv2"))
 
 
 @pytest.fixture(scope="module")
 def transformers_sam() -> TransformersSamSegmenter:
-    return TransformersSamSegmenter(*presets.load_segmenter("transformers", "tiny:sam"))
+    return TransformersSamSegmenter(*loading.load_segmenter("transformers", "tiny:sam"))
 
 
 @pytest.fixture(scope="module")
 def segment_anything_sam() -> SegmentAnythingSegmenter:
-    sam, processor = presets.load_segmenter("segment-anything", "tiny:segment-anything")
+    sam, processor = loading.load_segmenter("segment-anything", "tiny:segment-anything")
     assert processor is None
     return SegmentAnythingSegmenter(sam)
 
@@ -108,7 +105,7 @@ def test_grounding_dino_text_and_token_spans() -> None:
     text, spans = grounding_dino_text(["Traffic  Light", "cat"])
     assert text == "traffic light. cat."
     assert [text[a:b] for a, b in spans] == ["traffic light", "cat"]
-    tokenizer = presets.tiny_bert_tokenizer()
+    tokenizer = tiny.tiny_bert_tokenizer()
     encoding = tokenizer(text, return_offsets_mapping=True)
     membership = token_class_map(encoding["offset_mapping"], spans)
     tokens = tokenizer.convert_ids_to_tokens(encoding["input_ids"])
@@ -158,7 +155,7 @@ def test_assign_grounding_dino_boxes_on_crafted_logits() -> None:
 def test_grounding_dino_detector_maps_fake_logits_through_the_real_tokenizer() -> None:
     """A fake model answers with crafted logits; the detector must find each class's token span
     in the padded batch (class 1 of image 0 is "traffic light", tokens 3-4)."""
-    _, processor = presets.load_detector("grounding-dino", "tiny:grounding-dino")
+    _, processor = loading.load_detector("grounding-dino", "tiny:grounding-dino")
     seen = {}
 
     class FakeModel(torch.nn.Module):
@@ -288,7 +285,7 @@ def test_segment_anything_checkpoint_roundtrip_with_weights_only(tmp_path, segme
         return original_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", recording_load)
-    sam, processor = presets.load_segmenter("segment-anything", sam_checkpoint=str(path), sam_model_type="tiny")
+    sam, processor = loading.load_segmenter("segment-anything", sam_checkpoint=str(path), sam_model_type="tiny")
     assert processor is None and loads == [True]
     for (name, a), (_, b) in zip(segment_anything_sam.model.state_dict().items(), sam.state_dict().items()):
         assert torch.equal(a, b), name
@@ -301,43 +298,129 @@ def test_segment_anything_checkpoint_errors(tmp_path) -> None:
     evil = tmp_path / "evil.pth"
     torch.save({"model": SimpleNamespace(a=1)}, evil)
     with pytest.raises(ModelLoadError, match="evil.pth"):
-        presets.load_segmenter("segment-anything", sam_checkpoint=str(evil), sam_model_type="tiny")
+        loading.load_segmenter("segment-anything", sam_checkpoint=str(evil), sam_model_type="tiny")
     # Right file format, wrong architecture.
     with pytest.raises(ModelLoadError):
-        presets.load_segmenter("segment-anything", sam_checkpoint=str(evil), sam_model_type="vit_q")
+        loading.load_segmenter("segment-anything", sam_checkpoint=str(evil), sam_model_type="vit_q")
     with pytest.raises(ModelLoadError, match="no such file"):
-        presets.load_segmenter("segment-anything", sam_checkpoint=str(tmp_path / "missing.pth"))
+        loading.load_segmenter("segment-anything", sam_checkpoint=str(tmp_path / "missing.pth"))
     with pytest.raises(ModelLoadError, match="sam-checkpoint"):
-        presets.load_segmenter("segment-anything", "facebook/sam-vit-huge")
+        loading.load_segmenter("segment-anything", "facebook/sam-vit-huge")
 
 
 def test_tiny_models_are_identical_across_builds() -> None:
-    a, _ = presets.load_detector("grounding-dino", "tiny:grounding-dino")
-    b, _ = presets.load_detector("grounding-dino", "tiny:grounding-dino")
+    a, _ = loading.load_detector("grounding-dino", "tiny:grounding-dino")
+    b, _ = loading.load_detector("grounding-dino", "tiny:grounding-dino")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     torch.manual_seed(123)  # the caller's RNG is left alone
     expected = torch.rand(3)
     torch.manual_seed(123)
-    presets.load_segmenter("transformers", "tiny:sam")
+    loading.load_segmenter("transformers", "tiny:sam")
     assert torch.equal(torch.rand(3), expected)
 
 
 # ---- Annotator -------------------------------------------------------------------------------------
+class _FixedDetector:
+    """Stand-in detector: known boxes per image, kept when their score clears the box threshold."""
+
+    def __init__(self, per_image: list[list[tuple[list[float], int, float]]]) -> None:
+        self.per_image = per_image
+        self.calls: list[tuple[int, float, float]] = []
+
+    def detect(self, images, class_names, box_threshold, text_threshold):
+        self.calls.append((len(images), box_threshold, text_threshold))
+        found = []
+        for detections in self.per_image[: len(images)]:
+            kept = [d for d in detections if d[2] > box_threshold]
+            if not kept:
+                found.append(Detections.empty())
+                continue
+            found.append(
+                Detections(
+                    boxes=torch.tensor([box for box, _, _ in kept], dtype=torch.float32),
+                    scores=torch.tensor([score for _, _, score in kept], dtype=torch.float32),
+                    labels=torch.tensor([label for _, label, _ in kept], dtype=torch.int64),
+                )
+            )
+        return found
+
+
+class _BoxSegmenter:
+    """Stand-in SAM: the mask of a box is exactly the pixels inside it."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[list[float]]] = []
+
+    def segment(self, image, boxes):
+        self.calls.append(boxes.tolist())
+        masks = torch.zeros((len(boxes), image.height, image.width), dtype=torch.bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, boxes.int().tolist()):
+            mask[y0:y1, x0:x1] = True
+        return masks
+
+
+def test_annotator_paints_known_boxes_into_the_expected_label_map() -> None:
+    images = [Image.new("RGB", (10, 6)), Image.new("RGB", (10, 6))]
+    cat_box, dog_box, faint_box = [0.0, 0.0, 6.0, 4.0], [4.0, 2.0, 10.0, 6.0], [8.0, 0.0, 10.0, 2.0]
+    detector = _FixedDetector(
+        [
+            [(cat_box, 0, 0.9), (dog_box, 1, 0.6), (faint_box, 1, 0.2)],  # the faint box is below 0.3
+            [([0.0, 0.0, 10.0, 6.0], 0, 0.1)],  # nothing clears 0.3 on the second image
+        ]
+    )
+    segmenter = _BoxSegmenter()
+    annotations = Annotator(detector, segmenter, 0.3, 0.25).annotate(images, [["cat", "dog"], ["person"]])
+    assert detector.calls == [(2, 0.3, 0.25)], "one batched detection with the annotator's thresholds"
+    assert segmenter.calls == [[cat_box, dog_box]], "all boxes of an image in one call; none for an empty image"
+    # cat (1) wins the overlap at columns 4-5 of rows 2-3: its score is higher.
+    expected = np.array(
+        [
+            [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 1, 1, 1, 2, 2, 2, 2],
+            [1, 1, 1, 1, 1, 1, 2, 2, 2, 2],
+            [0, 0, 0, 0, 2, 2, 2, 2, 2, 2],
+            [0, 0, 0, 0, 2, 2, 2, 2, 2, 2],
+        ],
+        dtype=np.uint8,
+    )
+    first, second = annotations
+    assert first.label.dtype == np.uint8
+    np.testing.assert_array_equal(first.label, expected)
+    assert first.boxes == [cat_box, dog_box] and first.box_labels == [0, 1]
+    assert first.box_scores == pytest.approx([0.9, 0.6])
+    assert second.boxes == [] and second.box_labels == [] and second.box_scores == []
+    np.testing.assert_array_equal(second.label, np.zeros((6, 10), dtype=np.uint8))
+    # max_detections keeps the highest-scoring boxes before SAM: here the cat's alone.
+    top = Annotator(detector, _BoxSegmenter(), 0.3, 0.25, max_detections=1).annotate(images[:1], [["cat", "dog"]])
+    assert top[0].box_labels == [0] and set(np.unique(top[0].label)) == {0, 1}
+    assert (top[0].label == 1).sum() == 24  # the 6 x 4 cat box
+
+
 def test_annotate_end_to_end(grounding_dino, transformers_sam) -> None:
+    """Real tiny detector and SAM: the label map is made of the masks SAM gives for the detected boxes."""
     images = _images()
-    annotator = Annotator(grounding_dino, transformers_sam, 0.0, 0.0)
-    annotations = annotator.annotate(images, CLASSES)
+    annotations = Annotator(grounding_dino, transformers_sam, 0.0, 0.0).annotate(images, CLASSES)
     assert len(annotations) == 4
-    found = grounding_dino.detect(images, CLASSES, 0.0, 0.0)
-    for image, names, annotation, dets in zip(images, CLASSES, annotations, found):
+    for image, names, annotation in zip(images, CLASSES, annotations):
         assert isinstance(annotation, Annotation)
         assert annotation.label.dtype == np.uint8 and annotation.label.shape == (image.height, image.width)
-        assert set(np.unique(annotation.label)) <= set(range(len(names) + 1))
-        assert annotation.box_labels == dets.labels.tolist()
-        np.testing.assert_allclose(annotation.box_scores, dets.scores.numpy(), rtol=1e-5)
-        np.testing.assert_allclose(annotation.boxes, dets.boxes.numpy(), rtol=1e-5)
-        masks = transformers_sam.segment(image, dets.boxes)
-        np.testing.assert_array_equal(annotation.label, label_map(masks, dets.labels, dets.scores, len(names)))
+        # Thresholds 0: every query of the detector is a box, each inside the image with a class of its own list.
+        assert len(annotation.boxes) == grounding_dino.model.config.num_queries
+        boxes = torch.tensor(annotation.boxes)
+        assert (boxes >= 0).all() and (boxes[:, 2:] <= 128).all() and (boxes[:, 2:] >= boxes[:, :2]).all()
+        assert set(annotation.box_labels) <= set(range(len(names)))
+        # Label values are background or a class that got a box.
+        assert set(np.unique(annotation.label)) <= {0} | {label + 1 for label in annotation.box_labels}
+        # Each pixel covered by a box's SAM mask carries the class of the best-scoring mask over it;
+        # pixels no mask covers are background.
+        masks = transformers_sam.segment(image, boxes)
+        scores = torch.tensor(annotation.box_scores)
+        covered = masks.any(dim=0).numpy()
+        assert not annotation.label[~covered].any()
+        best = torch.where(masks, scores[:, None, None], float("-inf")).argmax(dim=0)
+        expected = torch.tensor(annotation.box_labels)[best].numpy() + 1
+        np.testing.assert_array_equal(annotation.label[covered], expected[covered])
     assert any(annotation.label.any() for annotation in annotations)
 
 
@@ -374,7 +457,7 @@ def test_score_counterfactual(grounding_dino, transformers_sam) -> None:
 )
 def test_build_annotator_from_generation_config(detector, segmenter, dtype) -> None:
     config = GenerationConfig(preset="tiny", classes=["cat"], detector=detector, segmenter=segmenter, dtype=dtype)
-    annotator = build_annotator(config.resolved(), "cpu", dtype)
+    annotator = build_annotator(config.resolved(), "cpu")
     expected = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     assert next(annotator.detector.model.parameters()).dtype == expected
     images = _images()
@@ -386,30 +469,27 @@ def test_build_annotator_from_generation_config(detector, segmenter, dtype) -> N
     assert len(annotator.score_counterfactual(images, CLASSES)) == 4
 
 
-def test_bad_model_paths_fail_at_once(monkeypatch) -> None:
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+def test_bad_model_paths_fail_at_once() -> None:
     start = time.perf_counter()
     with pytest.raises(ModelLoadError, match="no such folder"):
-        presets.load_detector("grounding-dino", "/no/such/detector")
+        loading.load_detector("grounding-dino", "/no/such/detector")
     with pytest.raises(ModelLoadError, match="no such folder"):
-        presets.load_segmenter("transformers", "./no/such/sam")
+        loading.load_segmenter("transformers", "./no/such/sam")
     with pytest.raises(ModelLoadError):
-        presets.load_detector("owlv2", "someone/not-cached-owlv2")
+        loading.load_detector("owlv2", "someone/not-cached-owlv2")
     with pytest.raises(ModelLoadError, match="unknown tiny"):
-        presets.load_detector("owlv2", "tiny:grounding-dino")
+        loading.load_detector("owlv2", "tiny:grounding-dino")
     with pytest.raises(ModelLoadError, match="unknown detector"):
-        presets.load_detector("yolo", "tiny:owlv2")
+        loading.load_detector("yolo", "tiny:owlv2")
     with pytest.raises(ModelLoadError, match="unknown segmenter"):
-        presets.load_segmenter("sam3", "tiny:sam")
+        loading.load_segmenter("sam3", "tiny:sam")
     config = GenerationConfig(preset="tiny", classes=["cat"], detector_model="/no/such/folder").resolved()
     with pytest.raises(ModelLoadError):
-        build_annotator(config, "cpu", "float32")
+        build_annotator(config, "cpu")
     assert time.perf_counter() - start < 5.0
 
 
 def test_bad_model_folder_contents_raise_model_load_error(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="cannot load"):
-        presets.load_detector("grounding-dino", str(tmp_path))
+        loading.load_detector("grounding-dino", str(tmp_path))

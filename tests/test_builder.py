@@ -14,6 +14,7 @@ from magicseg_hf import presets
 from magicseg_hf.cli import main
 from magicseg_hf.dataset_builders.magicseg import MagicSeg, MagicSegConfig
 from magicseg_hf.errors import InputError
+from magicseg_hf.folder import DatasetFolder
 from magicseg_hf.generation.config import GenerationConfig, generation_fields
 from magicseg_hf.schema import DATASET_FEATURES, GENERATION_FILE
 
@@ -110,6 +111,8 @@ def test_generate_validate_push_load_round_trip(built, tmp_path, monkeypatch, ca
     folder = builder.generation_dir
     local = [comparable(r) for r in datasets.load_dataset(str(folder), split="train")]
     assert local == [comparable(r) for r in ds], "the builder yields exactly the folder's rows"
+    assert [row["id"] for row in DatasetFolder(folder).iter_rows(columns=["id"])] == ds["id"]
+    assert not (folder / ".work").exists()
 
     assert main(["validate", str(folder)]) == 0
     assert "valid" in capsys.readouterr().out
@@ -119,6 +122,10 @@ def test_generate_validate_push_load_round_trip(built, tmp_path, monkeypatch, ca
     assert main(["push", str(folder), "--repo-id", "user/magicseg-tiny"]) == 0
     assert folder_digest(folder) == before
     pushed = stand_in.path("user/magicseg-tiny")
+    assert stand_in.repos[("dataset", "user/magicseg-tiny")]["private"] is False
+    assert {"README.md", "vocabulary.txt", "generation.json", "preview.png", "data/train-00000.parquet"} <= set(
+        stand_in.files("user/magicseg-tiny"))
+    assert 'load_dataset("user/magicseg-tiny", split="train")' in (pushed / "README.md").read_text()
     remote = datasets.load_dataset(str(pushed), split="train")
     assert remote.features == DATASET_FEATURES
     assert [comparable(r) for r in remote] == local

@@ -1,8 +1,8 @@
-"""Class-name matching and counterfactual prompts (magicseg_hf.generation.counterfactual)."""
+"""Class-name matching (magicseg_hf.generation.names) and counterfactual prompts
+(magicseg_hf.generation.counterfactual)."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -10,16 +10,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from magicseg_hf.errors import InputError
-from magicseg_hf.generation.counterfactual import (
+from magicseg_hf.generation.counterfactual import counterfactual_prompt, replace_mentions
+from magicseg_hf.generation.names import (
+    Mention,
     bare_name,
-    counterfactual_prompt,
+    find_mentions,
+    indefinite_article,
     mention_spans,
     mentions,
     plural_forms,
-    replace_mentions,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROPERTY = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -44,7 +44,7 @@ def test_bare_name(line: str, expected: str) -> None:
 
 
 def test_empty_class_name_is_an_input_error() -> None:
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"class name must have at least one word \(got '   '\)"):
         mentions("a cat", "   ")
 
 
@@ -138,6 +138,32 @@ def test_plural_forms_cover_irregulars() -> None:
 def test_mention_spans_are_whole_words() -> None:
     text = "a cat, a category and two cats"
     assert [text[s:e] for s, e in mention_spans(text, "cat")] == ["cat", "cats"]
+
+
+def test_find_mentions_prefers_the_longer_name_and_marks_possessives() -> None:
+    text = "a hot dog beside the dog's bowl"
+    found = find_mentions(text, ["dog", "hot dog"])
+    assert [text[m.start:m.end] for m in found] == ["hot dog", "dog's"]
+    assert found == [Mention(2, 9, False), Mention(21, 26, True)]
+
+
+@pytest.mark.parametrize(
+    "word, article",
+    [
+        ("apple", "an"), ("Owl", "an"), ("cat", "a"), ("hourglass", "an"), ("honest", "an"),
+        ("honorable", "an"), ("heirloom", "an"), ("unicorn", "a"), ("useful", "a"), ("usual", "a"),
+        ("euro", "a"), ("one-eyed", "a"), ("once-famous", "a"), ("ukulele", "a"), ("utensil", "a"),
+        ("umbrella", "an"), ("horse", "a"), ("", "a"),
+    ],
+)
+def test_indefinite_article(word: str, article: str) -> None:
+    assert indefinite_article(word) == article
+
+
+def test_counterfactual_fixes_the_article_with_the_shared_rule() -> None:
+    # the same a/an rule as the template prompts ("an hourglass"), applied after a removal
+    assert counterfactual_prompt("a cat-shaped hourglass on a shelf", ["cat"]) == "an hourglass on a shelf"
+    assert counterfactual_prompt("an apple-shaped unicorn toy", ["apple"]) == "a unicorn toy"
 
 
 def test_replace_mentions_paper_style() -> None:

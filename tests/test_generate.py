@@ -22,8 +22,9 @@ import pytest
 from PIL import Image
 
 from magicseg_hf.cli import main
-from magicseg_hf.generation.counterfactual import mentions
+from magicseg_hf.generation.names import mentions
 from magicseg_hf.schema import DATASET_FEATURES, DROP_REASONS
+from magicseg_hf.seeding import derive_seed
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny"]
@@ -43,8 +44,8 @@ def read_rows(folder: Path) -> list[dict]:
 
 
 def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ)  # offline already (conftest)
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     return env
 
 
@@ -143,7 +144,7 @@ def test_two_processes_write_the_same_rows(straight_run: Path, tmp_path: Path):
     out = tmp_path / "two"
     env = _subprocess_env()
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000), CUDA_VISIBLE_DEVICES="")
-    # STACK-NOTES: `--cpu --num_processes 2` silently runs one process; these flags start two (gloo).
+    # `accelerate launch --cpu --num_processes 2` silently runs one process; these flags start two (gloo).
     args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "--main_process_port", env["MASTER_PORT"], "-m", "magicseg_hf", "generate",
@@ -202,6 +203,9 @@ def test_shortfall_is_reported_not_hidden(tmp_path: Path, capsys):
         (["--classes", "cat", "--num-pairs", "2", "--segmenter", "segment-anything", "--sam-checkpoint", "/no/sam.pth"],
          "no such file"),
         (["--classes", "cat", "--num-pairs", "2", "--height", "100"], "multiple of 8"),
+        (["--classes", "cat", "--num-pairs", "2", "--prompt-backend", "openai"], "needs --openai-base-url"),
+        (["--classes", "cat", "--num-pairs", "2", "--prompt-backend", "transformers", "--prompt-model", "/no/llm"],
+         "prompt model '/no/llm': no such folder"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys):
@@ -268,10 +272,7 @@ def test_generate_help_lists_every_config_field():
 
 
 def test_unreachable_hub_fails_at_once(tmp_path: Path, capsys, monkeypatch):
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # offline mode is read at call time
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
     out = tmp_path / "unreachable"
     start = time.perf_counter()
@@ -285,7 +286,7 @@ def test_unreachable_hub_fails_at_once(tmp_path: Path, capsys, monkeypatch):
 def test_local_model_folders_take_the_real_loading_path(straight_run: Path, tmp_path: Path):
     """Saved to folders and loaded through from_pretrained (the path real checkpoints take), the tiny
     twins give exactly the rows of the `tiny:` ids: only where the weights come from differs."""
-    from magicseg_hf.presets import load_detector, load_diffusion_pipeline, load_segmenter
+    from magicseg_hf.loading import load_detector, load_diffusion_pipeline, load_segmenter
 
     folders = {name: tmp_path / name for name in ("sd", "detector", "sam")}
     load_diffusion_pipeline("tiny:stable-diffusion").save_pretrained(folders["sd"])
@@ -338,3 +339,38 @@ def test_generation_json_names_the_models_loaded(args: list[str], detector: str,
     assert models["detector_model"]["id"] == detector
     assert models["segmenter_model"] == segmenter
     assert len(read_rows(out)) == 2
+
+
+def test_transformers_prompt_backend_writes_the_rows_prompts(tmp_path: Path, monkeypatch):
+    """The product's own LLM path: generate() builds the transformers backend on the tiny causal LM;
+    its text generation is replaced by a stand-in that names the classes it is asked for."""
+    from magicseg_hf.generation.prompts import TransformersPromptBackend
+
+    asked: list[tuple[tuple[str, ...], int]] = []
+
+    def stand_in(self, names: list[str], seed: int) -> str:
+        asked.append((tuple(names), seed))
+        subject = " and a ".join(names)
+        # the continuation of an instruction that ends with "1." (the tiny tokenizer has no chat template)
+        return f" a photo of a {subject} in room {seed % 97}, soft light\n2. a {subject} at night\n3. a sketch"
+
+    monkeypatch.setattr(TransformersPromptBackend, "generate_text", stand_in)
+    out = tmp_path / "llm"
+    assert main(["generate", "--classes", "cat", "traffic light", "--num-pairs", "3", "--output-dir", str(out),
+                 "--batch-size", "2", "--seed", "5", "--prompt-backend", "transformers", *TINY]) == 0
+
+    rows = read_rows(out)
+    cached = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and len(cached) == len(asked) >= 3  # one request per attempt, each cached
+    for record, (names, seed) in zip(cached, asked):
+        assert seed == derive_seed("magicseg", 5, record["attempt"], "prompt")
+        assert list(names) == record["classes"]
+        assert record["prompt"] == f"a photo of a {' and a '.join(names)} in room {seed % 97}, soft light"
+    by_attempt = {record["attempt"]: record for record in cached}
+    for row in rows:
+        record = by_attempt[int(row["id"].rsplit("-a", 1)[1])]
+        assert row["prompt"] == record["prompt"] and row["classes"] == record["classes"]
+        assert not any(mentions(row["counterfactual_prompt"], c) for c in row["classes"])
+    generation = json.loads((out / "generation.json").read_text())
+    assert generation["config"]["prompt_backend"] == "transformers"
+    assert generation["models"]["prompt_model"] == {"id": "tiny:causal-lm", "revision": None}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from magicseg_hf.generation.images import PairImageGenerator, initial_latents, is_blank
-from magicseg_hf.presets import load_diffusion_pipeline
+from magicseg_hf.loading import load_diffusion_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import numpy as np
 import pytest
 import torch
@@ -17,21 +15,17 @@ from PIL import Image
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
 import magicseg_hf  # noqa: F401  (registers the Auto classes)
+from magicseg_hf.loading import build_open_seg
 from magicseg_hf.modeling import (
     CLIPForOpenSegmentation,
     CLIPOpenSegConfig,
     CLIPOpenSegOutput,
     format_class_prompts,
 )
-from magicseg_hf.presets import build_open_seg, tiny_clip_config
+from magicseg_hf.tiny import tiny_clip_config
 
 NAMES = ["cat", "dog", "bow (weapon)"]
-NO_DROPOUT = {"prompt_dropout": 0.0, "decoder_dropout": 0.0}
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+NO_DROPOUT = {"prompt_dropout": 0.0, "decoder_dropout": 0.0, "drop_path_rate": 0.0}
 
 
 @pytest.fixture
@@ -51,7 +45,8 @@ def _trainable(model: torch.nn.Module) -> set[str]:
 
 def _expected_trainable(model: torch.nn.Module) -> set[str]:
     names = {name for name, _ in model.named_parameters()}
-    return {n for n in names if n.startswith(("visual_prompts", "decoder.")) or "lora_" in n}
+    trainable_prefixes = ("visual_prompts", "prompt_proj.", "prompt_norm.", "decoder.")
+    return {n for n in names if n.startswith(trainable_prefixes) or "lora_" in n}
 
 
 # ---- shapes -----------------------------------------------------------------------------------------------
@@ -227,29 +222,30 @@ def test_clip_is_frozen_only_prompts_and_decoder_train(tiny):
 # ---- text cache -------------------------------------------------------------------------------------------
 def test_encode_classes_caches_text_encoder_calls(tiny):
     model, _ = tiny
-    calls: list[int] = []
-    text_model = model.clip.text_model
-    handle = text_model.register_forward_hook(lambda module, args, kwargs_out: calls.append(1))
+    # Every run of the text encoder, with the token ids it was given.
     seen: list[torch.Tensor] = []
-    original = text_model.forward
-
-    def counting_forward(*args, **kwargs):
-        seen.append(kwargs.get("input_ids", args[0] if args else None))
-        return original(*args, **kwargs)
-
-    text_model.forward = counting_forward
+    handle = model.clip.text_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("input_ids", args[0] if args else None)),
+        with_kwargs=True,
+    )
     try:
         first = model.encode_classes(["cat", "dog"])
         assert len(seen) == 1 and seen[0].shape[0] == 2 * 15  # 2 names x 15 templates, one batch
         again = model.encode_classes(["dog", "cat", "dog"])
         assert len(seen) == 1  # nothing new to encode
-        assert torch.equal(again[0], first[1]) and torch.equal(again[1], first[0])
-        model.encode_classes(["cat", "tree"])
+        assert torch.equal(again[0], first[1]) and torch.equal(again[1], first[0]) and torch.equal(again[2], first[1])
+        mixed = model.encode_classes(["cat", "tree"])
         assert len(seen) == 2 and seen[1].shape[0] == 15  # only "tree"
-        model.encode_classes(["cat"], templates=["a photo of a {}."])  # other templates: a new entry
+        single = model.encode_classes(["cat"], templates=["a photo of a {}."])  # other templates: a new entry
         assert len(seen) == 3 and seen[2].shape[0] == 1
+        assert not torch.allclose(single[0], first[0], atol=1e-3), "an entry is kept per template set"
+        # The cache returns what the encoder gives: after clearing it, the same names encode to the same values.
+        model.clear_class_cache()
+        fresh = model.encode_classes(["tree", "cat"])
+        assert len(seen) == 4 and seen[3].shape[0] == 2 * 15
+        torch.testing.assert_close(fresh[0], mixed[1], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(fresh[1], first[0], atol=1e-6, rtol=1e-5)
     finally:
-        text_model.forward = original
         handle.remove()
     with pytest.raises(ValueError, match="at least one"):
         model.encode_classes([])
@@ -340,7 +336,7 @@ def test_remote_code_round_trip_without_magicseg_hf(tiny, tmp_path):
     )
     site_packages = sysconfig.get_paths()["purelib"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")})
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")  # HF_HUB_OFFLINE=1 comes with os.environ (conftest)
     # -I: no user site, no PYTHON* variables, no script dir; -S: no site-packages .pth files, so the editable
     # install's finder (which maps magicseg_hf to the repository) is never installed.
     result = subprocess.run(
@@ -418,7 +414,7 @@ def test_activation_checkpointing_inside_prompt_loop(tiny):
     labels = _labels(model)
     calls = []
     hooks = [
-        layer.register_forward_pre_hook(lambda *args: calls.append(1))
+        layer.layer_norm1.register_forward_pre_hook(lambda *args: calls.append(1))  # each layer's first op
         for layer in model.clip.vision_model.encoder.layers
     ]
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import numpy as np
 import pytest
 import torch
@@ -13,13 +9,8 @@ from PIL import Image
 from transformers import pipeline
 
 import magicseg_hf  # noqa: F401  (registers the task)
+from magicseg_hf.loading import build_open_seg
 from magicseg_hf.modeling import CLIPOpenSegOutput, slide_inference, sliding_windows
-from magicseg_hf.presets import build_open_seg
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

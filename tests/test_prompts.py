@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import socket
 import threading
@@ -18,20 +17,20 @@ import pytest
 import torch
 
 from magicseg_hf.errors import InputError, ModelLoadError
-from magicseg_hf.generation.counterfactual import counterfactual_prompt, mentions
+from magicseg_hf.generation import components
+from magicseg_hf.generation.config import GenerationConfig
+from magicseg_hf.generation.counterfactual import counterfactual_prompt
+from magicseg_hf.generation.names import mentions
 from magicseg_hf.generation.prompts import (
     OpenAIPromptBackend,
     PromptBackend,
     TemplatePromptBackend,
     TransformersPromptBackend,
-    _derive_seed,
     build_instruction,
-    build_prompt_backend,
     parse_descriptions,
+    redraw_seed,
     sample_class_sets,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VOCAB_DIR = Path(__file__).resolve().parents[1] / "magicseg_hf" / "vocabularies"
 
@@ -77,11 +76,20 @@ def test_sample_class_sets_keeps_vocabulary_lines_and_avoids_clashes() -> None:
         assert not ({"dog", "hot dog"} <= set(s))
 
 
-@pytest.mark.parametrize("kwargs", [{"vocabulary": []}, {"count": -1}, {"max_classes": 0}])
-def test_sample_class_sets_bad_input(kwargs: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"vocabulary": []}, "vocabulary must list at least one class name (got [])"),
+        ({"vocabulary": ["  "]}, "vocabulary must list at least one class name (got ['  '])"),
+        ({"count": -1}, "count must be >= 0 (got -1)"),
+        ({"max_classes": 0}, "max_classes must be >= 1 (got 0)"),
+    ],
+)
+def test_sample_class_sets_bad_input(kwargs: dict[str, Any], message: str) -> None:
     args = {"vocabulary": ["cat"], "count": 1, "rng": random.Random(0), "max_classes": 2, **kwargs}
-    with pytest.raises(InputError):
+    with pytest.raises(InputError) as info:
         sample_class_sets(**args)
+    assert str(info.value) == message
 
 
 # ---- template backend -------------------------------------------------------------------------
@@ -96,6 +104,24 @@ def test_template_is_deterministic_and_independent_of_batching() -> None:
     reordered = backend.write(sets[::-1], [3, 2, 1])
     assert reordered == together[::-1]
     assert backend.write([["cat"]], [1]) != backend.write([["cat"]], [2])
+
+
+def test_template_prompts_are_the_same_as_ever() -> None:
+    # Rows are keyed by these strings: the template stream is seeded from (seed, class names) only.
+    assert TemplatePromptBackend().write([["cat"], ["dog", "traffic light"], ["hourglass"]], [0, 7, 3]) == [
+        "a DSLR photo of a red cat in a natural pose in a rainy alley, overcast daylight, photorealistic",
+        "a crisp photo of a worn dog and a green traffic light in a quiet park, soft window light, "
+        "professional photography",
+        "a street photo of a single hourglass in the shade in a parking lot, hazy summer light, natural colors",
+    ]
+
+
+def test_template_articles_follow_the_sound() -> None:
+    prompts = TemplatePromptBackend().write([["owl"], ["hourglass"], ["unicorn"]] * 40, list(range(120)))
+    for prompt in prompts:
+        article, first_word = prompt.split(" of ", 1)[1].split()[:2]  # "an old hourglass", "a unicorn"
+        vowel_sound = first_word == "hourglass" or (first_word[0] in "aeiou" and first_word != "unicorn")
+        assert article == ("an" if vowel_sound else "a"), prompt
 
 
 def test_template_is_diverse() -> None:
@@ -154,7 +180,12 @@ class CannedBackend(PromptBackend):
 def test_redraw_until_a_candidate_names_every_class() -> None:
     backend = CannedBackend([["a dog on a sofa"], ["a cat alone", "a cat and a dog in a park", "later"]])
     assert backend.write([["cat", "dog"]], [42]) == ["a cat and a dog in a park"]
-    assert backend.seeds == [42, _derive_seed(42, 1)]
+    assert backend.seeds == [42, redraw_seed(42, 1)]
+
+
+def test_redraw_seed_keeps_attempt_zero_and_is_fixed() -> None:
+    assert redraw_seed(42, 0) == 42 and redraw_seed(2**63 + 5, 0) == 5
+    assert [redraw_seed(42, 1), redraw_seed(42, 2)] == [8851018770857819415, 706654839328554600]
 
 
 def test_error_after_bounded_attempts_names_the_missing_class() -> None:
@@ -163,7 +194,7 @@ def test_error_after_bounded_attempts_names_the_missing_class() -> None:
         backend.write([["cat", "dog"]], [0])
     assert len(backend.seeds) == backend.max_attempts == 5
     message = str(info.value)
-    assert "'cat'" in message and "\n" not in message
+    assert message.startswith("the canned prompt backend kept omitting 'cat'") and "\n" not in message
 
 
 # ---- answer parsing ---------------------------------------------------------------------------
@@ -269,7 +300,7 @@ def test_transformers_backend_gives_up_with_a_clear_error(tiny_lm: Any) -> None:
 
     tiny_lm.generate = counting_generate
     try:
-        backend = build_prompt_backend("transformers", model=tiny_lm, tokenizer=tiny_tokenizer(chat=True), max_new_tokens=6)
+        backend = TransformersPromptBackend(tiny_lm, tiny_tokenizer(chat=True), max_new_tokens=6)
         with pytest.raises(InputError, match="zebra"):  # not in the tiny vocabulary: never generated
             backend.write([["zebra"]], [0])
     finally:
@@ -328,7 +359,7 @@ def test_transformers_backend_redraws_with_derived_seeds_and_is_batch_independen
     assert all(mentions(p, "cat") for p in batch)
     lm = FakeLM(len(answers))
     TransformersPromptBackend(lm, FakeTokenizer(answers)).write([["cat"]], [1])
-    assert lm.seeds == [_derive_seed(1, a) for a in range(len(lm.seeds))]
+    assert lm.seeds == [redraw_seed(1, a) for a in range(len(lm.seeds))]
 
 
 # ---- openai backend against a local server ------------------------------------------------------
@@ -384,7 +415,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def test_openai_backend_writes_prompts(server: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    backend = build_prompt_backend("openai", base_url=server, model="tiny-llm", prompts_per_request=3)
+    backend = OpenAIPromptBackend(server, "tiny-llm", prompts_per_request=3)
     assert backend.write([["dog"], ["cat"]], [7, 8]) == ["a dog on a porch", "a cat on a sofa"]
     first = _Handler.requests[0]
     assert first["path"] == "/v1/chat/completions"
@@ -436,28 +467,45 @@ def test_openai_backend_omitting_a_class_is_redrawn_then_fails(server: str) -> N
     backend = OpenAIPromptBackend(server, "tiny-llm")
     with pytest.raises(InputError, match="'horse'"):
         backend.write([["horse"]], [0])
-    assert [r["body"]["seed"] for r in _Handler.requests] == [_derive_seed(0, a) for a in range(5)]
+    assert [r["body"]["seed"] for r in _Handler.requests] == [redraw_seed(0, a) for a in range(5)]
 
 
-# ---- factory ----------------------------------------------------------------------------------
+# ---- backends built from the settings (the assembler) ------------------------------------------
 
 
-def test_build_prompt_backend(tiny_lm: Any) -> None:
-    assert isinstance(build_prompt_backend("template"), TemplatePromptBackend)
-    backend = build_prompt_backend("Transformers", model=tiny_lm, tokenizer=tiny_tokenizer(chat=False), prompts_per_request=4)
-    assert isinstance(backend, TransformersPromptBackend) and backend.prompts_per_request == 4
-    with pytest.raises(InputError, match="Unknown prompt backend"):
-        build_prompt_backend("gpt")
-    with pytest.raises(InputError):
-        build_prompt_backend("openai", base_url="http://127.0.0.1:1/v1", model="")
-    with pytest.raises(InputError):
-        build_prompt_backend("transformers")
-    with pytest.raises(InputError):
-        build_prompt_backend("template", colour="blue")
+def test_assembler_builds_the_configured_backend() -> None:
+    def build(**settings: Any) -> PromptBackend:
+        config = GenerationConfig(classes=["cat"], preset="tiny", **settings).resolved()
+        return components.build_prompt_backend(config, "cpu")
+
+    assert isinstance(build(), TemplatePromptBackend)  # the tiny preset's backend
+    llm = build(prompt_backend="transformers", prompts_per_request=4)
+    assert isinstance(llm, TransformersPromptBackend) and llm.prompts_per_request == 4
+    assert len(llm.generate_text(["cat"], seed=0)) > 0  # the tiny causal LM answers
+    remote = build(prompt_backend="openai", openai_base_url="http://127.0.0.1:1/v1/", prompt_model="m")
+    assert isinstance(remote, OpenAIPromptBackend) and remote.url == "http://127.0.0.1:1/v1/chat/completions"
 
 
-def test_build_prompt_backend_missing_model_folder(tmp_path: Path) -> None:
+def test_assembler_refuses_an_unresolved_config() -> None:
+    with pytest.raises(ValueError, match="resolved config"):
+        components.build_prompt_backend(GenerationConfig(classes=["cat"], preset="tiny"), "cpu")
+
+
+def test_openai_backend_without_an_endpoint_is_refused_by_the_settings() -> None:
+    with pytest.raises(InputError, match="--prompt-backend openai needs --openai-base-url"):
+        GenerationConfig(classes=["cat"], preset="tiny", prompt_backend="openai").resolved()
+    with pytest.raises(InputError) as info:
+        OpenAIPromptBackend("http://127.0.0.1:1/v1", "")
+    assert str(info.value) == "the openai prompt backend needs a model name, --prompt-model (got '')"
+
+
+def test_missing_prompt_model_folder_is_a_model_load_error(tmp_path: Path) -> None:
+    config = GenerationConfig(
+        classes=["cat"], preset="tiny", prompt_backend="transformers", prompt_model=str(tmp_path / "missing-model")
+    ).resolved()
     start = time.monotonic()
-    with pytest.raises(ModelLoadError, match="Cannot load prompt model"):
-        build_prompt_backend("transformers", model=str(tmp_path / "missing-model"))
+    with pytest.raises(ModelLoadError, match="prompt model .*missing-model.*no such folder"):
+        components.check_models(config, components.models_record(config))
+    with pytest.raises(ModelLoadError, match="missing-model"):
+        components.build_prompt_backend(config, "cpu")
     assert time.monotonic() - start < 10

@@ -11,9 +11,9 @@ import yaml
 from helpers import DEFAULT_CLASSES, folder_digest, make_rows, write_dataset_folder, write_shard
 from PIL import Image
 
+from magicseg_hf.cards import write_dataset_card
 from magicseg_hf.cli import main
 from magicseg_hf.errors import InputError
-from magicseg_hf.hub import write_dataset_card
 from magicseg_hf.schema import CARD_FILE, GENERATION_FILE, PREVIEW_FILE, WORK_DIR
 from magicseg_hf.validate import validate_dataset_folder
 
@@ -218,3 +218,22 @@ def test_problem_list_is_capped(tmp_path):
     report = validate_dataset_folder(_folder_with(tmp_path, mutate), max_problems=2)
     assert len(report.problems) == 2 and report.num_problems > 2
     assert "... and" in report.summary()
+
+
+def test_vocabulary_file_problems(tmp_path):
+    folder = _folder_with(tmp_path)
+    (folder / "vocabulary.txt").write_text("cat\ndog\nbow (weapon)\ntraffic light\ncat\n")
+    report = validate_dataset_folder(folder)
+    assert report.num_classes == 5
+    assert report.problems == ["vocabulary 'vocabulary.txt' lists 'cat' twice"]
+    (folder / "vocabulary.txt").write_text("\n\n")
+    assert "vocabulary 'vocabulary.txt' has no class names" in _problems(folder)
+
+
+def test_files_in_data_that_are_not_shards(tmp_path):
+    folder = _folder_with(tmp_path)
+    (folder / "data" / "train-2.parquet").write_bytes(b"")
+    (folder / "data" / ".train-00002.parquet.tmp").write_bytes(b"an atomic write in progress")
+    problems = _problems(folder)
+    assert "unexpected file data/train-2.parquet (shards are named train-NNNNN.parquet)" in problems
+    assert ".tmp" not in problems

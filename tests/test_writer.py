@@ -1,4 +1,6 @@
-"""The shard store and finalisation: the dataset is the first N kept attempts in attempt order."""
+"""The shard store and finalisation: the dataset is the first N kept attempts in attempt order;
+finalize writes the rows, the preview and generation.json, then the card and the removal of the
+work area follow as separate steps."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from magicseg_hf.cards import write_dataset_card
+from magicseg_hf.folder import DatasetFolder
 from magicseg_hf.generation.writer import KEPT, ShardStore, finalize, write_run_files
+from magicseg_hf.validate import validate_dataset_folder
 
 
 def _row(attempt: int) -> dict:
@@ -59,5 +64,34 @@ def test_finalize_keeps_the_first_n_kept_attempts_in_order(tmp_path: Path):
     assert summary.dropped == {"blank_image": 1, "no_detection": 2, "mask_area": 1, "counterfactual": 1}
     saved = json.loads((tmp_path / "generation.json").read_text())["summary"]
     assert saved["attempts"] == 8 and "output_dir" not in saved
+    assert (tmp_path / "preview.png").is_file()
+    # The writer knows nothing of cards and leaves the work area to its caller.
+    assert not (tmp_path / "README.md").exists()
+    assert store.is_complete(2)
+    write_dataset_card(tmp_path)
+    store.remove()
     assert not (tmp_path / ".work").exists()
-    assert (tmp_path / "README.md").is_file() and (tmp_path / "preview.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README.md", "class_histogram.png", "data", "generation.json", "preview.png", "vocabulary.txt"]
+
+
+def test_run_files_and_a_shortfall(tmp_path: Path):
+    generation = {"config": {"classes": ["cat", "bow (weapon)"]}, "models": {}}
+    write_run_files(tmp_path, ["cat", "bow (weapon)"], generation)
+    assert (tmp_path / "vocabulary.txt").read_text() == "cat\nbow (weapon)\n"
+    assert DatasetFolder(tmp_path).read_generation() == generation
+    store = ShardStore(tmp_path)
+    assert store.parquet_path(0) == tmp_path / ".work" / "shard-00000.parquet"
+    _write(store, 0, ["no_detection", KEPT], first=0)
+    _write(store, 1, [KEPT, "mask_area"], first=2)
+    summary = finalize(tmp_path, num_shards=2, num_pairs=5, generation=generation, elapsed_seconds=0.5,
+                       num_processes=1)
+    # Every attempt is counted when the run falls short.
+    assert (summary.num_rows, summary.attempts, summary.shortfall) == (2, 4, 3)
+    assert "3 short of --num-pairs" in summary.describe()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train-00000.parquet", "train-00001.parquet"]
+    write_dataset_card(tmp_path)
+    store.remove()
+    report = validate_dataset_folder(tmp_path)
+    assert report.ok, report.summary()
+    assert (report.num_rows, report.num_shards, report.num_classes) == (2, 2, 2)

@@ -31,7 +31,11 @@ from typing import Any
 
 import datasets
 
+import magicseg_hf
+from magicseg_hf.cards.paper import PAPER_CITATION, PAPER_URL
+from magicseg_hf.folder import DatasetFolder
 from magicseg_hf.generation.config import GenerationConfig, generation_fields
+from magicseg_hf.generation.vocabulary import resolve_classes
 from magicseg_hf.schema import DATASET_FEATURES
 
 logger = logging.getLogger(__name__)
@@ -40,19 +44,15 @@ _DESCRIPTION = (
     "Synthetic open-world segmentation data made from class names with the MagicSeg method: "
     "positive and counterfactual diffusion images with detector + SAM pixel labels."
 )
-_HOMEPAGE = "https://arxiv.org/abs/2603.19575"
 
 
 def _package_version() -> str:
-    import magicseg_hf
-
+    """The installed package version (read at call time)."""
     return magicseg_hf.__version__
 
 
 def vocabulary_digest(config: GenerationConfig) -> str:
     """SHA-256 of the run's class list (the vocabulary file's or shipped list's lines, or --classes)."""
-    from magicseg_hf.generation.vocabulary import resolve_classes
-
     names = resolve_classes(config.classes, config.vocabulary)
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
 
@@ -112,12 +112,10 @@ class MagicSeg(datasets.GeneratorBasedBuilder):
     DEFAULT_WRITER_BATCH_SIZE = 64
 
     def _info(self) -> datasets.DatasetInfo:
-        from magicseg_hf.hub import PAPER_CITATION
-
         return datasets.DatasetInfo(
             description=_DESCRIPTION,
             features=DATASET_FEATURES,
-            homepage=_HOMEPAGE,
+            homepage=PAPER_URL,
             citation=PAPER_CITATION,
         )
 
@@ -127,7 +125,8 @@ class MagicSeg(datasets.GeneratorBasedBuilder):
         return Path(self._cache_dir_root) / "magicseg_generation" / self.config_id
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
-        from magicseg_hf.generation import pipeline
+        """Run ``generate()`` into :attr:`generation_dir` and hand its rows to the train split."""
+        from magicseg_hf.generation import pipeline  # torch and the model libraries: only when generating
 
         folder = self.generation_dir
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -140,11 +139,6 @@ class MagicSeg(datasets.GeneratorBasedBuilder):
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"folder": str(folder)})]
 
     def _generate_examples(self, folder: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        import pyarrow.parquet as pq
-
-        from magicseg_hf.hub import shard_paths
-
-        for path in shard_paths(folder):
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.DEFAULT_WRITER_BATCH_SIZE):
-                for row in batch.to_pylist():
-                    yield row["id"], row
+        """The folder's rows in dataset order, keyed by their ``id``."""
+        for row in DatasetFolder(folder).iter_rows(batch_size=self.DEFAULT_WRITER_BATCH_SIZE):
+            yield row["id"], row

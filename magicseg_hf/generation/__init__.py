@@ -1,7 +1,13 @@
 """Dataset generation: class names -> counterfactual image pairs -> pixel labels -> a dataset folder.
 
 Public names: :class:`GenerationConfig`, :func:`generate`, :class:`GenerationSummary`,
-:func:`counterfactual_prompt`. Imported lazily, so ``import magicseg_hf.generation`` is cheap.
+:func:`counterfactual_prompt`, :func:`load_vocabulary`. Imported lazily, so
+``import magicseg_hf.generation`` is cheap.
+
+The stages, in data-flow order: ``vocabulary`` -> ``names`` (class-name matching) -> ``prompts``
+-> ``counterfactual`` (prompt text) -> ``images`` -> ``annotate`` -> ``modes`` (each
+counterfactual mode's steps) -> ``components`` (the assembler) -> ``pipeline`` (``generate()``)
+-> ``writer``; ``config`` holds the settings.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ One small function per step:
   overlaps going to the higher-scoring mask;
 * :class:`Annotator` chains them, and scores counterfactual images with the same detector.
 
+The detector, the segmenter and the thresholds are handed in: loading them from a run's settings
+is the assembler's job (:func:`magicseg_hf.generation.components.build_annotator`).
+
 Models run in their own dtype (float16/bfloat16 on GPU works: inputs are cast to it); outputs
 are float32 / bool on the CPU.
 """
@@ -459,59 +462,3 @@ class Annotator:
         (0.0 when the detector returns no box). One batched detector forward."""
         detections = self.detector.detect(images, class_names, float("-inf"), float("-inf"))
         return [float(found.scores.max()) if len(found) else 0.0 for found in detections]
-
-
-def build_annotator(config: Any, device: str | torch.device, dtype: str | torch.dtype) -> Annotator:
-    """An :class:`Annotator` from a (resolved) :class:`~magicseg_hf.generation.GenerationConfig`.
-
-    Model ids left at ``None`` take the preset's checkpoint for the chosen detector and segmenter
-    (:meth:`GenerationConfig.resolved` does the same, so ``generation.json`` names what is loaded).
-    """
-    from magicseg_hf.presets import load_detector, load_segmenter, models_for
-
-    preset_models = models_for(config.preset)
-    detector_model = config.detector_model
-    detector_revision = config.detector_model_revision
-    if detector_model is None:  # an unresolved config: the preset's checkpoint for this detector
-        detector_model, detector_revision = preset_models["owlv2_model" if config.detector == "owlv2" else "detector_model"]
-    model, processor = load_detector(
-        config.detector, detector_model, detector_revision, device=device, dtype=dtype
-    )
-    detector: Detector
-    if config.detector == "owlv2":
-        detector = Owlv2Detector(model, processor, device)
-    else:
-        detector = GroundingDinoDetector(model, processor, device)
-
-    segmenter_model = config.segmenter_model
-    segmenter_revision = config.segmenter_model_revision
-    if segmenter_model is None:
-        segmenter_model, segmenter_revision = preset_models["segmenter_model"]
-    sam, sam_processor = load_segmenter(
-        config.segmenter,
-        segmenter_model,
-        segmenter_revision,
-        sam_checkpoint=config.sam_checkpoint,
-        sam_model_type=config.sam_model_type,
-        device=device,
-        dtype=dtype,
-    )
-    segmenter: Segmenter
-    if config.segmenter == "segment-anything":
-        segmenter = SegmentAnythingSegmenter(sam, device)
-    else:
-        segmenter = TransformersSamSegmenter(sam, sam_processor, device)
-    defaults = None
-    box_threshold, text_threshold = config.box_threshold, config.text_threshold
-    if box_threshold is None or text_threshold is None:
-        from magicseg_hf.presets import generation_defaults
-
-        defaults = generation_defaults(config.preset)
-        box_threshold = defaults["box_threshold"] if box_threshold is None else box_threshold
-        text_threshold = defaults["text_threshold"] if text_threshold is None else text_threshold
-    logger.info(
-        "annotator: %s %s + %s SAM %s (box >= %s, text >= %s)",
-        config.detector, detector_model, config.segmenter, config.sam_checkpoint or segmenter_model,
-        box_threshold, text_threshold,
-    )
-    return Annotator(detector, segmenter, box_threshold, text_threshold, max_detections=config.max_boxes)

@@ -5,7 +5,10 @@ The CLI flags of ``magicseg generate``, the ``MagicSeg`` dataset-builder config 
 field's ``metadata["help"]`` is its ``--help`` text), so there is one list of settings.
 
 Fields left at ``None`` take the preset's value when the config is resolved
-(:meth:`GenerationConfig.resolved`); the resolved config is what ``generation.json`` records.
+(:meth:`GenerationConfig.resolved`). ``generate()`` resolves its config once, on entry; the
+resolved config is what the component assembler builds from and what ``generation.json`` records.
+This module reads only the preset tables (:mod:`magicseg_hf.presets`): importing it, or resolving a
+config, imports no model library.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from magicseg_hf.errors import InputError
+from magicseg_hf.presets import PRESETS, generation_defaults, models_for
 
 COUNTERFACTUAL_MODES = ("prompt", "inpaint", "paper")
 PROMPT_BACKENDS = ("template", "transformers", "openai")
@@ -45,7 +49,7 @@ class GenerationConfig:
     seed: int = _f(0, "Master seed: attempt k uses a seed derived from (seed, k).")
     max_classes_per_prompt: int = _f(2, "Each prompt names 1..this many classes (paper: 1-2).")
     preset: str = _f("paper", "Component set: 'paper' (real checkpoints) or 'tiny' (random, offline).",
-                     choices=("paper", "tiny"))
+                     choices=PRESETS)
 
     # --- prompts ------------------------------------------------------------------------
     prompt_backend: str | None = _f(
@@ -135,23 +139,30 @@ class GenerationConfig:
             "detector": DETECTORS,
             "segmenter": SEGMENTERS,
             "dtype": DTYPES,
-            "preset": ("paper", "tiny"),
+            "preset": PRESETS,
         }
         if self.prompt_backend is not None:
             choices["prompt_backend"] = PROMPT_BACKENDS
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+        if self.prompt_backend == "openai" and not self.openai_base_url:
+            raise InputError(
+                "--prompt-backend openai needs --openai-base-url (and OPENAI_API_KEY in the environment)"
+            )
 
     def resolved(self) -> GenerationConfig:
-        """A copy with every ``None`` preset-dependent field filled from the preset."""
-        from magicseg_hf.presets import generation_defaults
+        """A validated copy with every ``None`` preset-dependent field filled from the preset.
 
+        The detector checkpoint is the preset's one for the chosen ``detector``; ``max_attempts``
+        defaults to ``4 * num_pairs``. Resolving a resolved config changes nothing.
+
+        Raises:
+            InputError: a setting is unusable (see :meth:`validate`).
+        """
         self.validate()
         defaults = generation_defaults(self.preset)
         if self.detector == "owlv2":
-            from magicseg_hf.presets import models_for
-
             defaults["detector_model"], defaults["detector_model_revision"] = models_for(self.preset)["owlv2_model"]
         values = self.to_dict()
         for key, value in defaults.items():
@@ -160,6 +171,10 @@ class GenerationConfig:
         if values["max_attempts"] is None:
             values["max_attempts"] = 4 * self.num_pairs
         return GenerationConfig(**values)
+
+    def is_resolved(self) -> bool:
+        """Whether every preset-dependent field is already filled (resolving would change nothing)."""
+        return self == self.resolved()
 
     # --- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

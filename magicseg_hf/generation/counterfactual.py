@@ -1,27 +1,8 @@
-"""Class-name matching and counterfactual prompts: the same scene, without the target classes.
+"""Counterfactual prompts: the same scene, without the target classes.
 
-This module holds the project's ONE implementation of "does this text name that class":
-:func:`mentions` (used by the prompt backends to reject prompts that omit a class) and
-:func:`counterfactual_prompt` (used by the pipeline to write the counterfactual's prompt) share
-the same compiled pattern, built by :func:`mention_pattern`.
-
-Matching rules
---------------
-* The class is first reduced to its bare name (:func:`bare_name`): an LVIS qualifier in
-  parentheses is dropped (``"bow (weapon)"`` -> ``"bow"``) and underscores become spaces.
-* Case is ignored. Words of a multi-word name may be joined by spaces, hyphens, underscores or
-  nothing: ``"traffic light"`` matches ``"Traffic-light"``, ``"traffic_lights"``,
-  ``"trafficlight"``.
-* The last word may be plural: regular (cats, buses, boxes, cherries, tomatoes), ``f``/``fe``
-  -> ``ves`` (knives, leaves, wolves), irregular (mice, oxen, geese, people, children, feet,
-  teeth, men, women, dice, cacti ...) and uninflected (fish, sheep, deer ...). A name that
-  is itself a ``-ves``/``-ies`` plural also matches its singular (``"shelves"`` <-> ``"shelf"``).
-* A possessive is part of the mention: ``"dog's"``, ``"dogs'"``, ``"dog’s"``.
-* Only whole words match: the character before and after the mention must not be a letter,
-  digit or underscore, so ``"cat"`` never matches ``"category"``, ``"concatenate"`` or
-  ``"bobcat"``, ``"hat"`` never matches ``"that"`` or ``"hatbox"``, ``"bus"`` never matches
-  ``"busy"``. A hyphen is a word boundary: ``"cat-shaped"`` and ``"hot-dog"`` both mention
-  ``"cat"``/``"dog"`` (known limitation: so does the separate word ``dog`` in ``"hot dog"``).
+What counts as a mention of a class (bare names, plurals, possessives, whole words only) is
+decided in :mod:`magicseg_hf.generation.names`, the same matcher the prompt backends use to
+check that a prompt names its classes; this module decides what to remove around each mention.
 
 Removal policy (:func:`counterfactual_prompt`)
 ----------------------------------------------
@@ -61,207 +42,26 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-from magicseg_hf.errors import InputError
+from magicseg_hf.generation.names import Mention, as_class_list, find_mentions, indefinite_article
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "bare_name",
-    "counterfactual_prompt",
-    "mention_pattern",
-    "mention_spans",
-    "mentions",
-    "plural_forms",
-    "replace_mentions",
-]
+__all__ = ["counterfactual_prompt", "replace_mentions"]
 
 # --------------------------------------------------------------------------------------------
-# Bare names and word forms
+# The released code's swap (``paper`` mode)
 # --------------------------------------------------------------------------------------------
-
-_QUALIFIER = re.compile(r"\s*\([^()]*\)")
-_NAME_WORD_SPLIT = re.compile(r"[\s_\-]+")
-
-
-def bare_name(vocabulary_line: str) -> str:
-    """The class name used in text: qualifier in parentheses dropped, underscores -> spaces.
-
-    ``"bow (weapon)"`` -> ``"bow"``, ``"traffic_light"`` -> ``"traffic light"``,
-    ``"  Dixie cup "`` -> ``"Dixie cup"``. A line that is nothing but a qualifier keeps the
-    qualifier's text (``"(weapon)"`` -> ``"weapon"``).
-    """
-    line = vocabulary_line.replace("_", " ")
-    name = _QUALIFIER.sub("", line)
-    if not name.strip():
-        name = line.replace("(", " ").replace(")", " ")
-    return " ".join(name.split())
-
-
-# Irregular plurals that also apply at the end of compounds (fireman, dormouse, grandchild).
-_IRREGULAR_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "man": ("men",),
-    "person": ("people", "persons"),
-    "child": ("children",),
-    "mouse": ("mice",),
-    "louse": ("lice",),
-    "goose": ("geese",),
-    "tooth": ("teeth",),
-    "foot": ("feet",),
-}
-# Irregular plurals of whole words only ("box" is not "boxen").
-_IRREGULAR_WORDS: dict[str, tuple[str, ...]] = {
-    "ox": ("oxen",),
-    "die": ("dice",),
-    "penny": ("pence",),
-    "cactus": ("cacti",),
-    "fungus": ("fungi",),
-    "octopus": ("octopi",),
-    "hippopotamus": ("hippopotami",),
-    "radius": ("radii",),
-    "bacterium": ("bacteria",),
-    "criterion": ("criteria",),
-    "phenomenon": ("phenomena",),
-    "index": ("indices",),
-    "matrix": ("matrices",),
-    "appendix": ("appendices",),
-    "vertebra": ("vertebrae",),
-    "larva": ("larvae",),
-    "antenna": ("antennae",),
-    "quiz": ("quizzes",),
-    "half": ("halves",),
-    "calf": ("calves",),
-}
-# Same form in the plural (the regular forms are still accepted: "fishes").
-_UNINFLECTED = frozenset(
-    "fish sheep deer moose bison salmon trout swine aircraft spacecraft hovercraft watercraft "
-    "shrimp squid series species offspring cod tuna elk buffalo cattle corps chassis".split()
-)
-_VOWELS = set("aeiou")
-
-
-def plural_forms(word: str) -> frozenset[str]:
-    """Every form of ``word`` (lowercase) that counts as a mention: itself and its plurals.
-
-    Over-generating is harmless (``"buss"`` never occurs in a prompt); every form still has to
-    match a whole word.
-    """
-    w = word.lower()
-    forms = {w}
-    if not w.isalpha():
-        return frozenset(forms)
-    forms.add(w + "s")
-    if w.endswith(("s", "x", "z", "ch", "sh")):
-        forms.add(w + "es")
-    if w.endswith(("s", "z")) and len(w) > 1 and w[-2] in _VOWELS:
-        forms.add(w + w[-1] + "es")  # busses, quizzes
-    if w.endswith("y") and len(w) > 1 and w[-2] not in _VOWELS:
-        forms.add(w[:-1] + "ies")
-    if w.endswith("o"):
-        forms.add(w + "es")
-    if w.endswith("f"):
-        forms.add(w[:-1] + "ves")
-    if w.endswith("fe"):
-        forms.add(w[:-2] + "ves")
-    if w.endswith("us"):
-        forms.add(w[:-2] + "i")
-    if w.endswith("is"):
-        forms.add(w[:-2] + "es")
-    if w.endswith("um"):
-        forms.add(w[:-2] + "a")
-    if w.endswith(("ex", "ix")):
-        forms.add(w[:-2] + "ices")
-    if w.endswith("a"):
-        forms.add(w + "e")
-    # A name given in the plural also matches its singular (shelves -> shelf, cherries -> cherry).
-    if w.endswith("ves") and len(w) > 4:
-        forms.update({w[:-3] + "f", w[:-3] + "fe"})
-    if w.endswith("ies") and len(w) > 4:
-        forms.add(w[:-3] + "y")
-    for singular, plurals in _IRREGULAR_SUFFIXES.items():
-        if w.endswith(singular):
-            stem = w[: len(w) - len(singular)]
-            forms.update(stem + p for p in plurals)
-        for p in plurals:  # a name given in an irregular plural ("people") matches the singular
-            if w.endswith(p):
-                forms.add(w[: len(w) - len(p)] + singular)
-    forms.update(_IRREGULAR_WORDS.get(w, ()))
-    for singular, plurals in _IRREGULAR_WORDS.items():
-        if w in plurals:
-            forms.add(singular)
-    if w in _UNINFLECTED:
-        forms.add(w)
-    return frozenset(forms)
-
-
-_SEPARATOR = r"[\s_\-]*"
-_POSSESSIVE = r"(?P<poss>['’]s(?!\w)|(?<=[sS])['’](?!\w))?"
-
-
-@lru_cache(maxsize=8192)
-def mention_pattern(class_name: str) -> re.Pattern[str]:
-    """The compiled, case-insensitive pattern that finds mentions of ``class_name``.
-
-    ``class_name`` may be a vocabulary line (its bare name is used). The match's ``poss``
-    group holds a possessive ending (``'s``, ``'``), if any.
-
-    Raises:
-        InputError: if the class name has no words.
-    """
-    words = [w for w in _NAME_WORD_SPLIT.split(bare_name(class_name).lower()) if w]
-    if not words:
-        raise InputError(f"Empty class name (got {class_name!r}).")
-    head = "".join(re.escape(w) + _SEPARATOR for w in words[:-1])
-    last = "|".join(re.escape(f) for f in sorted(plural_forms(words[-1]), key=lambda f: (-len(f), f)))
-    return re.compile(rf"(?<!\w)(?P<noun>{head}(?:{last})){_POSSESSIVE}(?!\w)", re.IGNORECASE)
-
-
-def mention_spans(prompt: str, class_name: str) -> list[tuple[int, int]]:
-    """Character spans ``(start, end)`` of every mention of ``class_name`` in ``prompt``."""
-    return [m.span() for m in mention_pattern(class_name).finditer(prompt)]
-
-
-def mentions(prompt: str, class_name: str) -> bool:
-    """Whether ``prompt`` names ``class_name`` (a vocabulary line or bare name), by the rules above.
-
-    >>> mentions("Two black cats on a sofa", "cat"), mentions("a category", "cat")
-    (True, False)
-    """
-    return mention_pattern(class_name).search(prompt) is not None
-
-
-def _as_class_list(classes: Sequence[str] | str) -> list[str]:
-    if isinstance(classes, str):
-        return [classes]
-    return list(classes)
-
-
-def _all_spans(prompt: str, classes: Iterable[str]) -> list[tuple[int, int, bool]]:
-    """Non-overlapping mention spans of all classes, longest first on overlap, in text order.
-
-    Each span is ``(start, end, possessive)``.
-    """
-    found: list[tuple[int, int, bool]] = []
-    for name in classes:
-        for m in mention_pattern(name).finditer(prompt):
-            found.append((m.start(), m.end(), m.group("poss") is not None))
-    found.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
-    chosen: list[tuple[int, int, bool]] = []
-    for span in found:
-        if all(span[1] <= c[0] or span[0] >= c[1] for c in chosen):
-            chosen.append(span)
-    return sorted(chosen)
 
 
 def replace_mentions(prompt: str, classes: Sequence[str] | str, replacement: str) -> str:
     """Replace every mention of the classes by ``replacement`` (the released code's "nothing" swap).
 
-    Same matching as :func:`mentions`; a possessive ending is kept (``"dog's"`` -> ``"nothing's"``).
+    Same matching as :func:`~magicseg_hf.generation.names.mentions`; a possessive ending is kept (``"dog's"`` -> ``"nothing's"``).
     """
     out = []
     last = 0
-    for start, end, possessive in _all_spans(prompt, _as_class_list(classes)):
+    for start, end, possessive in find_mentions(prompt, as_class_list(classes)):
         noun_end = end
         if possessive:
             noun_end = end - (2 if prompt[end - 1] in "sS" else 1)
@@ -347,8 +147,6 @@ _ED_NOT_PARTICIPLES = frozenset("bed shed sled seed weed reed feed speed breed s
 _AUXILIARIES = frozenset("is are was were".split())
 _SENTENCE_PUNCT = frozenset(".;:!?(")
 _CLOSING_PUNCT = frozenset(",.;:!?)")
-_AN_EXCEPTIONS_VOWEL_SOUND = ("hour", "honest", "honor", "honour", "heir")
-_A_EXCEPTIONS_CONSONANT_SOUND = ("uni", "use", "user", "usu", "eu", "one", "once", "ukulele", "utensil")
 
 # --------------------------------------------------------------------------------------------
 # Tokens and the removal pass
@@ -436,7 +234,7 @@ def _pop_noun_phrase_start(out: list[_Tok]) -> tuple[str, str] | None:
     return first
 
 
-def _remove_mentions(prompt: str, spans: list[tuple[int, int, bool]]) -> list[_Tok]:
+def _remove_mentions(prompt: str, spans: list[Mention]) -> list[_Tok]:
     """Tokenize ``prompt`` and replace each mention (with its noun phrase start) by a gap token."""
     tokens: list[tuple[str, int, int, str]] = []
     last = 0
@@ -628,15 +426,6 @@ def _tidy_once(toks: list[_Tok]) -> bool:
     return False
 
 
-def _article_for(word: str) -> str:
-    w = word.lower()
-    if w.startswith(_AN_EXCEPTIONS_VOWEL_SOUND):
-        return "an"
-    if w.startswith(_A_EXCEPTIONS_CONSONANT_SOUND):
-        return "a"
-    return "an" if w[:1] in _VOWELS else "a"
-
-
 def _render(toks: list[_Tok]) -> str:
     """Join tokens back into text: gaps vanish, capitals carry over, a/an agree, spaces collapse."""
     words: list[_Tok] = []
@@ -667,7 +456,7 @@ def _render(toks: list[_Tok]) -> str:
         words.pop(0)
     for i, tok in enumerate(words[:-1]):
         if tok.fix_article and words[i + 1].kind == "w":
-            article = _article_for(words[i + 1].text)
+            article = indefinite_article(words[i + 1].text)
             tok.text = article.capitalize() if tok.text[:1].isupper() else article
     text = "".join(t.sep + t.text for t in words)
     text = re.sub(r"[ \t]{2,}", " ", text)
@@ -676,7 +465,7 @@ def _render(toks: list[_Tok]) -> str:
 
 
 def _counterfactual_once(prompt: str, classes: list[str]) -> str:
-    spans = _all_spans(prompt, classes)
+    spans = find_mentions(prompt, classes)
     if not spans:
         return prompt
     toks = _remove_mentions(prompt, spans)
@@ -700,19 +489,19 @@ def counterfactual_prompt(prompt: str, classes: Sequence[str] | str) -> str:
     >>> counterfactual_prompt("A cat and a dog on a sofa.", ["cat", "dog"])
     'A sofa.'
     """
-    names = _as_class_list(classes)
+    names = as_class_list(classes)
     result = prompt
     for _ in range(4):  # removing words can bring two others together ("hot cat dog")
         new = _counterfactual_once(result, names)
         if new == result:
             break
         result = new
-    spans = _all_spans(result, names)
+    spans = find_mentions(result, names)
     while spans:  # pathological names (a class called "the"): plain removal until none is left
         for start, end, _ in reversed(spans):
             result = result[:start] + " " + result[end:]
         result = re.sub(r"[ \t]{2,}", " ", result).strip()
-        spans = _all_spans(result, names)
+        spans = find_mentions(result, names)
     if result != prompt:
         logger.debug("counterfactual prompt: %r -> %r", prompt, result)
     return result

@@ -1,18 +1,19 @@
 """Paired images: a positive and a counterfactual of the same scene, from shared noise.
 
-The diffusers pipelines are handed in (see :mod:`magicseg_hf.presets` for building them); this
-module only decides what goes through them:
+The diffusers pipelines are handed in (:mod:`magicseg_hf.loading` builds them); this module runs
+them for batches of pairs, with three calls:
 
-- ``prompt`` mode: positive and counterfactual start from the same initial latents (one seed
-  per pair) and go through the UNet in one batch of ``2 * B``; the counterfactual gets the class
-  names as its negative prompt.
-- ``inpaint`` mode: the positive is generated first, annotated, and then its own mask region is
-  repainted from the same initial latents (a pixel-aligned pair).
-- ``paper`` mode: the released code's behaviour — the counterfactual is an independent sample
-  from its own seed with class words replaced by "nothing".
+- :meth:`PairImageGenerator.generate_pairs`: positive and counterfactual start from the same
+  initial latents (one seed per pair) and go through the UNet in one batch of ``2 * B``; the
+  counterfactual gets its negative prompt (``prompt`` mode).
+- :meth:`PairImageGenerator.generate_images`: independent images, one seed each.
+- :meth:`PairImageGenerator.inpaint`: repaint each positive's mask region from the pair's noise,
+  pixel-aligned outside it (``inpaint`` mode).
+
+Which call a counterfactual mode makes, with what, is decided in :mod:`magicseg_hf.generation.modes`.
 
 Example:
-    >>> from magicseg_hf.presets import load_diffusion_pipeline
+    >>> from magicseg_hf.loading import load_diffusion_pipeline
     >>> pipe = load_diffusion_pipeline("tiny:stable-diffusion")
     >>> maker = PairImageGenerator(pipe, num_inference_steps=4, height=128, width=128)
     >>> out = maker.generate_pairs(["a cat on a sofa"], ["on a sofa"], ["cat"], seeds=[7])

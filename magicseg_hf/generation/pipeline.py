@@ -1,16 +1,22 @@
 """``generate(config, output_dir, resume=False)``: the one entry point of dataset generation.
 
 vocabulary -> prompts -> positive image -> annotation -> counterfactual image -> counterfactual
-score -> rows on disk. Determinism (DESIGN.md): attempt ``k`` draws its classes, prompt and noise
+score -> rows on disk. Determinism: attempt ``k`` draws its classes, prompt and noise
 from seeds derived from ``(seed, k)``; shard ``j`` holds attempts ``[jA, (j+1)A)``; under ``W``
 processes, process ``r`` takes the shards ``j = r (mod W)``; a batch never crosses a shard; the
 dataset is the first ``num_pairs`` kept attempts in ``k`` order. A straight run, a killed and
 resumed run and a multi-process run therefore write the same rows.
+
+The settings are resolved once, on entry (:meth:`GenerationConfig.resolved`); the parts are built
+from the resolved config by :mod:`magicseg_hf.generation.components`, and what differs between
+counterfactual modes is in :mod:`magicseg_hf.generation.modes`. When every shard is written, the
+first process finalises the folder: the data, preview and summary (:func:`writer.finalize`), then
+the dataset card (:func:`magicseg_hf.cards.write_dataset_card`), then the work area goes
+(:meth:`writer.ShardStore.remove`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,12 +26,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
+import diffusers
 import numpy as np
 import torch
+import transformers
+from accelerate import PartialState
+from PIL import Image
 from tqdm.auto import tqdm
 
+from magicseg_hf import __version__
+from magicseg_hf.cards import write_dataset_card
 from magicseg_hf.errors import InputError
+from magicseg_hf.folder import DatasetFolder
+from magicseg_hf.generation.annotate import Annotation
+from magicseg_hf.generation.components import (
+    Components,
+    ModelsRecord,
+    build_components,
+    check_models,
+    models_record,
+)
 from magicseg_hf.generation.config import GenerationConfig
+from magicseg_hf.generation.names import bare_name
+from magicseg_hf.generation.prompts import sample_class_sets
 from magicseg_hf.generation.vocabulary import resolve_classes
 from magicseg_hf.generation.writer import (
     KEPT,
@@ -35,22 +59,21 @@ from magicseg_hf.generation.writer import (
     finalize,
     write_run_files,
 )
-from magicseg_hf.schema import GENERATION_FILE, PROMPTS_FILE, WORK_DIR
+from magicseg_hf.schema import GENERATION_FILE
+from magicseg_hf.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
 #: Settings that may differ between a run and its resume without changing any row.
 _RESUME_FREE_FIELDS = ("device",)
-
-
-def derive_seed(seed: int, attempt: int, stream: str) -> int:
-    """A 63-bit seed for ``stream`` ("noise", "classes", ...) of attempt ``attempt`` of a run."""
-    digest = hashlib.sha256(f"magicseg:{seed}:{attempt}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+#: Namespace of the per-attempt seeds: ``derive_seed(SEED_NAMESPACE, seed, attempt, stream)``.
+SEED_NAMESPACE = "magicseg"
 
 
 @dataclass
 class _Attempt:
+    """Attempt ``index``: its classes and seeds, then its two prompts (a :class:`modes.PairSpec`)."""
+
     index: int
     classes: list[str]  # vocabulary lines
     names: list[str]  # bare names, used in text
@@ -61,10 +84,6 @@ class _Attempt:
 
 
 def _library_versions() -> dict[str, str]:
-    import datasets
-    import diffusers
-    import transformers
-
     return {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -73,75 +92,39 @@ def _library_versions() -> dict[str, str]:
     }
 
 
-def _models_record(config: GenerationConfig) -> dict[str, dict[str, str | None]]:
-    roles = ["diffusion_model", "detector_model"]
-    if config.counterfactual == "inpaint":
-        roles.append("inpainting_model")
-    if config.segmenter == "transformers":
-        roles.append("segmenter_model")
-    if config.prompt_backend in ("transformers", "openai"):
-        roles.append("prompt_model")
-    record = {role: {"id": getattr(config, role), "revision": getattr(config, f"{role}_revision")} for role in roles}
-    if config.segmenter == "segment-anything":  # a .pth file and its architecture, or the tiny twin
-        record["segmenter_model"] = (
-            {"id": config.sam_checkpoint, "revision": config.sam_model_type}
-            if config.sam_checkpoint
-            else {"id": "tiny:segment-anything", "revision": "tiny"}
-        )
-    return record
-
-
-def _check_models(config: GenerationConfig) -> None:
-    """Fail at once, before anything is written, when a named model cannot be loaded."""
-    from magicseg_hf.presets import check_model_available
-
-    if config.segmenter == "segment-anything":
-        if config.sam_checkpoint and not Path(config.sam_checkpoint).expanduser().is_file():
-            raise InputError(f"--sam-checkpoint {config.sam_checkpoint!r}: no such file")
-        if not config.sam_checkpoint and config.preset != "tiny":
-            raise InputError("--segmenter segment-anything needs --sam-checkpoint (a .pth file) outside the tiny preset")
-    for role, record in _models_record(config).items():
-        if role == "prompt_model" and config.prompt_backend == "openai":
-            continue  # a model name on the endpoint, not a Hub id
-        if role == "segmenter_model" and config.segmenter == "segment-anything":
-            continue  # checked above: a file, not a Hub id
-        check_model_available(record["id"], record["revision"], role.replace("_", " "))
-
-
-def _generation_record(config: GenerationConfig) -> dict[str, Any]:
-    from magicseg_hf import __version__
-
+def _generation_record(config: GenerationConfig, models: ModelsRecord) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
-        "models": _models_record(config),
+        "models": models,
         "package_version": __version__,
         "library_versions": _library_versions(),
         "summary": None,
     }
 
 
-def _check_output_dir(output_dir: Path, config: GenerationConfig, resume: bool) -> dict[str, Any] | None:
+def _check_output_dir(folder: DatasetFolder, config: GenerationConfig, resume: bool) -> dict[str, Any] | None:
     """Validate the folder against ``resume``; returns the saved generation record on resume."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise InputError(f"--output-dir {str(output_dir)!r} is a file, not a folder")
-    non_empty = output_dir.is_dir() and any(output_dir.iterdir())
+    root = str(folder.root)
+    if folder.root.exists() and not folder.root.is_dir():
+        raise InputError(f"--output-dir {root!r} is a file, not a folder")
     if not resume:
-        if non_empty:
+        if not folder.is_empty():
             raise InputError(
-                f"--output-dir {str(output_dir)!r} is not empty; pass --resume to continue the run "
+                f"--output-dir {root!r} is not empty; pass --resume to continue the run "
                 "there, or choose a new folder"
             )
         return None
-    if not non_empty:
+    if folder.is_empty():
         return None  # --resume on a fresh folder is a plain start
-    saved_path = output_dir / GENERATION_FILE
-    if not saved_path.is_file():
-        raise InputError(f"cannot resume: {str(output_dir)!r} has no {GENERATION_FILE} (not a magicseg run folder)")
     try:
-        saved = json.loads(saved_path.read_text())
-        saved_config = saved["config"]
-    except (ValueError, KeyError) as error:
-        raise InputError(f"cannot resume: {str(saved_path)!r} is unreadable ({error})") from error
+        saved = folder.read_generation()
+    except InputError as error:
+        raise InputError(f"cannot resume: {error}") from error
+    if saved is None:
+        raise InputError(f"cannot resume: {root!r} has no {GENERATION_FILE} (not a magicseg run folder)")
+    saved_config = saved.get("config")
+    if not isinstance(saved_config, dict):
+        raise InputError(f"cannot resume: {str(folder.generation_path)!r} has no saved settings")
     current = config.to_dict()
     differing = [
         f"{key} (saved {saved_config.get(key)!r}, given {value!r})"
@@ -184,132 +167,62 @@ class _PromptCache:
 
 
 class _Engine:
-    """Loaded components plus the per-batch work. Built once per process."""
+    """The run's parts plus the per-batch work. Built once per process."""
 
-    def __init__(self, config: GenerationConfig, vocabulary: list[str], output_dir: Path, device: str) -> None:
-        from magicseg_hf.generation.annotate import build_annotator
-        from magicseg_hf.generation.images import PairImageGenerator
-        from magicseg_hf.presets import load_diffusion_pipeline
-
+    def __init__(
+        self, config: GenerationConfig, vocabulary: list[str], parts: Components, prompt_cache: _PromptCache
+    ) -> None:
         self.config = config
         self.vocabulary = vocabulary
-        self.backend = self._prompt_backend(config, device)
-        self.prompt_cache = _PromptCache(output_dir / PROMPTS_FILE, enabled=config.prompt_backend != "template")
-        pipe = load_diffusion_pipeline(
-            config.diffusion_model,
-            config.diffusion_model_revision,
-            dtype=config.dtype,
-            device=device,
-            safety_checker=config.safety_checker,
-        )
-        inpaint_pipe = None
-        if config.counterfactual == "inpaint":
-            inpaint_pipe = load_diffusion_pipeline(
-                config.inpainting_model,
-                config.inpainting_model_revision,
-                inpainting=True,
-                dtype=config.dtype,
-                device=device,
-                safety_checker=config.safety_checker,
-            )
-        self.images = PairImageGenerator(
-            pipe,
-            inpaint_pipe=inpaint_pipe,
-            num_inference_steps=config.num_inference_steps,
-            guidance_scale=config.guidance_scale,
-            height=config.height,
-            width=config.width,
-        )
-        self.annotator = build_annotator(config, device=device, dtype=config.dtype)
-
-    @staticmethod
-    def _prompt_backend(config: GenerationConfig, device: str):
-        from magicseg_hf.generation import prompts
-
-        if config.prompt_backend == "template":
-            return prompts.TemplatePromptBackend()
-        if config.prompt_backend == "transformers":
-            from magicseg_hf.presets import load_causal_lm
-
-            model, tokenizer = load_causal_lm(
-                config.prompt_model, config.prompt_model_revision, dtype=config.dtype, device=device
-            )
-            return prompts.TransformersPromptBackend(
-                model, tokenizer, prompts_per_request=config.prompts_per_request
-            )
-        if not config.openai_base_url:
-            raise InputError("--prompt-backend openai needs --openai-base-url (and OPENAI_API_KEY in the environment)")
-        return prompts.OpenAIPromptBackend(
-            base_url=config.openai_base_url,
-            model=config.prompt_model,
-            prompts_per_request=config.prompts_per_request,
-        )
+        self.parts = parts
+        self.mode = parts.mode
+        self.prompt_cache = prompt_cache
 
     # ---- attempts -------------------------------------------------------------------------------
     def make_attempts(self, indices: list[int]) -> list[_Attempt]:
-        from magicseg_hf.generation.counterfactual import bare_name
-        from magicseg_hf.generation.prompts import sample_class_sets
-
+        """Attempt ``k``'s classes and noise seeds, from seeds derived from ``(seed, k)`` only."""
+        run_seed = self.config.seed
         attempts = []
         for k in indices:
-            rng = random.Random(derive_seed(self.config.seed, k, "classes"))
+            rng = random.Random(derive_seed(SEED_NAMESPACE, run_seed, k, "classes"))
             classes = sample_class_sets(self.vocabulary, 1, rng, max_classes=self.config.max_classes_per_prompt)[0]
-            seed = derive_seed(self.config.seed, k, "noise")
-            cf_seed = derive_seed(self.config.seed, k, "counterfactual-noise") if self.config.counterfactual == "paper" else seed
+            seed = derive_seed(SEED_NAMESPACE, run_seed, k, "noise")
+            cf_seed = self.mode.counterfactual_seed(
+                seed, lambda stream, k=k: derive_seed(SEED_NAMESPACE, run_seed, k, stream)
+            )
             attempts.append(_Attempt(k, classes, [bare_name(c) for c in classes], seed, cf_seed))
         return attempts
 
     def write_prompts(self, attempts: list[_Attempt]) -> None:
-        from magicseg_hf.generation.counterfactual import counterfactual_prompt, replace_mentions
-
+        """Each attempt's prompt (cached ones replayed) and its mode's counterfactual prompt."""
         missing = [a for a in attempts if a.index not in self.prompt_cache.prompts]
         # LLM answers are paid for one at a time, so each is cached as soon as it arrives.
         step = 1 if self.prompt_cache.enabled else max(1, len(missing))
         for start in range(0, len(missing), step):
             chunk = missing[start:start + step]
-            texts = self.backend.write(
-                [a.classes for a in chunk], [derive_seed(self.config.seed, a.index, "prompt") for a in chunk]
+            texts = self.parts.prompt_backend.write(
+                [a.classes for a in chunk],
+                [derive_seed(SEED_NAMESPACE, self.config.seed, a.index, "prompt") for a in chunk],
             )
             for attempt, text in zip(chunk, texts):
                 attempt.prompt = text
             self.prompt_cache.add(chunk)
         for attempt in attempts:
             attempt.prompt = self.prompt_cache.prompts.get(attempt.index, attempt.prompt)
-            if self.config.counterfactual == "paper":
-                attempt.counterfactual_prompt = replace_mentions(attempt.prompt, attempt.classes, "nothing")
-            else:
-                attempt.counterfactual_prompt = counterfactual_prompt(attempt.prompt, attempt.classes)
+            attempt.counterfactual_prompt = self.mode.counterfactual_prompt(attempt.prompt, attempt.classes)
 
     # ---- one batch: images -> annotation -> counterfactual -> score -> rows ---------------------
     def run_batch(self, attempts: list[_Attempt]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Returns (kept rows, per-attempt records) for a batch of attempts."""
         cfg = self.config
+        images, annotator = self.parts.images, self.parts.annotator
         self.write_prompts(attempts)
-        negatives = [", ".join(a.names) for a in attempts]
-        status: dict[int, str] = {}
-        if cfg.counterfactual == "prompt":
-            pairs = self.images.generate_pairs(
-                [a.prompt for a in attempts], [a.counterfactual_prompt for a in attempts],
-                negatives, [a.seed for a in attempts],
-            )
-            positives, counterfactuals, blank = pairs.positives, pairs.counterfactuals, pairs.blank
-        elif cfg.counterfactual == "paper":
-            batch = len(attempts)
-            both = self.images.generate_images(
-                [a.prompt for a in attempts] + [a.counterfactual_prompt for a in attempts],
-                [a.seed for a in attempts] + [a.counterfactual_seed for a in attempts],
-            )
-            positives, counterfactuals = both.positives[:batch], both.positives[batch:]
-            blank = [both.blank[i] or both.blank[batch + i] for i in range(batch)]
-        else:  # inpaint: the counterfactual needs the positive's mask
-            first = self.images.generate_images([a.prompt for a in attempts], [a.seed for a in attempts])
-            positives, counterfactuals, blank = first.positives, [None] * len(attempts), first.blank
+        first = self.mode.first_images(images, attempts)
+        positives, counterfactuals = first.positives, list(first.counterfactuals)
+        status: dict[int, str] = {i: "blank_image" for i, blank in enumerate(first.blank) if blank}
 
-        for i in range(len(attempts)):
-            if blank[i]:
-                status[i] = "blank_image"
         live = [i for i in range(len(attempts)) if i not in status]
-        annotations = dict(zip(live, self.annotator.annotate(
+        annotations: dict[int, Annotation] = dict(zip(live, annotator.annotate(
             [positives[i] for i in live], [attempts[i].names for i in live]
         ))) if live else {}
         for i in live:
@@ -322,20 +235,17 @@ class _Engine:
                 status[i] = "mask_area"
         live = [i for i in live if i not in status]
 
-        if cfg.counterfactual == "inpaint" and live:
-            masks = [_dilate(annotations[i].label > 0) for i in live]
-            repainted, cf_blank = self.images.inpaint(
-                [positives[i] for i in live], masks,
-                [attempts[i].counterfactual_prompt for i in live],
-                [negatives[i] for i in live], [attempts[i].seed for i in live],
-            )
-            for i, image, is_blank in zip(live, repainted, cf_blank):
+        repainted = self.mode.repaint(
+            images, [positives[i] for i in live], [annotations[i].label for i in live], [attempts[i] for i in live]
+        ) if live else None
+        if repainted is not None:
+            for i, image, blank in zip(live, *repainted):
                 counterfactuals[i] = image
-                if is_blank:
+                if blank:
                     status[i] = "blank_image"
             live = [i for i in live if i not in status]
 
-        scores = dict(zip(live, self.annotator.score_counterfactual(
+        scores = dict(zip(live, annotator.score_counterfactual(
             [counterfactuals[i] for i in live], [attempts[i].names for i in live]
         ))) if live else {}
         for i in live:
@@ -347,22 +257,12 @@ class _Engine:
             records.append({"attempt": attempt.index, "status": status.get(i, KEPT)})
             if i in status:
                 continue
-            ann = annotations[i]
-            rows.append(_row(attempt, positives[i], counterfactuals[i], ann, scores[i], cfg.seed))
+            rows.append(_row(attempt, positives[i], counterfactuals[i], annotations[i], scores[i], cfg.seed))
         return rows, records
 
 
-def _dilate(mask: np.ndarray) -> np.ndarray:
-    """Grow a (H, W) bool mask by ~2% of the image side, so inpainting covers object borders."""
-    from scipy.ndimage import binary_dilation
-
-    radius = max(1, round(0.02 * max(mask.shape)))
-    return binary_dilation(mask, iterations=radius)
-
-
-def _row(attempt: _Attempt, image, counterfactual, annotation, score: float, run_seed: int) -> dict[str, Any]:
-    from PIL import Image
-
+def _row(attempt: _Attempt, image: Image.Image, counterfactual: Image.Image, annotation: Annotation,
+         score: float, run_seed: int) -> dict[str, Any]:
     return {
         "id": f"s{run_seed}-a{attempt.index:08d}",
         "image": image,
@@ -380,14 +280,13 @@ def _row(attempt: _Attempt, image, counterfactual, annotation, score: float, run
     }
 
 
-def _process_state():
-    from accelerate import PartialState
-
+def _process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
 def generate(config: GenerationConfig, output_dir: str | os.PathLike, resume: bool = False) -> GenerationSummary:
-    """Generate a MagicSeg dataset folder (see DESIGN.md for its layout and columns).
+    """Generate a MagicSeg dataset folder (layout: :mod:`magicseg_hf.folder`; columns:
+    :data:`magicseg_hf.schema.DATASET_FEATURES`).
 
     Args:
         config: the run's settings; ``None`` fields take the preset's values.
@@ -397,42 +296,49 @@ def generate(config: GenerationConfig, output_dir: str | os.PathLike, resume: bo
     Returns:
         The run's :class:`GenerationSummary` (rows written, attempts, drops per filter).
 
+    Raises:
+        InputError: bad settings, a folder that is not empty (without ``resume``) or was written
+            with other settings (with it).
+        ModelLoadError: a model that cannot be loaded (checked before anything is written).
+
     Under ``accelerate launch`` every process calls this; each takes its own shards, and the
     first process writes the folder's card once all are done.
     """
     start = time.perf_counter()
-    config = config.resolved()
+    config = config.resolved()  # the one resolution: everything below reads this config
     vocabulary = resolve_classes(config.classes, config.vocabulary)
-    output_dir = Path(output_dir).expanduser()
+    folder = DatasetFolder(Path(output_dir).expanduser())
+    models = models_record(config)
     state = _process_state()
-    saved = _check_output_dir(output_dir, config, resume)
-    _check_models(config)
+    saved = _check_output_dir(folder, config, resume)
+    check_models(config, models)
     state.wait_for_everyone()  # every process has checked the folder before anyone writes to it
     if saved is not None and saved.get("summary"):
-        logger.info("%s is already complete", output_dir)
-        return GenerationSummary(output_dir=str(output_dir), **saved["summary"])
-    generation = _generation_record(config)
+        logger.info("%s is already complete", folder.root)
+        return GenerationSummary(output_dir=str(folder.root), **saved["summary"])
+    generation = _generation_record(config, models)
     if state.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / WORK_DIR).mkdir(exist_ok=True)
-        write_run_files(output_dir, vocabulary, generation)
+        folder.work_dir.mkdir(parents=True, exist_ok=True)
+        write_run_files(folder.root, vocabulary, generation)
     state.wait_for_everyone()
 
     with torch.inference_mode():
-        summary = _run(config, vocabulary, output_dir, generation, state, start)
+        summary = _run(config, vocabulary, folder, generation, state, start)
     logger.log(logging.WARNING if summary.shortfall else logging.INFO, "%s", summary.describe())
     return summary
 
 
-def _run(config: GenerationConfig, vocabulary: list[str], output_dir: Path, generation: dict[str, Any],
-         state, start: float) -> GenerationSummary:
+def _run(config: GenerationConfig, vocabulary: list[str], folder: DatasetFolder, generation: dict[str, Any],
+         state: PartialState, start: float) -> GenerationSummary:
     """Every process's part of :func:`generate` once the folder is set up: its shards, then the
-    first process's :func:`finalize`."""
+    first process's finalisation."""
     device = config.device or str(state.device)
     if state.num_processes > 1 and torch.device(device).type == state.device.type:
         device = str(state.device)  # "--device cuda" under accelerate: each process its own GPU
-    engine = _Engine(config, vocabulary, output_dir, device)
-    store = ShardStore(output_dir)
+    parts = build_components(config, device)
+    prompt_cache = _PromptCache(folder.prompts_path, enabled=config.prompt_backend != "template")
+    engine = _Engine(config, vocabulary, parts, prompt_cache)
+    store = ShardStore(folder.root)
     shard_size, batch_size = config.shard_size, config.batch_size
     max_attempts, target = config.max_attempts, config.num_pairs
     num_shards = -(-max_attempts // shard_size)
@@ -470,11 +376,13 @@ def _run(config: GenerationConfig, vocabulary: list[str], output_dir: Path, gene
     state.wait_for_everyone()
     if state.is_main_process:
         summary = finalize(
-            output_dir, num_shards, target, generation,
+            folder.root, num_shards, target, generation,
             elapsed_seconds=time.perf_counter() - start, num_processes=world,
         )
+        write_dataset_card(folder)
+        store.remove()
     state.wait_for_everyone()
     if not state.is_main_process:
-        saved_summary = json.loads((output_dir / GENERATION_FILE).read_text())["summary"]
-        summary = GenerationSummary(output_dir=str(output_dir), **saved_summary)
+        saved = folder.read_generation() or {}
+        summary = GenerationSummary(output_dir=str(folder.root), **saved["summary"])
     return summary

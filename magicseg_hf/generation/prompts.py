@@ -2,9 +2,10 @@
 
 * :func:`sample_class_sets` draws 1..``max_classes`` distinct vocabulary lines per prompt.
 * A :class:`PromptBackend` turns each class set into one scene description that names every
-  class by its bare name (checked with :func:`~magicseg_hf.generation.counterfactual.mentions`,
-  the same matcher the counterfactual prompt uses). A description that omits a class is
-  re-drawn, at most ``max_attempts`` times, then :class:`~magicseg_hf.errors.InputError`.
+  class by its bare name (checked with :func:`~magicseg_hf.generation.names.mentions`, the same
+  matcher the counterfactual prompt uses). A description that omits a class is re-drawn with a
+  derived seed (:func:`redraw_seed`), at most ``max_attempts`` times, then
+  :class:`~magicseg_hf.errors.InputError`.
 
 Backends:
 
@@ -16,12 +17,13 @@ Backends:
   ``/chat/completions`` endpoint, over plain ``urllib``; the key is read from the environment only.
 
 Every backend is deterministic per item: the prompt of a class set depends on that class set and
-its seed only, never on how the items were batched. Caching LLM answers is the pipeline's job.
+its seed only, never on how the items were batched. Caching LLM answers is the pipeline's job,
+and building a backend from the settings is the assembler's
+(:func:`magicseg_hf.generation.components.build_prompt_backend`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,8 +35,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from magicseg_hf.errors import InputError, ModelLoadError
-from magicseg_hf.generation.counterfactual import bare_name, mentions
+from magicseg_hf.errors import InputError
+from magicseg_hf.generation.names import bare_name, indefinite_article, mentions
+from magicseg_hf.seeding import derive_seed, seeded_random
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,8 @@ __all__ = [
     "TemplatePromptBackend",
     "TransformersPromptBackend",
     "build_instruction",
-    "build_prompt_backend",
     "parse_descriptions",
+    "redraw_seed",
     "sample_class_sets",
 ]
 
@@ -77,11 +80,11 @@ def sample_class_sets(
     """
     lines = list(dict.fromkeys(line for line in vocabulary if line.strip()))
     if not lines:
-        raise InputError("The vocabulary is empty: give at least one class name.")
+        raise InputError(f"vocabulary must list at least one class name (got {list(vocabulary)!r})")
     if count < 0:
-        raise InputError(f"count must be >= 0 (got {count}).")
+        raise InputError(f"count must be >= 0 (got {count})")
     if max_classes < 1:
-        raise InputError(f"max_classes must be >= 1 (got {max_classes}).")
+        raise InputError(f"max_classes must be >= 1 (got {max_classes})")
     sets: list[list[str]] = []
     for _ in range(count):
         k = rng.randint(1, min(max_classes, len(lines)))
@@ -100,12 +103,14 @@ def sample_class_sets(
     return sets
 
 
-def _derive_seed(seed: int, attempt: int) -> int:
-    """The seed of re-draw ``attempt`` (attempt 0 keeps ``seed``), a non-negative 63-bit int."""
+def redraw_seed(seed: int, attempt: int) -> int:
+    """The seed of re-draw ``attempt`` of an item seeded ``seed``, a non-negative 63-bit int.
+
+    Attempt 0 keeps ``seed`` itself; later attempts derive theirs from ``(seed, attempt)``.
+    """
     if attempt == 0:
         return int(seed) % (2**63)
-    digest = hashlib.sha256(f"magicseg-prompt:{int(seed)}:{attempt}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**63)
+    return derive_seed("magicseg-prompt", int(seed), attempt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,7 +126,7 @@ class PromptBackend(ABC):
     derived seed up to ``max_attempts`` times.
     """
 
-    #: Short name used in messages and by :func:`build_prompt_backend`.
+    #: Short name used in messages.
     name: str = "prompt"
     #: Requests per class set before giving up.
     max_attempts: int = 5
@@ -142,16 +147,18 @@ class PromptBackend(ABC):
                 class after ``max_attempts`` tries.
         """
         if len(class_sets) != len(seeds):
-            raise InputError(f"write() needs one seed per class set (got {len(class_sets)} sets, {len(seeds)} seeds).")
+            raise InputError(
+                f"write() needs one seed per class set (got {len(class_sets)} class sets and {len(seeds)} seeds)"
+            )
         return [self._write_one(list(classes), int(seed)) for classes, seed in zip(class_sets, seeds)]
 
     def _write_one(self, classes: list[str], seed: int) -> str:
         names = [bare_name(c) for c in classes]
         if not names or not all(names):
-            raise InputError(f"Every prompt needs at least one non-empty class name (got {classes!r}).")
+            raise InputError(f"every prompt needs at least one non-empty class name (got {classes!r})")
         misses: dict[str, int] = dict.fromkeys(names, 0)
         for attempt in range(self.max_attempts):
-            for text in self.candidates(names, _derive_seed(seed, attempt)):
+            for text in self.candidates(names, redraw_seed(seed, attempt)):
                 missing = [n for n in names if not mentions(text, n)]
                 if not missing:
                     return text
@@ -160,8 +167,8 @@ class PromptBackend(ABC):
             logger.debug("%s backend: no description names all of %s (attempt %d)", self.name, names, attempt + 1)
         worst = max(misses, key=lambda n: misses[n])
         raise InputError(
-            f"The {self.name} prompt backend kept omitting {worst!r} from its scene descriptions "
-            f"({self.max_attempts} attempts for classes {names}); try another model or class name."
+            f"the {self.name} prompt backend kept omitting {worst!r} from its scene descriptions "
+            f"({self.max_attempts} attempts for classes {names}); try another model or class name"
         )
 
 
@@ -236,15 +243,6 @@ _MASS_NOUNS = frozenset(
 )
 
 
-def _article(word: str) -> str:
-    w = word.lower()
-    if w.startswith(("hour", "honest", "heir")):
-        return "an"
-    if w.startswith(("uni", "use", "usu", "eu", "one", "ukulele", "utensil")):
-        return "a"
-    return "an" if w[:1] in "aeiou" else "a"
-
-
 def _noun_phrase(rng: random.Random, name: str) -> str:
     """``name`` with a determiner and maybe an attribute: "a shiny teapot", "the sky", "some jeans"."""
     low = name.lower()
@@ -255,7 +253,7 @@ def _noun_phrase(rng: random.Random, name: str) -> str:
     words = f"{attribute} {name}" if attribute else name
     if last.endswith("s") and not last.endswith(("ss", "us", "is")):
         return f"{rng.choice(('some', 'a pair of', 'the'))} {words}"
-    return f"{_article(words)} {words}"
+    return f"{indefinite_article(words)} {words}"
 
 
 class TemplatePromptBackend(PromptBackend):
@@ -271,7 +269,7 @@ class TemplatePromptBackend(PromptBackend):
     name = "template"
 
     def candidates(self, names: list[str], seed: int) -> list[str]:
-        rng = random.Random(f"magicseg-template:{seed}:{'|'.join(names)}")
+        rng = seeded_random("magicseg-template", seed, "|".join(names))
         phrases = [_noun_phrase(rng, n) for n in names]
         if len(phrases) == 1:
             subject = phrases[0] + rng.choice(_PLACEMENTS)
@@ -408,9 +406,9 @@ class TransformersPromptBackend(PromptBackend):
         top_p: float = 0.95,
     ) -> None:
         if prompts_per_request < 1:
-            raise InputError(f"prompts_per_request must be >= 1 (got {prompts_per_request}).")
+            raise InputError(f"prompts_per_request must be >= 1 (got {prompts_per_request})")
         if max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be >= 1 (got {max_new_tokens}).")
+            raise InputError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
         self.model = model
         self.tokenizer = tokenizer
         self.prompts_per_request = prompts_per_request
@@ -493,11 +491,11 @@ class OpenAIPromptBackend(PromptBackend):
         max_tokens: int = 1500,
     ) -> None:
         if not base_url:
-            raise InputError("The openai prompt backend needs a base URL (e.g. http://localhost:8000/v1).")
+            raise InputError(f"the openai prompt backend needs a base URL such as http://localhost:8000/v1 (got {base_url!r})")
         if not model:
-            raise InputError("The openai prompt backend needs a model name (--prompt-model).")
+            raise InputError(f"the openai prompt backend needs a model name, --prompt-model (got {model!r})")
         if prompts_per_request < 1:
-            raise InputError(f"prompts_per_request must be >= 1 (got {prompts_per_request}).")
+            raise InputError(f"prompts_per_request must be >= 1 (got {prompts_per_request})")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env
@@ -561,58 +559,3 @@ class OpenAIPromptBackend(PromptBackend):
 
     def candidates(self, names: list[str], seed: int) -> list[str]:
         return parse_descriptions(self.request(names, seed))
-
-
-# --------------------------------------------------------------------------------------------
-# Factory
-# --------------------------------------------------------------------------------------------
-
-
-def build_prompt_backend(name: str, **kwargs: Any) -> PromptBackend:
-    """A prompt backend by name: ``"template"``, ``"transformers"`` or ``"openai"``.
-
-    ``kwargs`` go to the backend's constructor. For ``"transformers"``, ``model`` may also be a
-    Hub id or local folder (with optional ``revision``, ``device`` and ``dtype``): the model and
-    its tokenizer are then loaded with the Auto classes (a load failure is a
-    :class:`~magicseg_hf.errors.ModelLoadError`).
-
-    Raises:
-        InputError: an unknown backend name or bad arguments.
-    """
-    key = name.strip().lower()
-    if key in ("template", "openai"):
-        cls = TemplatePromptBackend if key == "template" else OpenAIPromptBackend
-        try:
-            return cls(**kwargs)
-        except TypeError as err:
-            raise InputError(f"Bad arguments for the {key} prompt backend: {err}") from None
-    if key == "transformers":
-        model = kwargs.pop("model", None)
-        tokenizer = kwargs.pop("tokenizer", None)
-        revision = kwargs.pop("revision", None)
-        device = kwargs.pop("device", "cpu")
-        dtype = kwargs.pop("dtype", "auto")
-        if model is None:
-            raise InputError("The transformers prompt backend needs a model (object, Hub id or folder).")
-        if isinstance(model, (str, os.PathLike)):
-            model, tokenizer = _load_causal_lm(str(model), revision, device, dtype, tokenizer)
-        if tokenizer is None:
-            raise InputError("The transformers prompt backend needs the model's tokenizer.")
-        try:
-            return TransformersPromptBackend(model, tokenizer, **kwargs)
-        except TypeError as err:
-            raise InputError(f"Bad arguments for the transformers prompt backend: {err}") from None
-    raise InputError(f"Unknown prompt backend {name!r} (expected one of: template, transformers, openai).")
-
-
-def _load_causal_lm(model_id: str, revision: str | None, device: str, dtype: Any, tokenizer: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(model_id, revision=revision, dtype=dtype)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"Cannot load prompt model {model_id!r}: {first}") from None
-    return model.to(device).eval(), tokenizer

@@ -1,4 +1,8 @@
-"""Class vocabularies: the shipped lists (LVIS, VOC, Context, COCO) or a user's file."""
+"""Class vocabularies: the shipped lists (LVIS, VOC, Context, COCO) or a user's file.
+
+Every vocabulary text, shipped or not, is read by the one parser of vocabulary files
+(:func:`magicseg_hf.folder.parse_vocabulary_lines`): one class per non-blank line, no repeats.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from magicseg_hf.errors import InputError
+from magicseg_hf.folder import parse_vocabulary_lines
 
 #: Short names accepted by ``--vocabulary`` -> shipped file.
 SHIPPED_VOCABULARIES = {
@@ -19,25 +24,13 @@ SHIPPED_VOCABULARIES = {
 }
 
 
-def _parse_lines(text: str, source: str) -> list[str]:
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise InputError(f"vocabulary {source} has no class names")
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise InputError(f"vocabulary {source} lists {name!r} twice")
-        seen.add(name)
-    return names
-
-
 def load_vocabulary(name_or_path: str) -> list[str]:
     """The class list of a shipped vocabulary (``lvis``, ``voc``, ``context``, ``coco``) or a
     text file with one class per line (exact lines kept, LVIS qualifiers included)."""
     key = name_or_path.strip().lower()
     if key in SHIPPED_VOCABULARIES:
         text = (resources.files("magicseg_hf") / "vocabularies" / SHIPPED_VOCABULARIES[key]).read_text("utf-8")
-        return _parse_lines(text, repr(key))
+        return parse_vocabulary_lines(text, repr(key))
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         raise InputError(
@@ -48,7 +41,7 @@ def load_vocabulary(name_or_path: str) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read vocabulary file {str(path)!r}: {error}") from error
-    return _parse_lines(text, repr(str(path)))
+    return parse_vocabulary_lines(text, repr(str(path)))
 
 
 def resolve_classes(classes: list[str] | None, vocabulary: str | None) -> list[str]:

@@ -6,36 +6,31 @@ per attempt: kept or the filter that dropped it). The JSON file is the completio
 are written atomically (temporary file + rename), so a kill leaves every finished shard intact
 and a resume starts at the first unfinished one.
 
-When every needed shard is there, :func:`finalize` writes the dataset folder of DESIGN.md: the
-first ``num_pairs`` kept rows in attempt order as ``data/train-NNNNN.parquet``, ``preview.png``,
-``generation.json`` with the run's summary and the card, then removes ``.work``.
+When every needed shard is there, :func:`finalize` writes the rows of the dataset folder: the
+first ``num_pairs`` kept rows in attempt order as ``data/train-NNNNN.parquet``, ``preview.png``
+and ``generation.json`` with the run's summary. The writer knows nothing of cards: ``generate()``
+then renders the card (:func:`magicseg_hf.cards.write_dataset_card`) and removes ``.work``
+(:meth:`ShardStore.remove`). Every path comes from :class:`~magicseg_hf.folder.DatasetFolder`.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pyarrow.parquet as pq
-from PIL import Image
 
-from magicseg_hf.schema import (
-    DATA_DIR,
-    DATASET_FEATURES,
-    DROP_REASONS,
-    GENERATION_FILE,
-    PREVIEW_FILE,
-    VOCABULARY_FILE,
-    WORK_DIR,
-    shard_file_name,
-)
+from magicseg_hf.folder import DatasetFolder, atomic_write_bytes, atomic_write_json, decode_image
+from magicseg_hf.schema import DATASET_FEATURES, DROP_REASONS
+from magicseg_hf.visualization import pair_grid
+
+#: Rows shown in ``preview.png``.
+PREVIEW_ROWS = 4
 
 KEPT = "kept"
 
@@ -54,6 +49,7 @@ class GenerationSummary:
     elapsed_seconds: float = 0.0
 
     def describe(self) -> str:
+        """One line for people: rows written, attempts, drops per filter, time, any shortfall."""
         drops = ", ".join(f"{k}={v}" for k, v in self.dropped.items())
         text = (
             f"wrote {self.num_rows} rows to {self.output_dir} from {self.attempts} attempts "
@@ -64,35 +60,12 @@ class GenerationSummary:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (``generation.json`` keeps it, less ``output_dir``)."""
         return asdict(self)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the data from other users
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def rows_to_parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
     """Encode rows with the dataset features (images as PNG) into parquet bytes."""
-    import datasets
-
     buffer = io.BytesIO()
     was_disabled = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()  # one bar per shard would clutter the run's own bar
@@ -105,19 +78,23 @@ def rows_to_parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
 
 
 class ShardStore:
-    """The ``.work`` area of one output folder."""
+    """The ``.work`` area of one output folder: the per-shard work files of a running generation."""
 
     def __init__(self, output_dir: str | Path) -> None:
-        self.output_dir = Path(output_dir)
-        self.work_dir = self.output_dir / WORK_DIR
+        self.folder = DatasetFolder(output_dir)
+        self.output_dir = self.folder.root
+        self.work_dir = self.folder.work_dir
 
     def parquet_path(self, shard: int) -> Path:
-        return self.work_dir / f"shard-{shard:05d}.parquet"
+        """``.work/shard-NNNNN.parquet``: the kept rows of shard ``shard``."""
+        return self.folder.work_rows_path(shard)
 
     def records_path(self, shard: int) -> Path:
-        return self.work_dir / f"shard-{shard:05d}.json"
+        """``.work/shard-NNNNN.json``: the records of shard ``shard`` (its completion marker)."""
+        return self.folder.work_records_path(shard)
 
     def is_complete(self, shard: int) -> bool:
+        """Whether shard ``shard`` has been written in full."""
         return self.records_path(shard).is_file()
 
     def records(self, shard: int) -> list[dict[str, Any]]:
@@ -147,17 +124,23 @@ class ShardStore:
             total += count_kept(self.records(j))
         return total
 
+    def remove(self) -> None:
+        """Delete the work area (once the dataset folder is written and its card rendered)."""
+        self.folder.remove_work_dir()
 
-def write_run_files(output_dir: Path, vocabulary: list[str], generation: dict[str, Any]) -> None:
+
+def write_run_files(output_dir: str | Path, vocabulary: list[str], generation: dict[str, Any]) -> None:
     """The files a run writes before its first attempt: vocabulary.txt and generation.json."""
-    atomic_write_bytes(output_dir / VOCABULARY_FILE, ("\n".join(vocabulary) + "\n").encode("utf-8"))
-    atomic_write_json(output_dir / GENERATION_FILE, generation)
+    folder = DatasetFolder(output_dir)
+    folder.write_vocabulary(vocabulary)
+    folder.write_generation(generation)
 
 
-def _decode_preview_rows(table, count: int) -> list[dict[str, Any]]:
+def _decode_preview_rows(table: Any, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` rows of arrow ``table`` with their images decoded, for the preview grid."""
     rows = []
     for row in table.slice(0, count).to_pylist():
-        decoded = {k: Image.open(io.BytesIO(row[k]["bytes"])) for k in ("image", "counterfactual_image", "label")}
+        decoded = {k: decode_image(row[k]) for k in ("image", "counterfactual_image", "label")}
         rows.append({**decoded, "classes": row["classes"]})
     return rows
 
@@ -170,21 +153,19 @@ def finalize(
     elapsed_seconds: float,
     num_processes: int,
 ) -> GenerationSummary:
-    """Write the dataset folder from the complete shards ``0..num_shards-1`` (the run is over).
+    """Write the rows of the dataset folder from the complete shards ``0..num_shards-1``.
 
     The dataset is the first ``num_pairs`` kept attempts in attempt order; the summary counts the
     attempts up to the last of them (all attempts when there is a shortfall), so it is the same
-    however the run was split or resumed.
+    however the run was split or resumed. Writes ``data/``, ``preview.png`` and ``generation.json``
+    (``generation`` plus the summary); the card and the removal of ``.work`` are the caller's next
+    steps (:func:`magicseg_hf.cards.write_dataset_card`, :meth:`ShardStore.remove`).
     """
-    from magicseg_hf.hub import write_dataset_card
-    from magicseg_hf.visualization import pair_grid
-
-    output_dir = Path(output_dir)
     store = ShardStore(output_dir)
+    folder = store.folder
     counted: list[dict[str, Any]] = []
     kept_total = 0
-    data_dir = output_dir / DATA_DIR
-    data_dir.mkdir(parents=True, exist_ok=True)
+    folder.data_dir.mkdir(parents=True, exist_ok=True)
     preview_rows: list[dict[str, Any]] = []
     out_index = 0
     for shard in range(num_shards):
@@ -199,21 +180,21 @@ def finalize(
             kept_here += record["status"] == KEPT
         if kept_here:
             table = pq.read_table(store.parquet_path(shard))
-            target = output_dir / shard_file_name(out_index)
+            target = folder.shard_path(out_index)
             if kept_here == table.num_rows:
                 atomic_write_bytes(target, store.parquet_path(shard).read_bytes())
             else:
                 buffer = io.BytesIO()
                 pq.write_table(table.slice(0, kept_here), buffer)
                 atomic_write_bytes(target, buffer.getvalue())
-            if len(preview_rows) < 4:
-                preview_rows += _decode_preview_rows(table, min(kept_here, 4 - len(preview_rows)))
+            if len(preview_rows) < PREVIEW_ROWS:
+                preview_rows += _decode_preview_rows(table, min(kept_here, PREVIEW_ROWS - len(preview_rows)))
             out_index += 1
         kept_total += kept_here
 
     dropped = {reason: sum(r["status"] == reason for r in counted) for reason in DROP_REASONS}
     summary = GenerationSummary(
-        output_dir=str(output_dir),
+        output_dir=str(folder.root),
         num_rows=kept_total,
         attempts=len(counted),
         kept=kept_total,
@@ -224,13 +205,11 @@ def finalize(
     )
     if preview_rows:
         buffer = io.BytesIO()
-        pair_grid(preview_rows, max_rows=4).save(buffer, format="PNG")
-        atomic_write_bytes(output_dir / PREVIEW_FILE, buffer.getvalue())
+        pair_grid(preview_rows, max_rows=PREVIEW_ROWS).save(buffer, format="PNG")
+        atomic_write_bytes(folder.preview_path, buffer.getvalue())
     # The local path stays out of the file: generation.json travels to the Hub with the data.
     saved_summary = {k: v for k, v in summary.to_dict().items() if k != "output_dir"}
-    atomic_write_json(output_dir / GENERATION_FILE, {**generation, "summary": saved_summary})
-    write_dataset_card(output_dir)
-    shutil.rmtree(store.work_dir, ignore_errors=True)
+    folder.write_generation({**generation, "summary": saved_summary})
     return summary
 
 

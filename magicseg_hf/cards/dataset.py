@@ -1,0 +1,524 @@
+"""The dataset card: ``README.md`` of a dataset folder, rendered from ``dataset_card.md``.
+
+The card is regenerated from the folder's contents — the parquet shards, ``generation.json`` and
+``vocabulary.txt`` — never edited by hand: :func:`card_values` computes every value the card
+shows, and the Jinja template ``dataset_card.md`` (package data beside this module) holds the
+prose. It is rendered by huggingface_hub's :meth:`~huggingface_hub.DatasetCard.from_template`,
+whose YAML dump keeps key order (a sorted dump breaks ``load_dataset`` on nested list features);
+the ``configs``/``dataset_info`` metadata is produced by ``datasets`` itself, so that
+``load_dataset(DIR)`` and ``load_dataset("USER/NAME")`` return exactly
+:data:`~magicseg_hf.schema.DATASET_FEATURES`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shlex
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from magicseg_hf.cards.paper import PAPER_CITATION, PAPER_URL
+from magicseg_hf.errors import InputError
+from magicseg_hf.folder import (
+    CARD_DATA_FILES,
+    HISTOGRAM_FILE,
+    DatasetFolder,
+    FolderStats,
+    atomic_write_bytes,
+)
+from magicseg_hf.schema import DATASET_FEATURES, DROP_REASONS, GENERATION_FILE, PREVIEW_FILE, VOCABULARY_FILE
+from magicseg_hf.visualization import class_histogram_chart
+
+logger = logging.getLogger(__name__)
+
+#: The Jinja template of the dataset card (package data of ``magicseg_hf.cards``).
+DATASET_CARD_TEMPLATE = "dataset_card.md"
+#: Classes listed in the card's histogram table and chart.
+HISTOGRAM_TOP_K = 20
+#: Vocabulary classes named in the card's "no row" sentence before "and N more".
+MISSING_CLASSES_SHOWN = 20
+#: Vocabulary names the card spells out in capitals ("the LVIS vocabulary").
+SHIPPED_VOCABULARY_NAMES = frozenset({"lvis", "voc", "voc20", "context", "context59", "coco", "coco80"})
+
+#: What each column holds (DESIGN.md's schema table), in column order.
+COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "id": "unique row id, stable across resumed runs",
+    "image": "the positive image (shows the target classes)",
+    "counterfactual_image": "the same scene without the target classes",
+    "label": 'mode "L" label map: 0 background, i = `classes[i-1]`, 255 unknown (reserved)',
+    "classes": "target classes in label-id order, each an exact vocabulary line",
+    "prompt": "the prompt of the positive image",
+    "counterfactual_prompt": "the prompt of the counterfactual image (classes removed)",
+    "seed": "noise seed of the positive image",
+    "counterfactual_seed": "noise seed of the counterfactual (equal to `seed` except in `paper` mode)",
+    "boxes": "detector boxes, xyxy in pixels",
+    "box_labels": "index into `classes` of each box",
+    "box_scores": "detector score of each box",
+    "counterfactual_score": "highest detector score of any target class on the counterfactual (lower = cleaner)",
+}
+
+#: How the card's count table names each filter of :data:`~magicseg_hf.schema.DROP_REASONS`.
+DROP_DESCRIPTIONS: dict[str, str] = {
+    "blank_image": "blank image (safety checker output)",
+    "no_detection": "no detection of a target class",
+    "mask_area": "labelled area outside the bounds",
+    "counterfactual": "counterfactual still shows a target class",
+}
+
+#: How each counterfactual mode makes its image (the card's "How it was made", step 2).
+MODE_DESCRIPTIONS: dict[str, str] = {
+    "prompt": "the same initial noise with the classes removed from the prompt and used as the negative prompt.",
+    "inpaint": "the positive image's own labelled region repainted by an inpainting model (a pixel-aligned pair).",
+    "paper": "as in the released MagicSeg code: an independent sample with its own seed, class words replaced "
+             'by "nothing".',
+}
+
+#: (generation.json model role, the card's name for it), in the card's order.
+MODEL_ROLES = (
+    ("prompt_model", "Prompt writer (LLM)"),
+    ("diffusion_model", "Text-to-image diffusion"),
+    ("inpainting_model", "Inpainting diffusion (counterfactuals)"),
+    ("detector_model", "Open-vocabulary detector"),
+    ("segmenter_model", "Segmenter (SAM)"),
+)
+
+# Licenses of known generators (Hub license identifiers); the images inherit them.
+_GENERATOR_LICENSES: tuple[tuple[str, str, str], ...] = (
+    # (substring of the lower-cased model id, Hub license id, human name)
+    ("stable-diffusion-v1", "creativeml-openrail-m", "CreativeML OpenRAIL-M"),
+    ("stable-diffusion-inpainting", "creativeml-openrail-m", "CreativeML OpenRAIL-M"),
+    ("compvis/stable-diffusion", "creativeml-openrail-m", "CreativeML OpenRAIL-M"),
+    ("stable-diffusion-2", "openrail++", "CreativeML OpenRAIL++-M"),
+    ("stable-diffusion-xl", "openrail++", "CreativeML OpenRAIL++-M"),
+)
+_ANNOTATOR_LICENSES: tuple[tuple[str, str], ...] = (
+    ("grounding-dino", "Apache-2.0"),
+    ("groundingdino", "Apache-2.0"),
+    ("owlv2", "Apache-2.0"),
+    ("sam", "Apache-2.0"),
+)
+_SIZE_BUCKETS = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small pieces
+# ----------------------------------------------------------------------------------------------
+def size_category(num_rows: int) -> str:
+    """The Hub's ``size_categories`` bucket for ``num_rows`` rows (``"n<1K"``, ``"1K<n<10K"``...)."""
+    for limit, name in _SIZE_BUCKETS:
+        if num_rows < limit:
+            return name
+    return "1B<n<10B"
+
+
+def generator_license(model_id: str | None) -> tuple[str, str]:
+    """(Hub license id, human name) of the images made by diffusion model ``model_id``.
+
+    The tiny preset's random weights are built by this package (Apache-2.0); an unknown model
+    gives ``("other", ...)`` and the card tells readers to check the generator's model card.
+    """
+    if not model_id:
+        return "other", "the license of the generating model"
+    lowered = str(model_id).lower()
+    if lowered.startswith("tiny:"):
+        return "apache-2.0", "Apache-2.0 (random tiny weights built by magicseg-hf)"
+    for needle, license_id, name in _GENERATOR_LICENSES:
+        if needle in lowered:
+            return license_id, name
+    return "other", f"the license of `{model_id}` (see its model card)"
+
+
+def annotator_license(model_id: str | None) -> str:
+    """The license name of detector or segmenter ``model_id`` ("see its model card" when unknown)."""
+    lowered = str(model_id or "").lower()
+    if lowered.startswith("tiny:"):
+        return "Apache-2.0"
+    for needle, name in _ANNOTATOR_LICENSES:
+        if needle in lowered:
+            return name
+    return "see its model card"
+
+
+def model_entry(generation: dict[str, Any], role: str) -> tuple[str, str] | None:
+    """(model id, revision as the card shows it) of ``role`` in a ``generation.json``, or None.
+
+    ``models`` (what was loaded) wins over ``config`` (what was asked).
+    """
+    models = generation.get("models") or {}
+    config = generation.get("config") or {}
+    entry = models.get(role)
+    if isinstance(entry, dict) and entry.get("id"):
+        model_id, revision = str(entry["id"]), entry.get("revision")
+    elif config.get(role):
+        model_id, revision = str(config[role]), config.get(f"{role}_revision")
+    else:
+        return None
+    if revision:
+        return model_id, f"`{revision}`"
+    return model_id, "— (built offline)" if model_id.startswith("tiny:") else "default branch (not pinned)"
+
+
+def vocabulary_phrase(config: dict[str, Any], vocabulary: list[str]) -> str:
+    """The classes in a few words: "the LVIS vocabulary (1203 classes)", "cat, dog", "40 classes"."""
+    name = config.get("vocabulary")
+    if name and str(name).lower() in SHIPPED_VOCABULARY_NAMES:
+        return f"the {str(name).upper()} vocabulary ({len(vocabulary)} classes)"
+    if len(vocabulary) <= 6:
+        return ", ".join(vocabulary) if vocabulary else "no classes"
+    return f"{len(vocabulary)} classes"
+
+
+def pretty_name(config: dict[str, Any], vocabulary: list[str]) -> str:
+    """The card's ``pretty_name``: what the data shows, in a few words."""
+    return f"MagicSeg synthetic segmentation: {vocabulary_phrase(config, vocabulary)}"
+
+
+def feature_name(feature: Any) -> str:
+    """A short type name for the card's column table: ``string``, ``Image ("L")``, ``list[float32]``."""
+    kind = type(feature).__name__
+    if kind == "Value":
+        return str(feature.dtype)
+    if kind == "Image":
+        return f'Image ("{feature.mode}")' if getattr(feature, "mode", None) else "Image"
+    if kind == "List":
+        inner = feature_name(feature.feature)
+        length = getattr(feature, "length", -1)
+        return f"list[{inner}, {length}]" if length not in (None, -1) else f"list[{inner}]"
+    return kind
+
+
+def reproduce_command(config: dict[str, Any]) -> str:
+    """The ``magicseg generate`` line that reproduces the run (settings from ``generation.json``)."""
+    parts = ["magicseg", "generate"]
+    if config.get("vocabulary"):
+        parts += ["--vocabulary", str(config["vocabulary"])]
+    elif config.get("classes"):
+        parts += ["--classes", *[str(c) for c in config["classes"]]]
+    for key in ("num_pairs", "seed", "preset", "counterfactual", "prompt_backend"):
+        if config.get(key) is not None:
+            parts += [f"--{key.replace('_', '-')}", str(config[key])]
+    parts += ["--output-dir", "out"]
+    return shlex.join(parts)
+
+
+def _md(text: Any) -> str:
+    """Escape a value for a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt(value: Any) -> str:
+    """A setting as the card shows it: "—" for None, floats without trailing zeros."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# The card's metadata and values
+# ----------------------------------------------------------------------------------------------
+def card_data(
+    config: dict[str, Any], vocabulary: list[str], stats: FolderStats, license_id: str
+) -> DatasetCardData:
+    """The card's YAML metadata: Hub fields, ``configs`` (the shard glob) and ``dataset_info``."""
+    tags = ["synthetic", "magicseg", "semantic-segmentation", "open-vocabulary", "counterfactual",
+            "stable-diffusion", "sam"]
+    if config.get("detector"):
+        tags.append(config["detector"])
+    data = DatasetCardData(
+        license=license_id,
+        task_categories=["image-segmentation"],
+        task_ids=["semantic-segmentation"],
+        language=["en"],
+        size_categories=[size_category(stats.num_rows)],
+        pretty_name=pretty_name(config, vocabulary),
+        tags=tags,
+        source_datasets=["original"],
+        annotations_creators=["machine-generated"],
+        language_creators=["machine-generated"],
+        multilinguality=["monolingual"],
+    )
+    MetadataConfigs({"default": {"data_files": [{"split": "train", "path": CARD_DATA_FILES}]}}).to_dataset_card_data(
+        data
+    )
+    info = datasets.DatasetInfo(
+        features=DATASET_FEATURES,
+        splits=datasets.SplitDict.from_split_dict(
+            [{"name": "train", "num_bytes": stats.dataset_size, "num_examples": stats.num_rows}]
+        ),
+        download_size=stats.download_size,
+        dataset_size=stats.dataset_size,
+    )
+    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
+    return data
+
+
+@dataclass
+class DatasetCardValues:
+    """Everything ``dataset_card.md`` shows, computed from the folder (markdown-ready strings).
+
+    Table rows are tuples of cells, already escaped for a markdown table.
+    """
+
+    title: str
+    num_rows: int
+    vocabulary_phrase: str
+    is_tiny: bool
+    preview_file: str | None
+    columns: list[tuple[str, str, str]]
+    image_size: str
+    max_classes_per_prompt: str
+    prompt_backend: str
+    mode: str
+    mode_description: str
+    models: list[tuple[str, str, str, str]]
+    template_prompts: bool
+    settings: list[tuple[str, str]]
+    libraries: str
+    reproduce_command: str
+    counts: list[tuple[str, str]]
+    num_boxes: int
+    mean_counterfactual_score: str | None
+    classes_present: int
+    vocabulary_size: int
+    top_count: int
+    top_classes: list[tuple[str, str, str]]
+    histogram_file: str | None
+    missing_classes: str | None
+    dataset_ref: str
+    diffusion_model: str
+    image_license: str
+    openrail: bool
+    detector_model: str
+    detector_license: str
+    segmenter_model: str
+    segmenter_license: str
+    citation: str
+    paper_url: str = PAPER_URL
+    vocabulary_file: str = VOCABULARY_FILE
+    generation_file: str = GENERATION_FILE
+
+
+def _model_rows(generation: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    config = generation.get("config") or {}
+    models = generation.get("models") or {}
+    mode = config.get("counterfactual", "prompt")
+    rows = []
+    for role, title in MODEL_ROLES:
+        entry = model_entry(generation, role)
+        if entry is None:
+            continue
+        if role == "prompt_model" and config.get("prompt_backend") == "template":
+            continue
+        if role == "inpainting_model" and mode != "inpaint" and role not in models:
+            continue
+        if role in ("detector_model", "segmenter_model"):
+            license_text = annotator_license(entry[0])
+        elif role == "prompt_model":
+            license_text = "see its model card"
+        else:
+            license_text = generator_license(entry[0])[1]
+        rows.append((title, _md(entry[0]), _md(entry[1]), _md(license_text)))
+    return rows
+
+
+def _settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
+    config = generation.get("config") or {}
+    summary = generation.get("summary") or {}
+    settings = [
+        ("vocabulary", config.get("vocabulary") or "`--classes` (see `vocabulary.txt`)"),
+        ("prompt backend", config.get("prompt_backend")),
+        ("counterfactual mode", config.get("counterfactual", "prompt")),
+        ("denoising steps", config.get("num_inference_steps")),
+        ("guidance scale", config.get("guidance_scale")),
+        ("image size (h × w)", f"{_fmt(config.get('height'))} × {_fmt(config.get('width'))}"),
+        ("safety checker", config.get("safety_checker")),
+        ("detector", config.get("detector")),
+        ("segmenter backend", config.get("segmenter")),
+        ("box threshold", config.get("box_threshold")),
+        ("text threshold", config.get("text_threshold")),
+        ("counterfactual threshold", config.get("counterfactual_threshold")),
+        ("mask area bounds (fraction of image)",
+         f"{_fmt(config.get('min_mask_area'))} – {_fmt(config.get('max_mask_area'))}"),
+        ("master seed", config.get("seed")),
+        ("pairs asked / max attempts", f"{_fmt(config.get('num_pairs'))} / {_fmt(config.get('max_attempts'))}"),
+        ("batch size / shard size", f"{_fmt(config.get('batch_size'))} / {_fmt(config.get('shard_size'))}"),
+        ("processes", summary.get("num_processes")),
+        ("magicseg-hf", generation.get("package_version", "—")),
+    ]
+    return [(key, _md(_fmt(value))) for key, value in settings]
+
+
+def _count_rows(summary: dict[str, Any], num_rows: int) -> list[tuple[str, str]]:
+    dropped = summary.get("dropped") or {}
+    rows = [("attempts", _fmt(summary.get("attempts"))), ("**kept (rows)**", f"**{num_rows}**")]
+    rows += [(f"dropped: {DROP_DESCRIPTIONS.get(reason, reason)}", _fmt(dropped.get(reason, 0)))
+             for reason in DROP_REASONS]
+    rows += [(f"dropped: {_md(reason)}", _fmt(dropped[reason])) for reason in sorted(set(dropped) - set(DROP_REASONS))]
+    if summary.get("shortfall"):
+        rows.append(("shortfall (asked but not kept)", _fmt(summary.get("shortfall"))))
+    return rows
+
+
+def _class_rows(stats: FolderStats) -> list[tuple[str, str, str]]:
+    ordered = sorted(stats.rows_per_class.items(), key=lambda item: (-item[1], item[0]))
+    rows = [(_md(name), str(count), str(stats.boxes_per_class.get(name, 0)))
+            for name, count in ordered[:HISTOGRAM_TOP_K]]
+    if len(ordered) > HISTOGRAM_TOP_K:
+        rest = ordered[HISTOGRAM_TOP_K:]
+        rows.append((f"*{len(rest)} more classes*", str(sum(c for _, c in rest)),
+                     str(sum(stats.boxes_per_class.get(n, 0) for n, _ in rest))))
+    return rows
+
+
+def card_values(
+    folder: DatasetFolder,
+    generation: dict[str, Any],
+    vocabulary: list[str],
+    stats: FolderStats,
+    repo_id: str | None = None,
+) -> DatasetCardValues:
+    """Every value of the card of ``folder`` (``repo_id`` goes in the loading examples)."""
+    config = generation.get("config") or {}
+    models = generation.get("models") or {}
+    summary = generation.get("summary") or {}
+    libraries = generation.get("library_versions") or {}
+    mode = config.get("counterfactual", "prompt")
+    is_tiny = config.get("preset") == "tiny" or any(
+        str((models.get(role) or {}).get("id", "")).startswith("tiny:") for role in models
+    )
+    diffusion = model_entry(generation, "diffusion_model")
+    detector = model_entry(generation, "detector_model")
+    segmenter = model_entry(generation, "segmenter_model")
+    image_license = generator_license(diffusion[0] if diffusion else None)[1]
+    missing = [name for name in vocabulary if name not in stats.rows_per_class]
+    missing_text = None
+    if missing:
+        shown = missing[:MISSING_CLASSES_SHOWN]
+        more = len(missing) - len(shown)
+        missing_text = _md(", ".join(shown) + (f" and {more} more" if more > 0 else ""))
+    return DatasetCardValues(
+        title=pretty_name(config, vocabulary),
+        num_rows=stats.num_rows,
+        vocabulary_phrase=vocabulary_phrase(config, vocabulary),
+        is_tiny=is_tiny,
+        preview_file=PREVIEW_FILE if folder.preview_path.is_file() else None,
+        columns=[(column, feature_name(feature), _md(COLUMN_DESCRIPTIONS.get(column, "")))
+                 for column, feature in DATASET_FEATURES.items()],
+        image_size=f"{stats.image_size[0]}×{stats.image_size[1]} px" if stats.image_size else "—",
+        max_classes_per_prompt=_fmt(config.get("max_classes_per_prompt")),
+        prompt_backend=_fmt(config.get("prompt_backend")),
+        mode=str(mode),
+        mode_description=MODE_DESCRIPTIONS.get(str(mode), "see `generation.json`."),
+        models=_model_rows(generation),
+        template_prompts=config.get("prompt_backend") == "template",
+        settings=_settings_rows(generation),
+        libraries=", ".join(f"{name} {version}" for name, version in sorted(libraries.items())),
+        reproduce_command=reproduce_command(config),
+        counts=_count_rows(summary, stats.num_rows),
+        num_boxes=stats.num_boxes,
+        mean_counterfactual_score=(f"{stats.mean_counterfactual_score:.3f}"
+                                   if stats.mean_counterfactual_score is not None else None),
+        classes_present=len(stats.rows_per_class),
+        vocabulary_size=len(vocabulary),
+        top_count=min(HISTOGRAM_TOP_K, len(stats.rows_per_class)),
+        top_classes=_class_rows(stats),
+        histogram_file=HISTOGRAM_FILE if folder.histogram_path.is_file() or stats.num_rows else None,
+        missing_classes=missing_text,
+        dataset_ref=repo_id or "USER/NAME",
+        diffusion_model=diffusion[0] if diffusion else "the diffusion model",
+        image_license=image_license,
+        openrail="OpenRAIL" in image_license,
+        detector_model=detector[0] if detector else "the detector",
+        detector_license=annotator_license(detector[0] if detector else None),
+        segmenter_model=segmenter[0] if segmenter else "SAM",
+        segmenter_license=annotator_license(segmenter[0] if segmenter else None),
+        citation=PAPER_CITATION,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering and writing
+# ----------------------------------------------------------------------------------------------
+def _read_generation(folder: DatasetFolder) -> dict[str, Any]:
+    """``generation.json`` for the card: {} (with a warning) when absent or unreadable."""
+    try:
+        generation = folder.read_generation()
+    except InputError as error:
+        logger.warning("%s in %s; the card will lack provenance", error, folder.root)
+        return {}
+    if generation is None:
+        logger.warning("%s has no %s; the card will lack provenance", folder.root, GENERATION_FILE)
+        return {}
+    return generation
+
+
+def render_dataset_card(folder: str | Path | DatasetFolder, repo_id: str | None = None) -> DatasetCard:
+    """The :class:`~huggingface_hub.DatasetCard` of dataset folder ``folder``.
+
+    Reads only the folder (shards, ``generation.json``, ``vocabulary.txt``); writes nothing.
+    ``repo_id`` is used in the card's loading examples (``USER/NAME`` when not given).
+    """
+    folder = DatasetFolder(folder)
+    generation = _read_generation(folder)
+    vocabulary = folder.read_vocabulary(check=False) if folder.vocabulary_path.is_file() else []
+    stats = folder.stats()
+    config = generation.get("config") or {}
+    diffusion = model_entry(generation, "diffusion_model")
+    license_id, _ = generator_license(diffusion[0] if diffusion else None)
+    values = card_values(folder, generation, vocabulary, stats, repo_id)
+    template = resources.files(__package__) / DATASET_CARD_TEMPLATE
+    with resources.as_file(template) as template_path:
+        return DatasetCard.from_template(
+            card_data(config, vocabulary, stats, license_id), template_path=str(template_path), **asdict(values)
+        )
+
+
+def write_histogram_chart(folder: str | Path | DatasetFolder, stats: FolderStats | None = None) -> Path | None:
+    """Draw ``class_histogram.png`` (rows per class) into ``folder``; None when there are no rows."""
+    folder = DatasetFolder(folder)
+    stats = stats if stats is not None else folder.stats()
+    if not stats.num_rows:
+        return None
+    chart = class_histogram_chart(stats.rows_per_class, top_k=HISTOGRAM_TOP_K,
+                                  title=f"rows per class ({stats.num_rows} rows)")
+    buffer = io.BytesIO()
+    chart.save(buffer, format="PNG")
+    atomic_write_bytes(folder.histogram_path, buffer.getvalue())
+    return folder.histogram_path
+
+
+def write_dataset_card(folder: str | Path | DatasetFolder) -> Path:
+    """Regenerate ``README.md`` and ``class_histogram.png`` of dataset folder ``folder``.
+
+    Called by ``generate()`` once the writer has finished the folder; safe to call again at any
+    time (the result depends only on the folder's data files). Returns the card's path.
+
+    Raises:
+        InputError: ``folder`` is not a directory.
+    """
+    folder = DatasetFolder(folder)
+    if not folder.exists():
+        raise InputError(f"{folder.root} is not a folder")
+    write_histogram_chart(folder)
+    card = render_dataset_card(folder)
+    atomic_write_bytes(folder.card_path, str(card).encode("utf-8"))
+    logger.debug("wrote %s", folder.card_path)
+    return folder.card_path

@@ -1,0 +1,243 @@
+"""The component assembler: a resolved :class:`GenerationConfig` -> the loaded parts of a run.
+
+``generate()`` resolves its settings once (:meth:`GenerationConfig.resolved`) and hands the
+resolved config here; this module is the one place that turns settings into objects:
+
+* :func:`models_record` — which models the run loads (``generation.json``'s ``"models"``), and
+  :func:`check_models` — whether each can be loaded, checked before anything is written;
+* :func:`build_prompt_backend`, :func:`build_pair_generator`, :func:`build_annotator` — the
+  prompt backend, the diffusion pipelines inside a
+  :class:`~magicseg_hf.generation.images.PairImageGenerator`, and the detector + segmenter inside an
+  :class:`~magicseg_hf.generation.annotate.Annotator`; :func:`build_components` builds all three
+  and picks the counterfactual mode.
+
+The parts themselves take what they need handed in (a pipeline, a detector, thresholds): none of
+them reads a config or a preset.
+
+Example:
+    >>> config = GenerationConfig(classes=["cat"], preset="tiny").resolved()
+    >>> parts = build_components(config, device="cpu")
+    >>> parts.mode.name, type(parts.prompt_backend).__name__
+    ('prompt', 'TemplatePromptBackend')
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from magicseg_hf.errors import InputError
+from magicseg_hf.generation.annotate import (
+    Annotator,
+    Detector,
+    GroundingDinoDetector,
+    Owlv2Detector,
+    SegmentAnythingSegmenter,
+    Segmenter,
+    TransformersSamSegmenter,
+)
+from magicseg_hf.generation.config import GenerationConfig
+from magicseg_hf.generation.images import PairImageGenerator
+from magicseg_hf.generation.modes import CounterfactualMode, counterfactual_mode
+from magicseg_hf.generation.prompts import (
+    OpenAIPromptBackend,
+    PromptBackend,
+    TemplatePromptBackend,
+    TransformersPromptBackend,
+)
+from magicseg_hf.loading import (
+    check_model_available,
+    load_causal_lm,
+    load_detector,
+    load_diffusion_pipeline,
+    load_segmenter,
+)
+from magicseg_hf.presets import TINY_SEGMENT_ANYTHING
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Components",
+    "ModelsRecord",
+    "build_annotator",
+    "build_components",
+    "build_pair_generator",
+    "build_prompt_backend",
+    "check_models",
+    "models_record",
+]
+
+#: Role (``"diffusion_model"``, ...) -> ``{"id": ..., "revision": ...}`` of each model a run loads.
+ModelsRecord = dict[str, dict[str, "str | None"]]
+
+
+def _require_resolved(config: GenerationConfig) -> None:
+    if not config.is_resolved():
+        raise ValueError(
+            "the component assembler needs a resolved config (got an unresolved one); pass config.resolved()"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# What the run loads, and whether it can
+# ----------------------------------------------------------------------------------------------
+def models_record(config: GenerationConfig) -> ModelsRecord:
+    """Role -> ``{"id", "revision"}`` of every model the run loads, as ``generation.json`` records it.
+
+    The inpainting model only where the counterfactual mode uses it, the prompt model only for
+    the LLM backends; a segment-anything segmenter is recorded as its ``.pth`` file and model type
+    (or the tiny twin).
+    """
+    _require_resolved(config)
+    roles = ["diffusion_model", "detector_model"]
+    if counterfactual_mode(config.counterfactual).uses_inpainting_model:
+        roles.append("inpainting_model")
+    if config.segmenter == "transformers":
+        roles.append("segmenter_model")
+    if config.prompt_backend in ("transformers", "openai"):
+        roles.append("prompt_model")
+    record = {role: {"id": getattr(config, role), "revision": getattr(config, f"{role}_revision")} for role in roles}
+    if config.segmenter == "segment-anything":  # a .pth file and its architecture, or the tiny twin
+        record["segmenter_model"] = (
+            {"id": config.sam_checkpoint, "revision": config.sam_model_type}
+            if config.sam_checkpoint
+            else {"id": TINY_SEGMENT_ANYTHING, "revision": "tiny"}
+        )
+    return record
+
+
+def check_models(config: GenerationConfig, record: ModelsRecord) -> None:
+    """Fail at once, before anything is written, when a model of ``record`` cannot be loaded.
+
+    Raises:
+        InputError: a segment-anything checkpoint that is missing, or none outside the tiny preset.
+        ModelLoadError: a model folder that does not exist, or a Hub id that is neither cached nor
+            reachable (see :func:`magicseg_hf.loading.check_model_available`).
+    """
+    if config.segmenter == "segment-anything":
+        if config.sam_checkpoint and not Path(config.sam_checkpoint).expanduser().is_file():
+            raise InputError(f"--sam-checkpoint {config.sam_checkpoint!r}: no such file")
+        if not config.sam_checkpoint and config.preset != "tiny":
+            raise InputError("--segmenter segment-anything needs --sam-checkpoint (a .pth file) outside the tiny preset")
+    for role, model in record.items():
+        if role == "prompt_model" and config.prompt_backend == "openai":
+            continue  # a model name on the endpoint, not a Hub id
+        if role == "segmenter_model" and config.segmenter == "segment-anything":
+            continue  # checked above: a file, not a Hub id
+        check_model_available(model["id"], model["revision"], role.replace("_", " "))
+
+
+# ----------------------------------------------------------------------------------------------
+# The parts
+# ----------------------------------------------------------------------------------------------
+def build_prompt_backend(config: GenerationConfig, device: str) -> PromptBackend:
+    """The prompt backend of ``config.prompt_backend`` (for ``transformers``, with its LLM loaded
+    on ``device``)."""
+    _require_resolved(config)
+    if config.prompt_backend == "template":
+        return TemplatePromptBackend()
+    if config.prompt_backend == "transformers":
+        model, tokenizer = load_causal_lm(
+            config.prompt_model, config.prompt_model_revision, dtype=config.dtype, device=device
+        )
+        return TransformersPromptBackend(model, tokenizer, prompts_per_request=config.prompts_per_request)
+    return OpenAIPromptBackend(
+        base_url=config.openai_base_url,
+        model=config.prompt_model,
+        prompts_per_request=config.prompts_per_request,
+    )
+
+
+def build_pair_generator(config: GenerationConfig, device: str) -> PairImageGenerator:
+    """The text-to-image pipeline (and the inpainting one, where the mode uses it) on ``device``,
+    in a :class:`PairImageGenerator` with the run's steps, guidance and size."""
+    _require_resolved(config)
+    pipe = load_diffusion_pipeline(
+        config.diffusion_model,
+        config.diffusion_model_revision,
+        dtype=config.dtype,
+        device=device,
+        safety_checker=config.safety_checker,
+    )
+    inpaint_pipe = None
+    if counterfactual_mode(config.counterfactual).uses_inpainting_model:
+        inpaint_pipe = load_diffusion_pipeline(
+            config.inpainting_model,
+            config.inpainting_model_revision,
+            inpainting=True,
+            dtype=config.dtype,
+            device=device,
+            safety_checker=config.safety_checker,
+        )
+    return PairImageGenerator(
+        pipe,
+        inpaint_pipe=inpaint_pipe,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        height=config.height,
+        width=config.width,
+    )
+
+
+def build_annotator(config: GenerationConfig, device: str) -> Annotator:
+    """The detector and segmenter of ``config`` loaded on ``device`` (in ``config.dtype``), with the
+    run's thresholds and box cap, in an :class:`Annotator`."""
+    _require_resolved(config)
+    model, processor = load_detector(
+        config.detector, config.detector_model, config.detector_model_revision, device=device, dtype=config.dtype
+    )
+    detector: Detector
+    if config.detector == "owlv2":
+        detector = Owlv2Detector(model, processor, device)
+    else:
+        detector = GroundingDinoDetector(model, processor, device)
+
+    sam, sam_processor = load_segmenter(
+        config.segmenter,
+        config.segmenter_model,
+        config.segmenter_model_revision,
+        sam_checkpoint=config.sam_checkpoint,
+        sam_model_type=config.sam_model_type,
+        device=device,
+        dtype=config.dtype,
+    )
+    segmenter: Segmenter
+    if config.segmenter == "segment-anything":
+        segmenter = SegmentAnythingSegmenter(sam, device)
+    else:
+        segmenter = TransformersSamSegmenter(sam, sam_processor, device)
+    logger.info(
+        "annotator: %s %s + %s SAM %s (box >= %s, text >= %s)",
+        config.detector, config.detector_model, config.segmenter, config.sam_checkpoint or config.segmenter_model,
+        config.box_threshold, config.text_threshold,
+    )
+    return Annotator(
+        detector, segmenter, config.box_threshold, config.text_threshold, max_detections=config.max_boxes
+    )
+
+
+@dataclass
+class Components:
+    """The loaded parts of a run, built once per process by :func:`build_components`."""
+
+    prompt_backend: PromptBackend
+    images: PairImageGenerator
+    annotator: Annotator
+    mode: CounterfactualMode
+
+
+def build_components(config: GenerationConfig, device: str) -> Components:
+    """Every part of a run from its resolved config, models loaded on ``device``.
+
+    Raises:
+        ValueError: ``config`` is not resolved (call :meth:`GenerationConfig.resolved` first).
+        ModelLoadError: a model cannot be loaded.
+    """
+    _require_resolved(config)
+    return Components(
+        prompt_backend=build_prompt_backend(config, device),
+        images=build_pair_generator(config, device),
+        annotator=build_annotator(config, device),
+        mode=counterfactual_mode(config.counterfactual),
+    )

@@ -1,0 +1,323 @@
+"""Loading the external models: real checkpoints (Hub ids or local folders) and ``tiny:`` twins.
+
+Every loader takes a Hub id, a local folder or a ``tiny:`` id (see :mod:`magicseg_hf.presets`);
+``tiny:`` ids are built by :mod:`magicseg_hf.tiny`, everything else goes through the family's
+``from_pretrained``. Before that, :func:`check_model_available` fails at once — a missing folder, an
+uncached id while offline, an unreachable Hub — instead of letting huggingface_hub retry for
+20-45 s, and whatever the library raises while loading becomes one :class:`ModelLoadError` line.
+Each loader imports its own model family when called, so loading a detector does not import
+diffusers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from magicseg_hf import hub_access, tiny
+from magicseg_hf.errors import ModelLoadError, first_line
+from magicseg_hf.presets import (
+    PAPER_MODELS,
+    PRESETS,
+    TINY_DETECTORS,
+    TINY_MODELS,
+    TINY_SAM,
+    is_tiny,
+)
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
+
+    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegProcessor
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
+    """``dtype`` as a ``torch.dtype``: ``auto`` is float16 on CUDA and float32 elsewhere;
+    ``float32``, ``float16`` and ``bfloat16`` name themselves."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return _DTYPES[dtype]
+
+
+def check_model_available(model_id: str, revision: str | None = None, what: str = "model") -> None:
+    """Raise :class:`ModelLoadError` at once if ``model_id`` cannot possibly be loaded.
+
+    A ``tiny:`` id always can. A local folder must exist; a Hub id must be in the local cache, or
+    offline mode must be off (read now, see :func:`magicseg_hf.hub_access.hub_offline`) and the Hub
+    reachable. This turns a 20-45 s retry loop into an immediate one-line error.
+    """
+    if is_tiny(model_id):
+        return
+    path = Path(model_id).expanduser()
+    if path.exists():
+        return
+    looks_like_path = model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace(
+        "/", "", 1
+    )
+    if looks_like_path or model_id.count("/") > 1:
+        raise ModelLoadError(f"{what} {model_id!r}: no such folder")
+    from huggingface_hub import snapshot_download
+
+    with contextlib.suppress(Exception):
+        snapshot_download(model_id, revision=revision, local_files_only=True)
+        return
+    if hub_access.hub_offline():
+        raise ModelLoadError(
+            f"{what} {model_id!r} is not in the local cache and HF_HUB_OFFLINE=1; "
+            "download it first or pass a local folder"
+        )
+    if not hub_access.hub_reachable():
+        raise ModelLoadError(
+            f"{what} {model_id!r}: the Hugging Face Hub is unreachable and the model is not cached; "
+            "pass a local folder or check the network"
+        )
+
+
+@contextlib.contextmanager
+def load_errors(model_id: str, what: str) -> Iterator[None]:
+    """Turn an ``OSError`` or ``ValueError`` raised while loading ``model_id`` (a bad folder, a
+    wrong revision, a broken config) into a one-line :class:`ModelLoadError` naming ``what``."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load {what} {model_id!r}: {first_line(error)}") from error
+
+
+def _check_tiny_id(model_id: str, expected: str, what: str) -> None:
+    if model_id != expected:
+        raise ModelLoadError(f"unknown tiny {what} {model_id!r}; the tiny preset has {expected!r}")
+
+
+# ---- diffusion -----------------------------------------------------------------------------------
+def load_diffusion_pipeline(
+    model_id: str,
+    revision: str | None = None,
+    *,
+    inpainting: bool = False,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device = "cpu",
+    safety_checker: bool = True,
+) -> Any:
+    """A text-to-image (or inpainting) diffusers pipeline from a Hub id, folder or ``tiny:`` id.
+
+    Real checkpoints load through ``AutoPipelineForText2Image`` / ``AutoPipelineForInpainting``
+    (``safety_checker=False`` drops the checker). The pipeline is moved to ``device`` in ``dtype``
+    and has its progress bar disabled.
+    """
+    torch_dtype = resolve_dtype(dtype, device)
+    what = "inpainting model" if inpainting else "diffusion model"
+    if is_tiny(model_id):
+        _check_tiny_id(
+            model_id, TINY_MODELS["inpainting_model" if inpainting else "diffusion_model"][0], what
+        )
+        pipe = tiny.tiny_stable_diffusion(inpainting=inpainting)
+        if torch_dtype != torch.float32:
+            pipe = pipe.to(dtype=torch_dtype)
+    else:
+        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+
+        check_model_available(model_id, revision, what)
+        cls = AutoPipelineForInpainting if inpainting else AutoPipelineForText2Image
+        kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype}
+        if not safety_checker:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        with load_errors(model_id, what):
+            pipe = cls.from_pretrained(model_id, **kwargs)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ---- prompts -------------------------------------------------------------------------------------
+def load_causal_lm(
+    model_id: str, revision: str | None = None, *, dtype: str | torch.dtype = "auto", device: str = "cpu"
+) -> tuple[Any, Any]:
+    """(model, tokenizer) of an instruct LLM for the ``transformers`` prompt backend."""
+    if is_tiny(model_id):
+        _check_tiny_id(model_id, TINY_MODELS["prompt_model"][0], "prompt model")
+        model, tokenizer = tiny.tiny_causal_lm()
+        return model.to(device), tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_available(model_id, revision, "prompt model")
+    with load_errors(model_id, "prompt model"):
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id, revision=revision, dtype=resolve_dtype(dtype, device)
+        )
+    return model.to(device).eval(), tokenizer
+
+
+# ---- annotation: detectors and segmenters --------------------------------------------------------
+def load_detector(
+    kind: str,
+    model_id: str,
+    revision: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
+) -> tuple[Any, Any]:
+    """(model, processor) of an open-vocabulary detector: ``kind`` is ``grounding-dino`` or ``owlv2``.
+
+    ``model_id`` is a Hub id, a local folder or the kind's ``tiny:`` id. The model is put in eval
+    mode on ``device`` in ``dtype`` (``auto``: float16 on CUDA, float32 otherwise).
+    """
+    if kind not in TINY_DETECTORS:
+        raise ModelLoadError(f"unknown detector {kind!r}; known: {', '.join(TINY_DETECTORS)}")
+    torch_dtype = resolve_dtype(dtype, device)
+    what = f"{kind} detector"
+    if is_tiny(model_id):
+        _check_tiny_id(model_id, TINY_DETECTORS[kind], what)
+        model, processor = tiny.tiny_grounding_dino() if kind == "grounding-dino" else tiny.tiny_owlv2()
+    else:
+        from transformers import AutoProcessor, GroundingDinoForObjectDetection, Owlv2ForObjectDetection
+
+        check_model_available(model_id, revision, what)
+        cls = GroundingDinoForObjectDetection if kind == "grounding-dino" else Owlv2ForObjectDetection
+        with load_errors(model_id, what):
+            processor = AutoProcessor.from_pretrained(model_id, revision=revision)
+            model = cls.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+    return model.to(device=device, dtype=torch_dtype).eval(), processor
+
+
+def _segment_anything_architecture(model_type: str) -> Sam:
+    """An untrained segment-anything ``Sam`` of ``model_type`` (vit_h, vit_l, vit_b or tiny)."""
+    if model_type == "tiny":
+        return tiny.tiny_segment_anything_architecture()
+    from segment_anything import sam_model_registry
+
+    if model_type not in sam_model_registry or model_type == "default":
+        known = ", ".join(k for k in sam_model_registry if k != "default")
+        raise ModelLoadError(f"unknown segment-anything model type {model_type!r}; known: {known}, tiny")
+    return sam_model_registry[model_type](checkpoint=None)  # checkpoint=None: no torch.load inside
+
+
+def load_segment_anything_checkpoint(checkpoint: str | os.PathLike, model_type: str = "vit_h") -> Sam:
+    """A segment-anything ``Sam`` of ``model_type`` with weights from ``checkpoint`` (a .pth state dict).
+
+    The file is read with ``torch.load(..., weights_only=True)``, never through ``build_sam``'s own
+    unrestricted ``torch.load``.
+    """
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"segment-anything checkpoint {str(checkpoint)!r}: no such file")
+    model = _segment_anything_architecture(model_type)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state_dict)
+    except Exception as error:  # unpickling, wrong keys or shapes: all mean "not this checkpoint"
+        raise ModelLoadError(
+            f"cannot load segment-anything checkpoint {str(checkpoint)!r} as {model_type}: {first_line(error)}"
+        ) from error
+    return model
+
+
+def load_segmenter(
+    backend: str,
+    model_id: str | None = None,
+    revision: str | None = None,
+    *,
+    sam_checkpoint: str | os.PathLike | None = None,
+    sam_model_type: str = "vit_h",
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
+) -> tuple[Any, Any]:
+    """(model, processor) of a SAM segmenter.
+
+    ``backend="transformers"``: a ``SamModel`` and ``SamProcessor`` from ``model_id`` (Hub id, folder
+    or ``tiny:sam``). ``backend="segment-anything"``: a ``segment_anything.modeling.Sam`` and ``None``;
+    weights from ``sam_checkpoint`` (``sam_model_type`` names its architecture; ``tiny`` is the tiny
+    one), or, with no checkpoint and a ``tiny:`` ``model_id``, the tiny random ``Sam``
+    (``tiny:segment-anything``).
+    """
+    torch_dtype = resolve_dtype(dtype, device)
+    if backend == "transformers":
+        if model_id is None:
+            raise ModelLoadError("the transformers SAM backend needs a segmenter model id or folder")
+        if is_tiny(model_id):
+            _check_tiny_id(model_id, TINY_SAM, "SAM model")
+            model, processor = tiny.tiny_transformers_sam()
+        else:
+            from transformers import SamModel, SamProcessor
+
+            check_model_available(model_id, revision, "SAM model")
+            with load_errors(model_id, "SAM model"):
+                processor = SamProcessor.from_pretrained(model_id, revision=revision)
+                model = SamModel.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+        return model.to(device=device, dtype=torch_dtype).eval(), processor
+    if backend == "segment-anything":
+        if sam_checkpoint is not None:
+            sam = load_segment_anything_checkpoint(sam_checkpoint, sam_model_type)
+        elif is_tiny(model_id):
+            sam = tiny.tiny_segment_anything()
+        else:
+            raise ModelLoadError(
+                "the segment-anything backend needs --sam-checkpoint (a .pth file) outside the tiny preset"
+            )
+        return sam.to(device=device, dtype=torch_dtype).eval(), None
+    raise ModelLoadError(f"unknown segmenter backend {backend!r}; known: transformers, segment-anything")
+
+
+# ---- the open-vocabulary segmentation model ------------------------------------------------------
+def build_open_seg(
+    preset: str = "tiny", seed: int = 0, **overrides: Any
+) -> tuple[CLIPForOpenSegmentation, CLIPOpenSegProcessor]:
+    """``(CLIPForOpenSegmentation, CLIPOpenSegProcessor)`` for ``preset``.
+
+    ``tiny`` builds offline from configs (random CLIP, offline tokenizer, seeded with ``seed``);
+    ``paper`` wraps ``openai/clip-vit-base-patch16`` via ``CLIPForOpenSegmentation.from_clip``.
+    ``overrides`` are :class:`CLIPOpenSegConfig` fields (e.g. ``vocabulary=[...]``,
+    ``use_lora=True``, ``image_size=...``); the processor's resize/pad size follows ``image_size``.
+    """
+    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegImageProcessor, CLIPOpenSegProcessor
+
+    if preset == "tiny":
+        model, tokenizer = tiny.tiny_open_seg(seed, **overrides)
+    elif preset == "paper":
+        from transformers import AutoTokenizer
+
+        model_id, revision = PAPER_MODELS["clip_model"]
+        check_model_available(model_id, revision, "CLIP model")
+        with load_errors(model_id, "CLIP model"):
+            tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+            model = CLIPForOpenSegmentation.from_clip(
+                model_id, tokenizer=tokenizer, clip_kwargs={"revision": revision}, **overrides
+            )
+    else:
+        raise ModelLoadError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    size = model.config.image_size
+    image_processor = CLIPOpenSegImageProcessor(
+        size={"max_height": size, "max_width": size}, pad_size={"height": size, "width": size}
+    )
+    processor = CLIPOpenSegProcessor(image_processor, tokenizer, templates=list(model.config.templates))
+    return model, processor
+
+
+def load_open_seg(
+    model_id: str, revision: str | None = None
+) -> tuple[CLIPForOpenSegmentation, CLIPOpenSegProcessor]:
+    """``(CLIPForOpenSegmentation, CLIPOpenSegProcessor)`` saved in a folder or a Hub repo.
+
+    Fails at once, with one line, when the folder is missing, the Hub unreachable, or the folder
+    holds something else (:class:`ModelLoadError`). The model's tokenizer is the processor's, so
+    ``model.encode_classes`` works right away.
+    """
+    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegProcessor
+
+    check_model_available(model_id, revision, "segmentation model")
+    with load_errors(model_id, "segmentation model"):
+        model = CLIPForOpenSegmentation.from_pretrained(model_id, revision=revision)
+        processor = CLIPOpenSegProcessor.from_pretrained(model_id, revision=revision)
+    model.tokenizer = processor.tokenizer
+    return model, processor

@@ -1,0 +1,506 @@
+"""The tiny random twins of every external model, and their offline tokenizers.
+
+Each twin is built from a small config with its weights drawn under a fixed seed (torch's global
+RNG is seeded for the build and the caller's RNG state restored after it), so every process on
+every machine builds the same model, bit for bit, without the network. The tokenizers are built
+from the vocabularies shipped with the package:
+
+- a CLIP byte-level BPE (the byte alphabet plus whole-word merges of the shipped vocabularies'
+  words), used by the tiny Stable Diffusion, CLIP and causal LM; OWLv2's twin uses the same
+  vocabulary with every id shifted up by one;
+- a BERT WordPiece with BERT's special ids, for the tiny Grounding DINO.
+
+:mod:`magicseg_hf.loading` maps the ``tiny:`` ids of :mod:`magicseg_hf.presets` to the builders
+here. Each builder imports its own model family when called, so building a tiny detector does not
+import diffusers or segment-anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import lru_cache, partial
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from magicseg_hf.presets import TINY_OPEN_SEG
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from segment_anything.modeling import Sam
+    from transformers import (
+        BertTokenizer,
+        CLIPConfig,
+        CLIPTextConfig,
+        CLIPTokenizer,
+        GroundingDinoForObjectDetection,
+        GroundingDinoProcessor,
+        LlamaForCausalLM,
+        Owlv2ForObjectDetection,
+        Owlv2Processor,
+        SamModel,
+        SamProcessor,
+    )
+
+    from magicseg_hf.modeling import CLIPForOpenSegmentation
+
+# The shipped vocabularies whose words make up both tiny tokenizers' vocabularies.
+_CORPUS_FILES = ("lvis.txt", "voc20.txt", "context59.txt", "coco80.txt")
+# Words of the prompt templates and counterfactual prompts, beyond the class names.
+_CORPUS_EXTRA_WORDS = (
+    "a an the of in on at with and or without photo picture image scene there is are no nothing "
+    "sitting standing next to near under over beside street room table grass field sky water"
+)
+# Grounding DINO's text encoder splits phrases at these BERT ids ([CLS], [SEP], ".", "?"): the
+# model hard-codes them, so the tiny BERT vocabulary puts those tokens at the same ids.
+_BERT_SPECIAL_IDS = {
+    "[PAD]": 0,
+    "[UNK]": 100,
+    "[CLS]": 101,
+    "[SEP]": 102,
+    "[MASK]": 103,
+    ".": 1012,
+    "?": 1029,
+}
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+# ---- offline tokenizers ------------------------------------------------------------------------
+def _corpus_words() -> list[str]:
+    """The lower-cased words of the shipped vocabularies and of the prompt templates, sorted."""
+    words: set[str] = set()
+    folder = resources.files("magicseg_hf") / "vocabularies"
+    for name in _CORPUS_FILES:
+        for line in (folder / name).read_text(encoding="utf-8").splitlines():
+            words.update(line.replace("(", " ").replace(")", " ").replace("_", " ").lower().split())
+    words.update(_CORPUS_EXTRA_WORDS.split())
+    return sorted(words)
+
+
+@lru_cache(maxsize=1)
+def _tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of the tiny CLIP BPE: the two special tokens, the byte alphabet with and
+    without the end-of-word mark, then one merge per new prefix of each corpus word."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for token in ["<|startoftext|>", "<|endoftext|>", *alphabet, *(c + "</w>" for c in alphabet)]:
+        vocab.setdefault(token, len(vocab))
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word in _corpus_words():
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        if any(p.replace("</w>", "") not in alphabet for p in pieces):
+            continue
+        prefix = pieces[0]
+        for piece in pieces[1:]:
+            pair = (prefix, piece)
+            prefix = prefix + piece
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+                vocab.setdefault(prefix, len(vocab))
+    return vocab, merges
+
+
+def _clip_bpe_tokenizer(*, shift_ids: bool, model_max_length: int) -> CLIPTokenizer:
+    """A ``CLIPTokenizer`` over the tiny CLIP vocabulary; with ``shift_ids`` every id moves up by
+    one and id 0 becomes an unused ``<|padding|>`` token. Padding is ``<|endoftext|>`` either way."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _tiny_clip_vocab()
+    if shift_ids:
+        vocab = {"<|padding|>": 0, **{token: index + 1 for token, index in vocab.items()}}
+    tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token="<|endoftext|>")
+    tokenizer.model_max_length = model_max_length
+    return tokenizer
+
+
+def tiny_clip_tokenizer() -> CLIPTokenizer:
+    """An offline, deterministic CLIP BPE tokenizer (byte alphabet + whole-word merges of the
+    shipped vocabularies), ``model_max_length`` 77. Same vocabulary in every process."""
+    return _clip_bpe_tokenizer(shift_ids=False, model_max_length=77)
+
+
+def tiny_owlv2_tokenizer() -> CLIPTokenizer:
+    """The tiny CLIP vocabulary with every id shifted up by one, ``model_max_length`` 16.
+
+    OWLv2 treats a query whose first token id is 0 as padding (``query_mask = input_ids[..., 0] > 0``);
+    :func:`tiny_clip_tokenizer` gives ``<|startoftext|>`` id 0, which would mask every query.
+    """
+    return _clip_bpe_tokenizer(shift_ids=True, model_max_length=16)
+
+
+@lru_cache(maxsize=1)
+def _tiny_bert_vocab() -> tuple[str, ...]:
+    """WordPiece vocabulary: BERT's special ids, characters (and ``##`` continuations, so an
+    unknown word is spelled out rather than mapped to [UNK]) and the shipped vocabularies' words."""
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    punctuation = list(",'-()!:;&/\"+")
+    words = [*punctuation, *chars, *(f"##{c}" for c in chars), *_corpus_words()]
+    reserved = {index: token for token, index in _BERT_SPECIAL_IDS.items()}
+    pending = [w for w in dict.fromkeys(words) if w not in _BERT_SPECIAL_IDS]
+    size = max(max(reserved) + 1, len(reserved) + len(pending))
+    tokens: list[str] = []
+    for index in range(size):
+        if index in reserved:
+            tokens.append(reserved[index])
+        else:
+            tokens.append(pending.pop(0) if pending else f"[unused{index}]")
+    return tuple(tokens)
+
+
+def tiny_bert_tokenizer() -> BertTokenizer:
+    """An offline, deterministic BERT WordPiece tokenizer for the tiny Grounding DINO."""
+    from transformers import BertTokenizer
+
+    vocab = {token: index for index, token in enumerate(_tiny_bert_vocab())}
+    return BertTokenizer(vocab=vocab, do_lower_case=True)
+
+
+# ---- CLIP configs --------------------------------------------------------------------------------
+def tiny_clip_text_config(tokenizer: Any, hidden_size: int = 32, projection_dim: int = 32) -> CLIPTextConfig:
+    """A 2-layer, 4-head ``CLIPTextConfig`` whose vocabulary size and special ids are ``tokenizer``'s."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def tiny_clip_config(tokenizer: Any = None) -> CLIPConfig:
+    """A tiny random ``CLIPConfig`` (hidden 32, 2 layers, 32 px images in 8 px patches,
+    projection 32) that fits :func:`tiny_clip_tokenizer`'s vocabulary (or ``tokenizer``'s)."""
+    from transformers import CLIPConfig, CLIPVisionConfig
+
+    tokenizer = tokenizer if tokenizer is not None else tiny_clip_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=32,
+    )
+    text = tiny_clip_text_config(tokenizer, hidden_size=32, projection_dim=32)
+    return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
+
+
+# ---- diffusion -----------------------------------------------------------------------------------
+def random_stable_diffusion(
+    unet: dict[str, Any], vae: dict[str, Any], text_config: Any, *, inpainting: bool = False, seed: int = 0
+) -> StableDiffusionPipeline | StableDiffusionInpaintPipeline:
+    """A Stable Diffusion pipeline with random weights from architecture settings, built offline.
+
+    Args:
+        unet: ``UNet2DConditionModel`` settings (``in_channels`` is set here: 9 for inpainting, else 4).
+        vae: ``AutoencoderKL`` settings.
+        text_config: a ``CLIPTextConfig`` whose ids fit :func:`tiny_clip_tokenizer`.
+        inpainting: build a ``StableDiffusionInpaintPipeline``.
+        seed: weights are drawn under this seed, so every process builds the same model.
+
+    The ``tiny`` preset uses it with small settings; ``benchmarks/bench_generate_real_size.py``
+    with SD-1.5's. DDIM scheduler with SD-1.x's noise schedule; no safety checker.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel
+
+    with seeded(seed):
+        unet_model = UNet2DConditionModel(**{**unet, "in_channels": 9 if inpainting else 4})
+        vae_model = AutoencoderKL(**vae)
+        text_encoder = CLIPTextModel(text_config)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    cls = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    return cls(
+        vae=vae_model.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tiny_clip_tokenizer(),
+        unet=unet_model.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def tiny_stable_diffusion(
+    inpainting: bool = False, seed: int = 0
+) -> StableDiffusionPipeline | StableDiffusionInpaintPipeline:
+    """The ``tiny:stable-diffusion`` (or ``-inpainting``) pipeline: 128 px images from 16 x 16 x 4
+    latents, a 2-block UNet with cross-attention width 32, a 4-block VAE, the tiny CLIP text encoder."""
+    unet = {
+        "sample_size": 16,
+        "out_channels": 4,
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": 32,
+        "attention_head_dim": 8,
+        "norm_num_groups": 8,
+    }
+    vae = {
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "block_out_channels": (8, 8, 16, 16),
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "sample_size": 128,
+    }
+    text_config = tiny_clip_text_config(tiny_clip_tokenizer())
+    return random_stable_diffusion(unet, vae, text_config, inpainting=inpainting, seed=seed)
+
+
+# ---- prompts -------------------------------------------------------------------------------------
+def tiny_causal_lm(seed: int = 0) -> tuple[LlamaForCausalLM, CLIPTokenizer]:
+    """``tiny:causal-lm``: a 2-layer Llama over the tiny CLIP vocabulary, and that tokenizer
+    (padding with its end-of-text token), for the ``transformers`` prompt backend."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_clip_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with seeded(seed):
+        model = LlamaForCausalLM(config)
+    return model.eval(), tokenizer
+
+
+# ---- detectors -----------------------------------------------------------------------------------
+def tiny_grounding_dino(seed: int = 0) -> tuple[GroundingDinoForObjectDetection, GroundingDinoProcessor]:
+    """``tiny:grounding-dino``: a Swin backbone at 128 px, a 1-layer BERT text encoder over
+    :func:`tiny_bert_tokenizer`, and 5 queries (5 boxes per image)."""
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    tokenizer = tiny_bert_tokenizer()
+    backbone = SwinConfig(
+        image_size=128,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=4,
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    text = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = GroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        num_queries=5,  # with the tiny preset's 0.0 thresholds every query is a detection
+        encoder_layers=1,
+        decoder_layers=2,  # 1 breaks transformers' bbox_embed weight tying
+        d_model=32,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+    )
+    with seeded(seed):
+        model = GroundingDinoForObjectDetection(config)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128})
+    return model.eval(), GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def tiny_owlv2(seed: int = 0) -> tuple[Owlv2ForObjectDetection, Owlv2Processor]:
+    """``tiny:owlv2``: 64 px images in 32 px patches (4 boxes per image), text over
+    :func:`tiny_owlv2_tokenizer`."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    tokenizer = tiny_owlv2_tokenizer()
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 16,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    # 64 px / 32 px patches = 4 patches = 4 boxes per image (one per patch).
+    vision_config = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 64,
+        "patch_size": 32,
+    }
+    # projection_dim must equal the text hidden size (OWLv2's class head).
+    config = Owlv2Config(text_config=text_config, vision_config=vision_config, projection_dim=32)
+    with seeded(seed):
+        model = Owlv2ForObjectDetection(config)
+    image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
+    return model.eval(), Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+# ---- segmenters ----------------------------------------------------------------------------------
+def tiny_transformers_sam(seed: int = 0) -> tuple[SamModel, SamProcessor]:
+    """``tiny:sam``: a transformers ``SamModel`` at 256 px (16 px patches, 64 x 64 masks)."""
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    # Like real SAM, the image encoder (a ViT over 16 x 16 patches) costs far more than the
+    # prompt encoder + mask decoder, so re-embedding the image per box is what a naive loop pays.
+    vision = SamVisionConfig(
+        hidden_size=128,
+        output_channels=32,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        image_size=256,
+        patch_size=16,
+        window_size=8,
+        global_attn_indexes=(2, 5),
+        num_pos_feats=16,
+        initializer_range=0.02,
+    )
+    prompt = SamPromptEncoderConfig(hidden_size=32, image_size=256, patch_size=16, mask_input_channels=8)
+    decoder = SamMaskDecoderConfig(
+        hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+    )
+    config = SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    with seeded(seed):
+        model = SamModel(config)
+    image_processor = SamImageProcessor(
+        size={"longest_edge": 256},
+        pad_size={"height": 256, "width": 256},
+        mask_size={"longest_edge": 64},
+        mask_pad_size={"height": 64, "width": 64},
+    )
+    return model.eval(), SamProcessor(image_processor=image_processor)
+
+
+def tiny_segment_anything_architecture() -> Sam:
+    """An untrained segment-anything ``Sam`` of the tiny architecture (the ``tiny`` model type),
+    the same shape as :func:`tiny_transformers_sam`'s model; weights from torch's current RNG."""
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    image_size, patch_size, prompt_dim = 256, 16, 32
+    return Sam(
+        # The image encoder dominates the cost, as in real SAM (see tiny_transformers_sam).
+        image_encoder=ImageEncoderViT(
+            img_size=image_size,
+            patch_size=patch_size,
+            embed_dim=128,
+            depth=6,
+            num_heads=4,
+            mlp_ratio=4.0,
+            out_chans=prompt_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=8,
+            global_attn_indexes=(2, 5),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(image_size // patch_size, image_size // patch_size),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=8,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+def tiny_segment_anything(seed: int = 0) -> Sam:
+    """``tiny:segment-anything``: :func:`tiny_segment_anything_architecture` with seeded weights."""
+    with seeded(seed):
+        return tiny_segment_anything_architecture()
+
+
+# ---- open-vocabulary segmentation model ----------------------------------------------------------
+def tiny_open_seg(seed: int = 0, **overrides: Any) -> tuple[CLIPForOpenSegmentation, CLIPTokenizer]:
+    """The tiny ``CLIPForOpenSegmentation`` and its tokenizer: a random :func:`tiny_clip_config`
+    CLIP wrapped with :data:`~magicseg_hf.presets.TINY_OPEN_SEG`'s settings, ``overrides``
+    (``CLIPOpenSegConfig`` fields) on top; CLIP and the new layers are drawn under ``seed``."""
+    from transformers import CLIPModel
+
+    from magicseg_hf.modeling import CLIPForOpenSegmentation
+
+    tokenizer = tiny_clip_tokenizer()
+    with seeded(seed):
+        clip = CLIPModel(tiny_clip_config(tokenizer))
+        model = CLIPForOpenSegmentation.from_clip(clip, tokenizer=tokenizer, **{**TINY_OPEN_SEG, **overrides})
+    return model, tokenizer
