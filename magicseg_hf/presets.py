@@ -131,6 +131,50 @@ def generation_defaults(preset: str) -> dict[str, Any]:
     return defaults
 
 
+# TrainingArguments defaults of ``magicseg train`` per preset (a flag on the command line wins).
+_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    # The paper: AdamW 2e-4, weight decay 0.01, 1500 warm-up steps, polynomial decay (power 0.9) to
+    # 1e-6 over 20k steps, global batch 16 (split over processes by ``magicseg train``), 512 px.
+    "paper": {
+        "learning_rate": 2e-4,
+        "weight_decay": 0.01,
+        "warmup_steps": 1500,
+        "lr_scheduler_type": "polynomial",
+        "lr_scheduler_kwargs": {"lr_end": 1e-6, "power": 0.9},
+        "max_steps": 20_000,
+        "logging_steps": 50,
+        "save_steps": 2000,
+        "eval_strategy": "steps",
+        "eval_steps": 2000,
+        "save_total_limit": 3,
+    },
+    # The tiny random model at 64 px: a few hundred steps on a CPU (values chosen by measurement,
+    # see the README's training section).
+    "tiny": {
+        "learning_rate": 2e-3,
+        "weight_decay": 0.01,
+        "warmup_steps": 0,
+        "lr_scheduler_type": "constant",
+        "max_steps": 300,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 8,
+        "logging_steps": 50,
+        "save_steps": 150,
+        "eval_strategy": "no",
+        "save_total_limit": 2,
+    },
+}
+#: The paper's global batch size (per-device batch x processes x accumulation steps).
+PAPER_GLOBAL_BATCH = 16
+
+
+def training_defaults(preset: str) -> dict[str, Any]:
+    """``TrainingArguments`` defaults of ``magicseg train --preset preset``."""
+    if preset not in _TRAINING_DEFAULTS:
+        raise ModelLoadError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    return {key: (dict(value) if isinstance(value, dict) else value) for key, value in _TRAINING_DEFAULTS[preset].items()}
+
+
 # Names that live in magicseg_hf.loading but were documented here first.
 _FORWARDED = {"build_open_seg": "magicseg_hf.loading"}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from magicseg_hf.errors import InputError
+from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -41,43 +42,6 @@ Examples:
   accelerate launch -m magicseg_hf train --dataset USER/magicseg-lvis --output-dir model"""
 
 ACCEPTS_EXTRA_ARGUMENTS = True
-
-#: TrainingArguments defaults per preset (a flag given on the command line wins).
-TRAINING_PRESETS: dict[str, dict[str, Any]] = {
-    # The paper: AdamW 2e-4, weight decay 0.01, 1500 warm-up steps, polynomial decay (power 0.9) to
-    # 1e-6 over 20k steps, global batch 16, 512 px.
-    "paper": {
-        "learning_rate": 2e-4,
-        "weight_decay": 0.01,
-        "warmup_steps": 1500,
-        "lr_scheduler_type": "polynomial",
-        "lr_scheduler_kwargs": {"lr_end": 1e-6, "power": 0.9},
-        "max_steps": 20_000,
-        "logging_steps": 50,
-        "save_steps": 2000,
-        "eval_strategy": "steps",
-        "eval_steps": 2000,
-        "save_total_limit": 3,
-    },
-    # Tiny random model at 64 px, chosen by measurement (see README): constant learning rate,
-    # no warm-up, a few hundred steps on a CPU.
-    "tiny": {
-        "learning_rate": 2e-3,
-        "weight_decay": 0.01,
-        "warmup_steps": 0,
-        "lr_scheduler_type": "constant",
-        "max_steps": 300,
-        "per_device_train_batch_size": 8,
-        "per_device_eval_batch_size": 8,
-        "logging_steps": 50,
-        "save_steps": 150,
-        "eval_strategy": "no",
-        "save_total_limit": 2,
-    },
-}
-#: The paper's global batch size (per-device batch x processes x accumulation).
-PAPER_GLOBAL_BATCH = 16
-
 
 @dataclass
 class TrainConfig:
@@ -136,7 +100,7 @@ def _training_arguments(config: TrainConfig, extra: list[str]) -> Any:
     from transformers import HfArgumentParser, TrainingArguments
 
     parser = HfArgumentParser(TrainingArguments)
-    defaults = dict(TRAINING_PRESETS[config.preset])
+    defaults = training_defaults(config.preset)
     given = {word.split("=")[0].lstrip("-").replace("-", "_") for word in extra if word.startswith("--")}
     if config.preset == "paper" and not given & {"per_device_train_batch_size"}:
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -161,6 +125,8 @@ def _training_arguments(config: TrainConfig, extra: list[str]) -> Any:
     arguments.remove_unused_columns = False  # the collator reads the raw image/label columns
     arguments.batch_eval_metrics = True  # the metric streams batch by batch
     arguments.label_names = ["labels"]
+    if arguments.dataloader_pin_memory and arguments.device.type != "cuda":
+        arguments.dataloader_pin_memory = False  # pinning only helps a GPU (and warns without one)
     return arguments
 
 
