@@ -121,9 +121,9 @@ class MagicSegCollator:
             ids = self.classes_for(row_id, classes)
             seed = derive_seed(AUGMENT_STREAM, self.seed, row_id, self.epoch)
             counterfactual = row.get("counterfactual_image") if self.counterfactual else None
+            self._count_bad_labels(np.asarray(row["label"]), len(classes), row_id)
             image, counterfactual, label = self.transform(row["image"], counterfactual, row["label"], seed)
             label = label.numpy()
-            self._count_bad_labels(label, len(classes), row_id)
             kept = min(len(classes), self.num_classes)
             positions = {class_id: class_id - 1 for class_id in range(1, kept + 1)}
             labels.append(torch.from_numpy(dataset_to_model_labels(label, positions)))
@@ -143,7 +143,8 @@ class MagicSegCollator:
         return batch
 
     def _count_bad_labels(self, label: np.ndarray, num_row_classes: int, row_id: str) -> None:
-        """Label values naming no class of the row (not 0, 1..n or 255): counted, ignored, warned once."""
+        """Label values naming no class of the row (not 0, 1..n or 255): counted (in the dataset's
+        pixels, before augmentation), ignored, warned once."""
         bad = int(((label > num_row_classes) & (label != UNKNOWN)).sum())
         if not bad:
             return

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from magicseg_hf.errors import InputError
+from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ def _training_arguments(config: TrainConfig, extra: list[str]) -> Any:
         )
     except SystemExit as exit_:  # argparse printed its one-line usage error
         raise InputError(f"bad TrainingArguments flag in {' '.join(extra)!r}") from exit_
+    except ValueError as error:  # unknown flags, or values TrainingArguments refuses
+        raise InputError(f"bad TrainingArguments flags: {first_line(error)}") from error
     if lr_kwargs and not arguments.lr_scheduler_kwargs and arguments.lr_scheduler_type == "polynomial":
         arguments.lr_scheduler_kwargs = dict(lr_kwargs)
     arguments.remove_unused_columns = False  # the collator reads the raw image/label columns
@@ -245,6 +247,7 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         "counterfactual_loss_weight": model.config.counterfactual_loss_weight,
         "training_arguments": json.loads(arguments.to_json_string()),
         "global_steps": trainer.state.global_step,
+        "num_processes": arguments.world_size,
         "train_runtime_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
         "final_losses": {k: last.get(k) for k in ("loss", "focal_loss", "dice_loss", "counterfactual_loss")},
         "validation": {k: v for k, v in metrics.items() if k.startswith("eval_")},

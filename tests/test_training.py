@@ -1,0 +1,281 @@
+"""Training plumbing on the tiny preset (random weights: these prove plumbing, not quality).
+
+Category random sampling, shared augmentation, label remapping, the Trainer's logs, checkpoints,
+resume, two processes, and bad input. Whether training *learns* is tests/test_training_learns.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from helpers import write_dataset_folder
+from magicseg_hf.cli import main
+from magicseg_hf.labels import IGNORE_LABEL, NONE_LABEL
+from magicseg_hf.loading import build_open_seg
+from magicseg_hf.training.collator import MagicSegCollator
+from magicseg_hf.training.transforms import AugmentationSettings
+
+VOCABULARY = ["cat", "dog", "bird", "car", "tree", "boat", "lamp"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, processor = build_open_seg("tiny")
+    return model, processor, model.encode_classes(VOCABULARY).detach()
+
+
+def _row(row_id: str, classes: list[str], size: int = 96, seed: int = 0) -> dict:
+    """A picture with one coloured square per class (label i on it) and its counterfactual."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    image, label = background.copy(), np.zeros((size, size), np.uint8)
+    for i, _ in enumerate(classes, start=1):
+        x, y = 10 + 30 * (i - 1), 20
+        image[y:y + 24, x:x + 24] = (255, 0, 0) if i == 1 else (0, 0, 255)
+        label[y:y + 24, x:x + 24] = i
+    return {"id": row_id, "classes": classes, "image": Image.fromarray(image),
+            "counterfactual_image": Image.fromarray(background), "label": Image.fromarray(label)}
+
+
+def test_each_row_gets_its_classes_then_distinct_negatives(tiny):
+    model, processor, embeds = tiny
+    collator = MagicSegCollator(processor, VOCABULARY, embeds, num_classes=4, seed=1)
+    batch = collator([_row("r1", ["dog"]), _row("r2", ["car", "cat"])])
+    ids = batch["class_ids"].tolist()
+    assert ids[0][0] == VOCABULARY.index("dog") and ids[1][:2] == [VOCABULARY.index("car"), 0]
+    for row in ids:
+        assert len(row) == 4 and len(set(row)) == 4  # K classes, no repeats
+    # The class embeddings are the vocabulary's, gathered per row: no text encoder involved.
+    assert torch.equal(batch["class_embeds"][1, 0], embeds[VOCABULARY.index("car")])
+
+
+def test_negatives_depend_on_seed_row_and_epoch_only(tiny):
+    _, processor, embeds = tiny
+    collator = MagicSegCollator(processor, VOCABULARY, embeds, num_classes=5, seed=7)
+    alone = collator([_row("r2", ["car"])])["class_ids"][0]
+    among = collator([_row("r1", ["dog"]), _row("r2", ["car"]), _row("r3", ["cat"])])["class_ids"][1]
+    assert torch.equal(alone, among)  # batch composition (hence the worker) does not matter
+    draws = set()
+    for epoch in range(6):
+        collator.set_epoch(epoch)
+        draws.add(tuple(collator([_row("r2", ["car"])])["class_ids"][0].tolist()))
+    assert len(draws) > 1  # redrawn every epoch
+    collator.set_epoch(3)
+    again = collator([_row("r2", ["car"])])["class_ids"][0]
+    collator.set_epoch(3)
+    assert torch.equal(again, collator([_row("r2", ["car"])])["class_ids"][0])  # a resumed epoch draws the same
+    other_seed = MagicSegCollator(processor, VOCABULARY, embeds, num_classes=5, seed=8)
+    other_seed.set_epoch(3)
+    assert not all(
+        torch.equal(collator.__call__([_row(f"x{i}", ["car"])])["class_ids"][0],
+                    other_seed([_row(f"x{i}", ["car"])])["class_ids"][0]) for i in range(8)
+    )
+
+
+def test_fixed_negatives_ignore_the_epoch(tiny):
+    _, processor, embeds = tiny
+    collator = MagicSegCollator(processor, VOCABULARY, embeds, num_classes=5, fixed_negatives=True, augment=False)
+    first = collator([_row("r1", ["dog"])])["class_ids"]
+    collator.set_epoch(9)
+    assert torch.equal(first, collator([_row("r1", ["dog"])])["class_ids"])
+
+
+def test_pair_shares_every_augmentation_parameter(tiny):
+    _, processor, embeds = tiny
+    collator = MagicSegCollator(processor, VOCABULARY, embeds, num_classes=3, seed=3)
+    row = _row("r1", ["dog"])
+    row["counterfactual_image"] = row["image"]  # identical inputs must stay identical after augmentation
+    for epoch in range(5):
+        collator.set_epoch(epoch)
+        batch = collator([row])
+        assert torch.equal(batch["pixel_values"], batch["counterfactual_pixel_values"])
+
+
+def test_labels_follow_the_geometry_and_are_remapped(tiny):
+    _, processor, embeds = tiny
+    # Colour jitter off here so that "red" stays red: the geometry is what this test follows.
+    collator = MagicSegCollator(processor, VOCABULARY, embeds, num_classes=3, seed=5,
+                                settings=AugmentationSettings(photometric=False))
+    mean = torch.tensor(processor.image_processor.image_mean).view(3, 1, 1)
+    std = torch.tensor(processor.image_processor.image_std).view(3, 1, 1)
+    seen_padding = False
+    for epoch in range(12):
+        collator.set_epoch(epoch)
+        batch = collator([_row("r1", ["dog"])])
+        labels, pixels = batch["labels"][0], batch["pixel_values"][0] * std + mean  # (S, S), (3, S, S) in [0, 1]
+        values = set(labels.unique().tolist())
+        assert values <= {0, NONE_LABEL, IGNORE_LABEL}
+        red = (pixels[0] > 0.9) & (pixels[1] < 0.1) & (pixels[2] < 0.1)
+        square = labels == 0  # position 0 is the row's own class
+        if square.sum() > 20:  # the class stays under its pixels whatever the crop, scale and flip
+            assert red[square].float().mean() > 0.6
+        seen_padding |= IGNORE_LABEL in values
+    assert seen_padding  # scale 0.5 x crop: padding appears and is ignored
+
+
+def test_unknown_and_out_of_range_label_values_are_ignored(tiny, caplog):
+    _, processor, embeds = tiny
+    collator = MagicSegCollator(processor, VOCABULARY, embeds, num_classes=3, augment=False)
+    row = _row("r1", ["dog"])
+    label = np.array(row["label"])
+    label[:10] = 255  # unknown
+    label[-10:] = 7  # names no class of the row
+    row["label"] = Image.fromarray(label)
+    with caplog.at_level("WARNING"):
+        labels = collator([row])["labels"][0]
+    assert collator.bad_label_pixels == 10 * 96
+    assert labels[:5].eq(IGNORE_LABEL).all() and labels[-5:].eq(IGNORE_LABEL).all()
+    assert "outside its 1 classes" in caplog.text
+
+
+def test_num_classes_must_stay_below_none_label(tiny):
+    _, processor, embeds = tiny
+    with pytest.raises(ValueError, match="num_classes must lie in 1..254"):
+        MagicSegCollator(processor, VOCABULARY, embeds, num_classes=255)
+
+
+# ---- the command ---------------------------------------------------------------------------------
+TRAIN = ["--preset", "tiny", "--num-classes", "4", "--validation-size", "4", "--logging_steps", "2",
+         "--save_steps", "3", "--max_steps", "6", "--per_device_train_batch_size", "2", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data") / "ds"
+    write_dataset_folder(folder, num_rows=12, vocabulary=VOCABULARY[:4], size=(64, 64))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, dataset) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "model"
+    assert main(["train", "--dataset", str(dataset), "--output-dir", str(out), *TRAIN]) == 0
+    return out
+
+
+def test_train_saves_a_loadable_model_with_its_logs(trained: Path):
+    from transformers import AutoModel, pipeline
+
+    state = json.loads((trained / "checkpoint-6" / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert logged and all({"focal_loss", "dice_loss", "counterfactual_loss"} <= set(entry) for entry in logged)
+    assert all(np.isfinite(entry["focal_loss"]) for entry in logged)
+    assert (trained / "checkpoint-3" / "model.safetensors").is_file()
+    assert not list(trained.rglob("pytorch_model.bin"))
+    summary = json.loads((trained / "training_summary.json").read_text())
+    assert summary["global_steps"] == 6 and summary["vocabulary_size"] == 4
+    assert "eval_mean_iou" in summary["validation"] and 0.0 <= summary["validation"]["eval_mean_iou"] <= 1.0
+    model = AutoModel.from_pretrained(trained)
+    assert model.config.vocabulary == VOCABULARY[:4]
+    segments = pipeline("open-vocabulary-segmentation", model=str(trained))(Image.new("RGB", (64, 64), "red"))
+    assert segments and {s["label"] for s in segments} <= set(VOCABULARY[:4])
+
+
+def test_training_never_runs_the_text_encoder(dataset, tmp_path):
+    from magicseg_hf.training import run as train_run
+
+    calls = []
+    original = train_run._build_model
+
+    def build(config, seed):
+        model, processor = original(config, seed)
+        model.encode_classes(["cat", "dog", "bird", "car"])  # the run's one encoding, done up front here
+        model.clip.text_model.register_forward_hook(lambda *args: calls.append(1))
+        return model, processor
+
+    train_run._build_model = build
+    try:
+        out = tmp_path / "m"
+        assert main(["train", "--dataset", str(dataset), "--output-dir", str(out), *TRAIN]) == 0
+    finally:
+        train_run._build_model = original
+    assert calls == []  # class embeddings come from the cache: 0 text-encoder calls in 6 steps + eval
+
+
+def test_resume_from_a_checkpoint_ends_where_a_straight_run_ends(trained: Path, dataset: Path, tmp_path: Path):
+    # An interrupted run leaves checkpoint-3: resuming from it must give the straight run's weights
+    # (same data order, same negatives and augmentations).
+    interrupted = tmp_path / "model"
+    interrupted.mkdir()
+    shutil.copytree(trained / "checkpoint-3", interrupted / "checkpoint-3")
+    assert main(["train", "--dataset", str(dataset), "--output-dir", str(interrupted), *TRAIN,
+                 "--resume_from_checkpoint", str(interrupted / "checkpoint-3")]) == 0
+    straight = load_file(trained / "checkpoint-6" / "model.safetensors")
+    resumed = load_file(interrupted / "checkpoint-6" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_two_processes_split_the_rows_and_write_one_model(dataset: Path, tmp_path: Path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "MASTER_ADDR": "127.0.0.1"}
+    port = str(29600 + os.getpid() % 1000)
+    # These flags start two CPU processes (gloo); `--cpu --num_processes 2` would start one.
+    args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
+            "-m", "magicseg_hf", "train", "--dataset", str(dataset), "--output-dir", str(out), "--use_cpu",
+            "--preset", "tiny", "--num-classes", "4", "--validation-size", "4", "--num_train_epochs", "1",
+            "--max_steps", "-1", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+            "--save_strategy", "no"]
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "training_summary.json").read_text())
+    # 8 training rows, 2 per process and step: one epoch is 2 steps with two processes (4 with one),
+    # so each process saw its own half of the rows.
+    assert summary["global_steps"] == 2
+    assert summary["num_processes"] == 2
+    assert (out / "model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+def _assert_one_error_line(err: str, needle: str) -> None:
+    """Progress bars may come first; the error itself is one line, with no traceback."""
+    errors = [line for line in err.splitlines() if line.startswith("magicseg train: error:")]
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in err, err[-2000:]
+
+
+def test_bad_input_is_one_line_and_exit_2(dataset: Path, tmp_path: Path, capsys):
+    only_cat = tmp_path / "classes.txt"
+    only_cat.write_text("cat\n")
+    cases = [
+        (["--dataset", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "a")], "--dataset"),
+        (["--dataset", str(dataset), "--output-dir", str(tmp_path / "b"), "--num-classes", "300"], "--num-classes"),
+        (["--dataset", str(dataset), "--output-dir", str(tmp_path / "c"), "--no_such_flag", "1"], "TrainingArguments"),
+        (["--dataset", str(dataset), "--output-dir", str(tmp_path / "d"), "--vocabulary", str(only_cat)], "lacks"),
+    ]
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "config.json").write_text("{}")
+    cases.append((["--dataset", str(dataset), "--output-dir", str(occupied)], "--overwrite"))
+    for argv, needle in cases:
+        assert main(["train", *argv, "--preset", "tiny", "--max_steps", "1"]) == 2, argv
+        _assert_one_error_line(capsys.readouterr().err, needle)
+
+
+def test_a_dataset_without_the_columns_is_named(tmp_path: Path, capsys):
+    import datasets
+
+    folder = tmp_path / "plain"
+    datasets.Dataset.from_dict({"id": ["a"], "image": [Image.new("RGB", (8, 8))]}).to_parquet(folder / "data.parquet")
+    assert main(["train", "--dataset", str(folder), "--output-dir", str(tmp_path / "o"), "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks the columns ['counterfactual_image', 'label', 'classes']" in err
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error(dataset: Path, tmp_path: Path, capsys):
+    out = tmp_path / "nan"
+    assert main(["train", "--dataset", str(dataset), "--output-dir", str(out), *TRAIN,
+                 "--learning_rate", "1e30", "--max_grad_norm", "0"]) == 2
+    _assert_one_error_line(capsys.readouterr().err, "the loss became non-finite at step")
