@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_dataset_folder
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers import write_dataset_folder
 from magicseg_hf.cli import main
 from magicseg_hf.labels import IGNORE_LABEL, NONE_LABEL
 from magicseg_hf.loading import build_open_seg
