@@ -1,1 +1,2 @@
-"""Filled in by later capabilities."""
+"""Pretraining: ``MagicSegCollator`` (category random sampling, shared pair augmentation), ``MagicSegTrainer``
+and ``magicseg train``."""
