@@ -11,10 +11,8 @@ the model as soon as transformers is imported (see :mod:`magicseg_hf.registratio
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from magicseg_hf.errors import InputError, MagicSegError, ModelLoadError
+from magicseg_hf.lazy import lazy_exports
 from magicseg_hf.registration import install as _install_registration
 
 __version__ = "0.1.0"
@@ -33,8 +31,4 @@ _LAZY = {
 
 __all__ = ["InputError", "MagicSegError", "ModelLoadError", "__version__", *sorted(_LAZY)]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

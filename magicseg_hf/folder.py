@@ -1,6 +1,6 @@
 """``DatasetFolder``: the one owner of a MagicSeg dataset folder.
 
-A dataset folder (DESIGN.md) holds::
+A dataset folder holds::
 
     README.md                  the dataset card (rendered by magicseg_hf.cards)
     data/train-NNNNN.parquet   the shards, numbered from 0, written atomically
@@ -13,8 +13,9 @@ A dataset folder (DESIGN.md) holds::
 
 Every reader and writer of such a folder — the generation writer, ``magicseg validate``, the card
 renderer, ``magicseg push``, the ``MagicSeg`` builder, training and evaluation — goes through this
-module: the paths, the shard naming rule, atomic writes, and the readers of the vocabulary,
-``generation.json``, the counts and the rows are written here once.
+module: the paths, the shard naming rule, atomic writes, which files are published, and the
+readers of the vocabulary, ``generation.json``, the prompt cache, the counts and the rows are
+written here once.
 
 Example::
 
@@ -32,6 +33,7 @@ standard library, pyarrow and Pillow), so anything in the package may use it.
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import logging
@@ -79,6 +81,9 @@ SHARD_GLOB = f"{DATA_DIR}/{SHARD_PREFIX}*{SHARD_SUFFIX}"
 CARD_DATA_FILES = f"{DATA_DIR}/{SHARD_PREFIX}*"
 #: A final shard's file name inside ``data/``; group 1 is its index.
 SHARD_NAME_RE = re.compile(rf"^{re.escape(SHARD_PREFIX)}(\d{{{SHARD_DIGITS}}}){re.escape(SHARD_SUFFIX)}$")
+#: Files of a folder that ``magicseg push`` publishes besides the card (which it renders for the repo);
+#: ``.work/`` and hidden files never are.
+PUBLISHED_PATTERNS = (SHARD_GLOB, VOCABULARY_FILE, GENERATION_FILE, PREVIEW_FILE, HISTOGRAM_FILE, PROMPTS_FILE)
 #: Work files of shard ``j`` of a running generation: ``.work/shard-NNNNN.parquet`` (its kept rows)
 #: and ``.work/shard-NNNNN.json`` (one record per attempt; the shard's completion marker).
 WORK_SHARD_STEM = "shard-"
@@ -305,6 +310,21 @@ class DatasetFolder:
         """The final shards (files matching ``data/train-*.parquet``), sorted; ``.work/`` is ignored."""
         return sorted(path for path in self.root.glob(SHARD_GLOB) if path.is_file())
 
+    def published_files(self) -> list[str]:
+        """Relative posix paths of the files that are published (:data:`PUBLISHED_PATTERNS`), sorted;
+        ``.work/`` and hidden files (temporary files of atomic writes) never are."""
+        selected = []
+        for path in sorted(self.root.rglob("*")):
+            if not path.is_file():
+                continue
+            parts = path.relative_to(self.root).parts
+            if any(part.startswith(".") for part in parts):
+                continue
+            relative = "/".join(parts)
+            if any(fnmatch.fnmatch(relative, pattern) for pattern in PUBLISHED_PATTERNS):
+                selected.append(relative)
+        return selected
+
     def remove_work_dir(self) -> None:
         """Delete ``.work/`` (done when a run has written its folder); no error when it is absent."""
         shutil.rmtree(self.work_dir, ignore_errors=True)
@@ -358,6 +378,33 @@ class DatasetFolder:
         """Write ``generation.json`` atomically (:func:`json_bytes` formatting); returns its path."""
         atomic_write_json(self.generation_path, value)
         return self.generation_path
+
+    # --- prompts.jsonl ----------------------------------------------------------------------------
+    def read_prompts(self) -> dict[int, str]:
+        """The cached LLM prompts of ``prompts.jsonl``: attempt index -> prompt (empty without the file).
+
+        A line that is not JSON (the last one, cut short by a killed run) is skipped.
+        """
+        prompts: dict[int, str] = {}
+        if not self.prompts_path.is_file():
+            return prompts
+        for line in self.prompts_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            prompts[int(record["attempt"])] = record["prompt"]
+        return prompts
+
+    def append_prompts(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append one JSON line per record (``{"attempt": k, "classes": [...], "prompt": "..."}``) to
+        ``prompts.jsonl`` in one ``write`` call, so a killed run loses at most the last line."""
+        data = "".join(json.dumps(record) + "\n" for record in records).encode("utf-8")
+        fd = os.open(self.prompts_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
     # --- rows ---------------------------------------------------------------------------------------
     def num_rows(self) -> int:

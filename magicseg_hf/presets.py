@@ -9,15 +9,15 @@ Hub id, a local folder or a ``tiny:`` id.
 This module is tables only: it imports no model library, so resolving a
 :class:`~magicseg_hf.generation.GenerationConfig` or printing ``magicseg --help`` does not pay for
 torch. ``from magicseg_hf.presets import build_open_seg`` still works: the name is looked up in
-:mod:`magicseg_hf.loading` on first use (see :func:`__getattr__`).
+:mod:`magicseg_hf.loading` on first use (:func:`magicseg_hf.lazy.lazy_exports`).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from magicseg_hf.errors import ModelLoadError
+from magicseg_hf.lazy import lazy_exports
 
 PRESETS: tuple[str, ...] = ("paper", "tiny")
 TINY_PREFIX = "tiny:"
@@ -175,17 +175,10 @@ def training_defaults(preset: str) -> dict[str, Any]:
     return {key: (dict(value) if isinstance(value, dict) else value) for key, value in _TRAINING_DEFAULTS[preset].items()}
 
 
-# Names that live in magicseg_hf.loading but were documented here first.
+# Names that live in magicseg_hf.loading but were documented here first. Compatibility path:
+# ``from magicseg_hf.presets import build_open_seg`` loads magicseg_hf.loading (and so torch) only
+# when that name is asked for. The lookup is dynamic because ``loading`` itself imports this module;
+# new code imports magicseg_hf.loading.build_open_seg directly.
 _FORWARDED = {"build_open_seg": "magicseg_hf.loading"}
 
-
-def __getattr__(name: str) -> Any:
-    """Compatibility path: ``from magicseg_hf.presets import build_open_seg`` loads
-    :mod:`magicseg_hf.loading` (and so torch) only when that name is asked for.
-
-    The lookup is dynamic (``importlib.import_module``) because ``loading`` itself imports this
-    module; new code imports :func:`magicseg_hf.loading.build_open_seg` directly.
-    """
-    if name in _FORWARDED:
-        return getattr(importlib.import_module(_FORWARDED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _FORWARDED)

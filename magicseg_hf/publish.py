@@ -25,15 +25,8 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from magicseg_hf import __version__, hub_access
 from magicseg_hf.cards import render_dataset_card
 from magicseg_hf.errors import InputError, MagicSegError, first_line
-from magicseg_hf.folder import HISTOGRAM_FILE, SHARD_GLOB, DatasetFolder
-from magicseg_hf.schema import (
-    CARD_FILE,
-    DATA_DIR,
-    GENERATION_FILE,
-    PREVIEW_FILE,
-    PROMPTS_FILE,
-    VOCABULARY_FILE,
-)
+from magicseg_hf.folder import DatasetFolder
+from magicseg_hf.schema import CARD_FILE, DATA_DIR
 from magicseg_hf.validate import validate_dataset_folder
 
 logger = logging.getLogger(__name__)
@@ -41,8 +34,6 @@ logger = logging.getLogger(__name__)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Longest repo id the Hub accepts.
 MAX_REPO_ID_LENGTH = 96
-#: Files of a dataset folder that are published, besides the card (rendered for the repo).
-PUSHED_PATTERNS = (SHARD_GLOB, VOCABULARY_FILE, GENERATION_FILE, PREVIEW_FILE, HISTOGRAM_FILE, PROMPTS_FILE)
 OFFLINE_MESSAGE = "HF_HUB_OFFLINE=1: cannot push to the Hub; unset it to publish"
 
 
@@ -73,22 +64,6 @@ def hub_error(error: BaseException, repo_id: str) -> MagicSegError:
             return MagicSegError(f"no write access to {repo_id} (403): check the token's permissions")
         return MagicSegError(f"the Hub refused the push to {repo_id} ({status or 'error'}): {first_line(error)}")
     return MagicSegError(f"cannot reach the Hugging Face Hub at {hub_access.hub_endpoint()}: {type(error).__name__}")
-
-
-def files_to_push(folder: str | Path | DatasetFolder) -> list[str]:
-    """Relative posix paths of the folder's files that are published (``.work/`` and hidden files never are)."""
-    root = DatasetFolder(folder).root
-    selected = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file():
-            continue
-        parts = path.relative_to(root).parts
-        if any(part.startswith(".") for part in parts):  # .work/ and temporary files of atomic writes
-            continue
-        relative = "/".join(parts)
-        if any(fnmatch.fnmatch(relative, pattern) for pattern in PUSHED_PATTERNS):
-            selected.append(relative)
-    return selected
 
 
 @dataclass
@@ -146,7 +121,7 @@ def push_dataset_folder(
             f"{report.problems[0]}); run `magicseg validate {dataset.root}`"
         )
 
-    files = files_to_push(dataset)
+    files = dataset.published_files()
     card_bytes = str(render_dataset_card(dataset, repo_id=repo_id)).encode("utf-8")
     operations: list[Any] = [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card_bytes)]
     operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(dataset.root / name)) for name in files]

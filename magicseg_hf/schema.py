@@ -39,8 +39,3 @@ PREVIEW_FILE = "preview.png"
 WORK_DIR = ".work"
 #: Cached LLM prompts (kept so that a resume replays them instead of asking again).
 PROMPTS_FILE = "prompts.jsonl"
-
-
-def shard_file_name(index: int) -> str:
-    """``data/train-NNNNN.parquet`` relative path of final shard ``index``."""
-    return f"{DATA_DIR}/train-{index:05d}.parquet"

@@ -171,22 +171,31 @@ def tiny_bert_tokenizer() -> BertTokenizer:
     return BertTokenizer(vocab=vocab, do_lower_case=True)
 
 
+# ---- configs that fit a tokenizer ----------------------------------------------------------------
+def _tokenizer_fields(tokenizer: Any) -> dict[str, Any]:
+    """The text-config fields that make a model fit ``tokenizer``: its vocabulary size and the ids
+    of its beginning, end and padding tokens."""
+    return {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 # ---- CLIP configs --------------------------------------------------------------------------------
 def tiny_clip_text_config(tokenizer: Any, hidden_size: int = 32, projection_dim: int = 32) -> CLIPTextConfig:
     """A 2-layer, 4-head ``CLIPTextConfig`` whose vocabulary size and special ids are ``tokenizer``'s."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=77,
         projection_dim=projection_dim,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **_tokenizer_fields(tokenizer),
     )
 
 
@@ -299,16 +308,13 @@ def tiny_causal_lm(seed: int = 0) -> tuple[LlamaForCausalLM, CLIPTokenizer]:
     tokenizer = tiny_clip_tokenizer()
     tokenizer.pad_token = tokenizer.eos_token
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **_tokenizer_fields(tokenizer),
     )
     with seeded(seed):
         model = LlamaForCausalLM(config)
@@ -374,15 +380,12 @@ def tiny_owlv2(seed: int = 0) -> tuple[Owlv2ForObjectDetection, Owlv2Processor]:
 
     tokenizer = tiny_owlv2_tokenizer()
     text_config = {
-        "vocab_size": len(tokenizer),
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "max_position_embeddings": 16,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
+        **_tokenizer_fields(tokenizer),
     }
     # 64 px / 32 px patches = 4 patches = 4 boxes per image (one per patch).
     vision_config = {

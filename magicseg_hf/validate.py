@@ -1,4 +1,4 @@
-"""``magicseg validate``: check a dataset folder against the schema of DESIGN.md.
+"""``magicseg validate``: check a dataset folder against the dataset schema.
 
 :func:`validate_dataset_folder` reads a folder without writing to it and returns a
 :class:`ValidationReport` listing every problem found (the first ``max_problems`` verbatim):

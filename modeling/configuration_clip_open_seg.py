@@ -61,10 +61,10 @@ def format_class_prompts(
     This is the single place where names meet templates (processor, pipeline and `encode_classes` use it).
     """
     if len(templates) == 0:
-        raise ValueError("templates must hold at least one template (got an empty list).")
+        raise ValueError("templates must hold at least one template (got an empty list)")
     for template in templates:
         if template.count("{}") != 1:
-            raise ValueError(f"Each template must contain exactly one '{{}}' placeholder (got {template!r}).")
+            raise ValueError(f"each template must contain exactly one '{{}}' placeholder (got {template!r})")
     return [template.format(name) for name in names for template in templates]
 
 
@@ -169,23 +169,24 @@ class CLIPOpenSegConfig(PreTrainedConfig):
         if self.decoder_hidden_size % self.decoder_num_heads != 0:
             raise ValueError(
                 f"decoder_hidden_size must be divisible by decoder_num_heads (got decoder_hidden_size: "
-                f"{self.decoder_hidden_size} and decoder_num_heads: {self.decoder_num_heads})."
+                f"{self.decoder_hidden_size} and decoder_num_heads: {self.decoder_num_heads})"
             )
         if self.prompt_depth is not None and not 0 <= self.prompt_depth <= num_layers:
             raise ValueError(
-                f"prompt_depth must be between 0 and the vision tower's {num_layers} layers (got {self.prompt_depth})."
+                f"prompt_depth must be between 0 and the vision tower's {num_layers} layers (got {self.prompt_depth})"
             )
         if self.image_size % vision.patch_size != 0:
             raise ValueError(
                 f"image_size must be a multiple of the vision patch_size (got image_size: {self.image_size} and "
-                f"patch_size: {vision.patch_size})."
+                f"patch_size: {vision.patch_size})"
             )
         if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1) (got {self.drop_path_rate}).")
+            raise ValueError(f"drop_path_rate must be in [0, 1) (got {self.drop_path_rate})")
         if self.none_label == self.ignore_label:
-            raise ValueError(f"none_label and ignore_label must differ (both are {self.none_label}).")
-        if len(set(self.vocabulary)) != len(self.vocabulary):
-            raise ValueError("vocabulary holds duplicate class names.")
+            raise ValueError(f"none_label and ignore_label must differ (both are {self.none_label})")
+        duplicates = sorted({name for name in self.vocabulary if self.vocabulary.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"vocabulary must name each class once (got duplicates: {duplicates})")
         format_class_prompts([], self.templates)
 
     def check_num_classes(self, num_classes: int) -> None:
@@ -198,7 +199,7 @@ class CLIPOpenSegConfig(PreTrainedConfig):
         if self.none_label >= 0 and num_classes >= self.none_label:
             raise ValueError(
                 f"labels can only be used with fewer than none_label={self.none_label} classes per call, the label "
-                f"value {self.none_label} meaning 'none of these classes' (got {num_classes} classes)."
+                f"value {self.none_label} meaning 'none of these classes' (got {num_classes} classes)"
             )
 
     @property

@@ -59,7 +59,7 @@ class CLIPOpenSegImageProcessor(TorchvisionBackend):
                 height, width = size.height, size.width
             else:
                 raise ValueError(
-                    f"post-processing supports size with max_height/max_width or height/width (got {size})."
+                    f"post-processing supports size with max_height/max_width or height/width (got {size})"
                 )
         return height, width
 
@@ -84,7 +84,7 @@ class CLIPOpenSegImageProcessor(TorchvisionBackend):
         if target_sizes is not None and len(target_sizes) != logits.shape[0]:
             raise ValueError(
                 f"target_sizes must hold one (height, width) per image (got {len(target_sizes)} for "
-                f"{logits.shape[0]} images)."
+                f"{logits.shape[0]} images)"
             )
         results = []
         for index in range(logits.shape[0]):

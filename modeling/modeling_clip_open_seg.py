@@ -401,7 +401,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         model = cls(config)
         missing, unexpected = model.clip.load_state_dict(clip_model.state_dict(), strict=False)
         if missing or unexpected:
-            raise ValueError(f"CLIP weights do not fit (missing: {missing}, unexpected: {unexpected}).")
+            raise ValueError(f"CLIP weights do not fit (missing: {missing}, unexpected: {unexpected})")
         model._tokenizer = tokenizer
         if use_lora:
             model.enable_lora()
@@ -459,7 +459,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         try:
             from peft import inject_adapter_in_model
         except ImportError as error:  # pragma: no cover - peft is a dependency of magicseg-hf
-            raise ImportError("use_lora=True needs the `peft` package (pip install peft).") from error
+            raise ImportError("use_lora=True needs the `peft` package (pip install peft)") from error
         inject_adapter_in_model(self._lora_config(), self.clip.vision_model, adapter_name=LORA_ADAPTER_NAME)
 
     def enable_lora(
@@ -475,7 +475,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         also be saved and loaded alone with `save_lora_adapter` / `load_lora_adapter`.
         """
         if self.config.use_lora:
-            raise ValueError("LoRA is already enabled on this model.")
+            raise ValueError("LoRA is already enabled on this model")
         for field, value in (
             ("lora_rank", rank),
             ("lora_alpha", alpha),
@@ -495,7 +495,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         `adapter_model.safetensors`)."""
         if not self.config.use_lora:
             raise ValueError(
-                "This model has no LoRA adapter (enable it with `enable_lora()` or use_lora=True)."
+                "this model has no LoRA adapter (enable it with `enable_lora()` or use_lora=True)"
             )
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
@@ -530,8 +530,8 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
             settings["target_modules"],
         ):
             raise ValueError(
-                f"The adapter (rank {settings['rank']}, modules {settings['target_modules']}) does not match this "
-                f"model's LoRA (rank {self.config.lora_rank}, modules {sorted(self.config.lora_target_modules)})."
+                f"the adapter (rank {settings['rank']}, modules {settings['target_modules']}) does not match this "
+                f"model's LoRA (rank {self.config.lora_rank}, modules {sorted(self.config.lora_target_modules)})"
             )
         state = load_file(
             os.path.join(adapter_directory, LORA_ADAPTER_WEIGHTS), device=str(self.visual_prompts.device)
@@ -539,7 +539,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         result = set_peft_model_state_dict(self.clip.vision_model, state, adapter_name=LORA_ADAPTER_NAME)
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
-            raise ValueError(f"Adapter weights that fit no LoRA layer: {unexpected[:5]}")
+            raise ValueError(f"adapter weights must fit this model's LoRA layers (got unknown keys: {unexpected[:5]})")
         self.freeze_backbone()
 
     # ---- text: class embeddings --------------------------------------------------------------------------
@@ -575,7 +575,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
             attention_mask = attention_mask.unsqueeze(1) if attention_mask is not None else None
         if input_ids.dim() not in (3, 4):
             raise ValueError(
-                f"input_ids must have shape (C, L), (C, T, L) or (B, K, T, L) (got {tuple(input_ids.shape)})."
+                f"input_ids must have shape (C, L), (C, T, L) or (B, K, T, L) (got {tuple(input_ids.shape)})"
             )
         leading, (num_templates, length) = input_ids.shape[:-2], input_ids.shape[-2:]
         flat_ids = input_ids.reshape(-1, length)
@@ -612,10 +612,10 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         """
         names = list(names)
         if not names:
-            raise ValueError("encode_classes needs at least one class name (got an empty list).")
+            raise ValueError("encode_classes needs at least one class name (got an empty list)")
         bad = [name for name in names if not isinstance(name, str) or not name.strip()]
         if bad:
-            raise ValueError(f"Class names must be non-empty strings (got {bad!r}).")
+            raise ValueError(f"class names must be non-empty strings (got {bad!r})")
         templates = tuple(templates if templates is not None else self.config.templates)
         missing = [name for name in dict.fromkeys(names) if (name, templates) not in self._class_cache]
         if missing:
@@ -623,7 +623,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
             if tokenizer is None:
                 raise ValueError(
                     "encode_classes needs a CLIP tokenizer: pass tokenizer=..., set model.tokenizer, or load the "
-                    "model from a folder that also holds the processor."
+                    "model from a folder that also holds the processor"
                 )
             encoding = tokenize_class_prompts(tokenizer, missing, templates)
             device = self.visual_prompts.device
@@ -650,7 +650,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         names = list(names)
         if len(set(names)) != len(names):
             duplicates = sorted({name for name in names if names.count(name) > 1})
-            raise ValueError(f"The vocabulary holds duplicate class names: {duplicates}.")
+            raise ValueError(f"vocabulary must name each class once (got duplicates: {duplicates})")
         embeds = self.encode_classes(names, templates=templates, tokenizer=tokenizer)
         self.vocabulary_embeds = embeds.detach().clone()
         self.config.vocabulary = names
@@ -666,14 +666,14 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
     ) -> torch.Tensor:
         """Class embeddings as (B, C, D), from text, given embeddings, or the saved vocabulary."""
         if input_ids is not None and class_embeds is not None:
-            raise ValueError("Pass either input_ids/attention_mask or class_embeds, not both.")
+            raise ValueError("pass either input_ids/attention_mask or class_embeds, not both (got both)")
         if input_ids is not None:
             class_embeds = self.get_text_embeddings(input_ids, attention_mask)
         elif class_embeds is None:
             if self.vocabulary_embeds.shape[0] == 0:
                 raise ValueError(
-                    "No classes: pass input_ids (processor(text=...)) or class_embeds, or save a vocabulary "
-                    "with model.set_vocabulary([...])."
+                    "no classes: pass input_ids (processor(text=...)) or class_embeds, or save a vocabulary "
+                    "with model.set_vocabulary([...])"
                 )
             class_embeds = self.vocabulary_embeds
         if class_embeds.dim() == 2:  # (C, D) shared by the batch
@@ -681,12 +681,12 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         elif class_embeds.dim() != 3 or class_embeds.shape[0] != batch_size:
             raise ValueError(
                 f"class_embeds must have shape (C, D) or (batch_size={batch_size}, K, D) "
-                f"(got {tuple(class_embeds.shape)})."
+                f"(got {tuple(class_embeds.shape)})"
             )
         if class_embeds.shape[-1] != self.config.projection_dim:
             raise ValueError(
                 f"class embeddings must have projection_dim={self.config.projection_dim} features "
-                f"(got {class_embeds.shape[-1]})."
+                f"(got {class_embeds.shape[-1]})"
             )
         return F.normalize(class_embeds.to(self.visual_prompts.dtype), dim=-1)
 
@@ -734,7 +734,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         height, width = pixel_values.shape[-2:]
         if height % patch or width % patch:
             raise ValueError(
-                f"pixel_values height and width must be multiples of {patch} (got {height}x{width})."
+                f"pixel_values height and width must be multiples of {patch} (got {height}x{width})"
             )
         hidden_states = vision.embeddings(
             pixel_values.to(self.visual_prompts.dtype), interpolate_pos_encoding=True
@@ -794,7 +794,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
             if counterfactual_pixel_values.shape != pixel_values.shape:
                 raise ValueError(
                     f"counterfactual_pixel_values must have the shape of pixel_values {tuple(pixel_values.shape)} "
-                    f"(got {tuple(counterfactual_pixel_values.shape)})."
+                    f"(got {tuple(counterfactual_pixel_values.shape)})"
                 )
             both = torch.cat([pixel_values, counterfactual_pixel_values.to(pixel_values.dtype)], dim=0)
             image_embeds, patch_embeds, grid = self.get_image_embeddings(both)
@@ -836,7 +836,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         """Unweighted (focal, dice) losses of `logits` (B, C, H, W) against position `labels` (B, H', W')."""
         if labels.dim() != 3 or labels.shape[0] != logits.shape[0]:
             raise ValueError(
-                f"labels must have shape (batch_size={logits.shape[0]}, height, width) (got {tuple(labels.shape)})."
+                f"labels must have shape (batch_size={logits.shape[0]}, height, width) (got {tuple(labels.shape)})"
             )
         num_classes = logits.shape[1]
         self.config.check_num_classes(num_classes)
@@ -847,7 +847,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
             bad = torch.unique(labels[~allowed])[:5].tolist()
             raise ValueError(
                 f"labels hold values {bad} that are neither a class position 0..{num_classes - 1}, "
-                f"none_label={self.config.none_label} nor ignore_label={self.config.ignore_label}."
+                f"none_label={self.config.none_label} nor ignore_label={self.config.ignore_label}"
             )
         if labels.shape[-2:] != logits.shape[-2:]:
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)

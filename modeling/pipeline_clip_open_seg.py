@@ -31,7 +31,7 @@ def sliding_windows(height: int, width: int, crop_size: int, stride: int) -> lis
     """
     if crop_size <= 0 or stride <= 0:
         raise ValueError(
-            f"crop_size and stride must be positive (got crop_size={crop_size}, stride={stride})."
+            f"crop_size and stride must be positive (got crop_size={crop_size}, stride={stride})"
         )
     rows = max(height - crop_size + stride - 1, 0) // stride + 1
     cols = max(width - crop_size + stride - 1, 0) // stride + 1
@@ -69,7 +69,7 @@ def slide_inference(
     stride = stride or model.config.slide_stride
     if stride > crop_size:
         raise ValueError(
-            f"stride must not exceed crop_size, or pixels are skipped (got {stride} > {crop_size})."
+            f"stride must not exceed crop_size, or pixels are skipped (got {stride} > {crop_size})"
         )
     batch, _, height, width = pixel_values.shape
     padded_height, padded_width = max(height, crop_size), max(width, crop_size)
@@ -136,7 +136,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         if kwargs:
-            raise TypeError(f"Unknown arguments for {TASK}: {sorted(kwargs)}.")
+            raise TypeError(f"unknown arguments for the {TASK} pipeline (got {sorted(kwargs)})")
         preprocess = {"candidate_labels": candidate_labels, "crop_size": crop_size, "timeout": timeout}
         forward = {"stride": stride, "window_batch_size": window_batch_size, "crop_size": crop_size}
         postprocess = {"threshold": threshold}
@@ -153,7 +153,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         if "images" in kwargs:
             inputs = kwargs.pop("images")
         if inputs is None:
-            raise ValueError(f"The {TASK} pipeline needs an image.")
+            raise ValueError(f"the {TASK} pipeline needs an image (got none)")
         return super().__call__(inputs, **kwargs)
 
     def preprocess(
@@ -167,7 +167,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             candidate_labels = list(self.model.config.vocabulary)
             if not candidate_labels:
                 raise ValueError(
-                    "candidate_labels is empty and the model has no saved vocabulary: name the classes."
+                    "candidate_labels is empty and the model has no saved vocabulary: name the classes"
                 )
         labels = check_class_names(candidate_labels, what="candidate_labels")
         image = load_image(image, timeout=timeout)

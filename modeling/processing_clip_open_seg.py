@@ -24,13 +24,13 @@ def check_class_names(names: Any, what: str = "class names") -> list[str]:
         names = [names]
     names = list(names) if names is not None else []
     if not names:
-        raise ValueError(f"{what} must hold at least one class name (got an empty list).")
+        raise ValueError(f"{what} must hold at least one class name (got an empty list)")
     bad = [name for name in names if not isinstance(name, str) or not name.strip()]
     if bad:
-        raise ValueError(f"{what} must be non-empty strings (got {bad!r}).")
+        raise ValueError(f"{what} must be non-empty strings (got {bad!r})")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{what} hold duplicates: {duplicates}. Each class must be named once.")
+        raise ValueError(f"{what} must name each class once (got duplicates: {duplicates})")
     return names
 
 
@@ -100,14 +100,14 @@ class CLIPOpenSegProcessor(ProcessorMixin):
             return_tensors: only `"pt"` is supported for text.
         """
         if images is None and text is None:
-            raise ValueError("Pass images, text (class names) or both.")
+            raise ValueError("pass images, text (class names) or both (got neither)")
         data: dict[str, Any] = {}
         if images is not None:
             data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
         if text is not None:
             if return_tensors not in ("pt", None):
                 raise ValueError(
-                    f"Class names are tokenised to torch tensors only (got return_tensors={return_tensors!r})."
+                    f"class names are tokenised to torch tensors only (got return_tensors={return_tensors!r})"
                 )
             if (
                 isinstance(text, (list, tuple))
@@ -118,7 +118,7 @@ class CLIPOpenSegProcessor(ProcessorMixin):
                 counts = {encoding["input_ids"].shape[0] for encoding in per_image}
                 if len(counts) != 1:
                     raise ValueError(
-                        f"Every image must have the same number of classes (got {sorted(counts)})."
+                        f"every image must have the same number of classes (got {sorted(counts)})"
                     )
                 length = max(encoding["input_ids"].shape[-1] for encoding in per_image)
                 pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -130,7 +130,8 @@ class CLIPOpenSegProcessor(ProcessorMixin):
                 )
                 if images is not None and data["input_ids"].shape[0] != data["pixel_values"].shape[0]:
                     raise ValueError(
-                        f"Got {data['input_ids'].shape[0]} class lists for {data['pixel_values'].shape[0]} images."
+                        f"text must hold one class list per image (got {data['input_ids'].shape[0]} class lists for "
+                        f"{data['pixel_values'].shape[0]} images)"
                     )
             else:
                 data.update(self.tokenize_classes(text, templates))

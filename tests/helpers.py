@@ -1,8 +1,8 @@
 """Test helpers: small, valid dataset folders written by the real generation writer, and a local
 stand-in for the Hub.
 
-:func:`write_dataset_folder` makes a folder of DESIGN.md's layout from random rows (no models
-involved) through the writer itself — ``write_run_files``, ``ShardStore.write_shard``,
+:func:`write_dataset_folder` makes a dataset folder (the layout of ``magicseg_hf.folder``) from
+random rows (no models involved) through the writer itself — ``write_run_files``, ``ShardStore.write_shard``,
 ``finalize``, the card renderer, ``ShardStore.remove`` — so the card, validation, push and
 visualization are tested on exactly what ``generate()`` writes.
 """

@@ -126,6 +126,33 @@ def test_generation_reader(tmp_path):
         folder.read_generation()
 
 
+def test_prompt_cache_appends_lines_and_skips_a_cut_line(tmp_path):
+    folder = DatasetFolder(tmp_path)
+    assert folder.read_prompts() == {}
+    folder.append_prompts([{"attempt": 0, "classes": ["cat"], "prompt": "a cat"}])
+    folder.append_prompts({"attempt": k, "classes": ["dog"], "prompt": f"dog {k}"} for k in (2, 1))
+    assert folder.prompts_path.read_text().splitlines() == [
+        '{"attempt": 0, "classes": ["cat"], "prompt": "a cat"}',
+        '{"attempt": 2, "classes": ["dog"], "prompt": "dog 2"}',
+        '{"attempt": 1, "classes": ["dog"], "prompt": "dog 1"}',
+    ]
+    with folder.prompts_path.open("a") as handle:
+        handle.write('{"attempt": 3, "classes": ["d')  # a run killed mid-line
+    assert folder.read_prompts() == {0: "a cat", 2: "dog 2", 1: "dog 1"}
+
+
+def test_published_files_leave_out_work_and_hidden_files(folder, tmp_path):
+    assert folder.published_files() == [
+        "class_histogram.png", "data/train-00000.parquet", "data/train-00001.parquet", "generation.json",
+        "preview.png", "vocabulary.txt",
+    ]
+    empty = DatasetFolder(tmp_path)
+    for name in ("prompts.jsonl", ".work/shard-00000.json", "data/.train-00000.parquet.x.tmp", "notes.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert empty.published_files() == ["prompts.jsonl"]
+
+
 def test_rows_come_in_dataset_order(folder):
     expected = make_rows(5, DEFAULT_CLASSES)
     assert [p.name for p in folder.shard_paths()] == ["train-00000.parquet", "train-00001.parquet"]

@@ -1,4 +1,4 @@
-"""CLIPForOpenSegmentation (issue 5): shapes, losses, save/load (local and remote code), caching, LoRA.
+"""CLIPForOpenSegmentation: shapes, losses, save/load (local and remote code), caching, LoRA.
 
 Offline and tiny: hidden 32, 2 layers, 64 px images, patch 8 (an 8 x 8 grid).
 """
@@ -90,7 +90,7 @@ def test_shared_and_per_image_embeds_agree(tiny):
     assert torch.allclose(a, b, atol=1e-6)
     with pytest.raises(ValueError, match="class_embeds must have shape"):
         model(pixel_values=pixel_values, class_embeds=shared.unsqueeze(0).expand(3, -1, -1))
-    with pytest.raises(ValueError, match="No classes"):
+    with pytest.raises(ValueError, match="no classes: pass input_ids"):
         model(pixel_values=pixel_values)
 
 

@@ -1,4 +1,4 @@
-"""Pipeline task, sliding-window inference and post-processing of CLIPForOpenSegmentation (issue 5)."""
+"""Pipeline task, sliding-window inference and post-processing of CLIPForOpenSegmentation."""
 
 from __future__ import annotations
 

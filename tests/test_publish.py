@@ -20,6 +20,7 @@ from magicseg_hf import __version__, publish
 from magicseg_hf.cards import write_dataset_card
 from magicseg_hf.cli import main
 from magicseg_hf.errors import InputError, MagicSegError
+from magicseg_hf.folder import DatasetFolder
 from magicseg_hf.generation.writer import KEPT, ShardStore
 from magicseg_hf.schema import CARD_FILE, DATASET_FEATURES, GENERATION_FILE, WORK_DIR
 
@@ -229,9 +230,10 @@ def test_nothing_in_the_package_imports_publish():
     assert importers == []
 
 
-def test_work_files_are_not_published(folder, tmp_path, monkeypatch):
+def test_work_files_are_not_published(folder, tmp_path):
     local = shutil.copytree(folder, tmp_path / "local")
     store = ShardStore(local)
     store.write_shard(3, [], [{"attempt": 9, "status": KEPT}])
     (local / "notes.md").write_text("mine")
-    assert publish.files_to_push(local) == PUBLISHED[1:]
+    (local / "data" / ".train-00002.parquet.x1.tmp").write_bytes(b"half")  # an atomic write cut short
+    assert DatasetFolder(local).published_files() == PUBLISHED[1:]

@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
+from magicseg_hf.folder import shard_file_name
 from magicseg_hf.hub_access import hub_endpoint, hub_offline, hub_reachable
 from magicseg_hf.schema import (
     CARD_FILE,
@@ -33,7 +34,6 @@ from magicseg_hf.schema import (
     PREVIEW_FILE,
     VOCABULARY_FILE,
     WORK_DIR,
-    shard_file_name,
 )
 
 pytestmark = pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,18 @@ def test_no_import_cycles_counting_imports_inside_functions():
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+@pytest.mark.parametrize(
+    "module", ["magicseg_hf", "magicseg_hf.generation", "magicseg_hf.evaluation", "magicseg_hf.presets"]
+)
+def test_lazy_names_resolve_to_their_defining_module(module: str):
+    """Every lazily exported name is found where the export table says, and is listed by dir()."""
+    package = importlib.import_module(module)
+    table = getattr(package, "_LAZY", None) or getattr(package, "_EXPORTS", None) or package._FORWARDED
+    for name, source in table.items():
+        value = getattr(package, name)
+        assert value is getattr(importlib.import_module(source), name)
+        assert name in dir(package)
+    with pytest.raises(AttributeError, match=rf"module '{module}' has no attribute 'not_a_name'"):
+        package.not_a_name  # noqa: B018

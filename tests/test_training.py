@@ -176,6 +176,11 @@ def test_train_saves_a_loadable_model_with_its_logs(trained: Path):
     summary = json.loads((trained / "training_summary.json").read_text())
     assert summary["global_steps"] == 6 and summary["vocabulary_size"] == 4
     assert "eval_mean_iou" in summary["validation"] and 0.0 <= summary["validation"]["eval_mean_iou"] <= 1.0
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(trained / "README.md")  # the first model card, written by the run
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-segmentation"
+    assert "plumbing" in card.text  # the tiny preset's card says what a random model proves
     model = AutoModel.from_pretrained(trained)
     assert model.config.vocabulary == VOCABULARY[:4]
     segments = pipeline("open-vocabulary-segmentation", model=str(trained))(Image.new("RGB", (64, 64), "red"))

@@ -105,7 +105,7 @@ MagicSegConfig = dataclasses.make_dataclass(
 
 
 class MagicSeg(datasets.GeneratorBasedBuilder):
-    """Generates a MagicSeg dataset (DESIGN.md schema) from class names, through ``generate()``."""
+    """Generates a MagicSeg dataset (columns of ``magicseg_hf.schema``) from class names, through ``generate()``."""
 
     BUILDER_CONFIG_CLASS = MagicSegConfig
     VERSION = datasets.Version(_package_version())

@@ -25,6 +25,8 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from magicseg_hf.cards.markdown import fmt_value as _fmt
+from magicseg_hf.cards.markdown import md_cell as _md
 from magicseg_hf.cards.paper import PAPER_CITATION, PAPER_URL
 from magicseg_hf.errors import InputError
 from magicseg_hf.folder import (
@@ -48,7 +50,7 @@ MISSING_CLASSES_SHOWN = 20
 #: Vocabulary names the card spells out in capitals ("the LVIS vocabulary").
 SHIPPED_VOCABULARY_NAMES = frozenset({"lvis", "voc", "voc20", "context", "context59", "coco", "coco80"})
 
-#: What each column holds (DESIGN.md's schema table), in column order.
+#: What each column holds (the dataset schema's meaning column), in column order.
 COLUMN_DESCRIPTIONS: dict[str, str] = {
     "id": "unique row id, stable across resumed runs",
     "image": "the positive image (shows the target classes)",
@@ -215,20 +217,6 @@ def reproduce_command(config: dict[str, Any]) -> str:
             parts += [f"--{key.replace('_', '-')}", str(config[key])]
     parts += ["--output-dir", "out"]
     return shlex.join(parts)
-
-
-def _md(text: Any) -> str:
-    """Escape a value for a markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _fmt(value: Any) -> str:
-    """A setting as the card shows it: "—" for None, floats without trailing zeros."""
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 # ----------------------------------------------------------------------------------------------

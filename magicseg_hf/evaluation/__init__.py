@@ -14,36 +14,25 @@ each submodule is imported when one of its names is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from magicseg_hf.lazy import lazy_exports
 
 #: Public name -> the submodule that defines it.
 _EXPORTS = {
-    "compute_mean_iou": "metric",
-    "MeanIoUAccumulator": "metric",
-    "MEAN_IOU_MODULE_DIR": "metric",
-    "Benchmark": "benchmarks",
-    "BenchmarkSample": "benchmarks",
-    "BENCHMARK_NAMES": "benchmarks",
-    "COCO_OBJECT_SOURCES": "benchmarks",
-    "load_benchmark": "benchmarks",
-    "read_class_file": "benchmarks",
-    "Protocol": "protocols",
-    "PROTOCOLS": "protocols",
-    "get_protocol": "protocols",
-    "pamr": "refine",
+    "compute_mean_iou": "magicseg_hf.evaluation.metric",
+    "MeanIoUAccumulator": "magicseg_hf.evaluation.metric",
+    "MEAN_IOU_MODULE_DIR": "magicseg_hf.evaluation.metric",
+    "Benchmark": "magicseg_hf.evaluation.benchmarks",
+    "BenchmarkSample": "magicseg_hf.evaluation.benchmarks",
+    "BENCHMARK_NAMES": "magicseg_hf.evaluation.benchmarks",
+    "COCO_OBJECT_SOURCES": "magicseg_hf.evaluation.benchmarks",
+    "load_benchmark": "magicseg_hf.evaluation.benchmarks",
+    "read_class_file": "magicseg_hf.evaluation.benchmarks",
+    "Protocol": "magicseg_hf.evaluation.protocols",
+    "PROTOCOLS": "magicseg_hf.evaluation.protocols",
+    "get_protocol": "magicseg_hf.evaluation.protocols",
+    "pamr": "magicseg_hf.evaluation.refine",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,9 +12,9 @@ counterfactual mode's steps) -> ``components`` (the assembler) -> ``pipeline`` (
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from magicseg_hf.lazy import lazy_exports
 
+#: Public name -> the module that defines it.
 _EXPORTS = {
     "GenerationConfig": "magicseg_hf.generation.config",
     "generate": "magicseg_hf.generation.pipeline",
@@ -25,8 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

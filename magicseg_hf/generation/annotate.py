@@ -114,6 +114,19 @@ def _cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
 
 
+def _pixel_boxes(boxes: torch.Tensor, scale: torch.Tensor | float, image_size: tuple[int, int]) -> torch.Tensor:
+    """Normalised cxcywh boxes (N, 4) -> xyxy pixel boxes (N, 4) float32 clipped to the image.
+
+    ``scale`` multiplies the normalised coordinates: ``(width, height, width, height)`` for boxes
+    relative to the image, or one side length for boxes relative to a padded square.
+    ``image_size`` is (height, width).
+    """
+    height, width = image_size
+    limit = torch.tensor([width, height, width, height], dtype=torch.float32, device=boxes.device)
+    xyxy = (_cxcywh_to_xyxy(boxes.float()) * scale).clamp(min=0)
+    return torch.minimum(xyxy, limit)
+
+
 def _rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
@@ -186,8 +199,7 @@ def assign_grounding_dino_boxes(
     keep = (objectness >= box_threshold) & (scores >= text_threshold) & membership.any(-1)[labels]
     height, width = image_size
     scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=boxes.device)
-    xyxy = (_cxcywh_to_xyxy(boxes.float()) * scale).clamp(min=0)
-    xyxy = torch.minimum(xyxy, scale)
+    xyxy = _pixel_boxes(boxes, scale, image_size)
     return Detections(
         boxes=xyxy[keep].cpu().to(torch.float32),
         scores=scores[keep].cpu().to(torch.float32),
@@ -286,9 +298,7 @@ class Owlv2Detector(_ModelWithProcessor):
             keep = scores >= box_threshold
             # OWLv2 predicts boxes relative to the image padded to a square (bottom/right).
             side = float(max(image.height, image.width))
-            limit = torch.tensor([image.width, image.height] * 2, dtype=torch.float32, device=logits.device)
-            xyxy = _cxcywh_to_xyxy(outputs.pred_boxes[i].float()) * side
-            xyxy = torch.minimum(xyxy.clamp(min=0), limit)
+            xyxy = _pixel_boxes(outputs.pred_boxes[i], side, (image.height, image.width))
             results.append(
                 Detections(
                     boxes=xyxy[keep].cpu(),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,11 +101,15 @@ class PairImageGenerator:
         self.height = height
         self.width = width
 
-    def _text_to_image(self, prompts: list[str], negatives: list[str], latents: torch.Tensor):
-        pipe = self.pipe
+    def _run(self, pipe, latents: torch.Tensor, **inputs: Any) -> tuple[Any, np.ndarray]:
+        """Call ``pipe`` with this generator's settings from ``latents`` (B, C, h, w), moved to the
+        pipe's device and UNet dtype, and ``inputs`` (prompts, images, ...).
+
+        Returns:
+            The pipe's output and its images, (B, H, W, 3) float32 in [0, 1].
+        """
         output = pipe(
-            prompt=prompts,
-            negative_prompt=negatives,
+            **inputs,
             latents=latents.to(pipe.device, pipe.unet.dtype),
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
@@ -131,10 +136,11 @@ class PairImageGenerator:
         """
         batch = len(prompts)
         latents = initial_latents(self.pipe, seeds, self.height, self.width)  # (B, C, h, w)
-        output, images = self._text_to_image(
-            list(prompts) + list(counterfactual_prompts),
-            [""] * batch + list(negative_prompts),
+        output, images = self._run(
+            self.pipe,
             torch.cat([latents, latents]),  # (2B, C, h, w): pair i shares noise i
+            prompt=list(prompts) + list(counterfactual_prompts),
+            negative_prompt=[""] * batch + list(negative_prompts),
         )
         flags = _flags(output, 2 * batch, images)
         pil = _to_pil(images)
@@ -151,7 +157,7 @@ class PairImageGenerator:
         ``paper`` mode's counterfactuals). ``counterfactuals`` is left as ``None``."""
         latents = initial_latents(self.pipe, seeds, self.height, self.width)  # (B, C, h, w)
         negatives = list(negative_prompts) if negative_prompts is not None else [""] * len(prompts)
-        output, images = self._text_to_image(list(prompts), negatives, latents)
+        output, images = self._run(self.pipe, latents, prompt=list(prompts), negative_prompt=negatives)
         return PairImages(
             positives=_to_pil(images),
             counterfactuals=[None] * len(prompts),
@@ -181,23 +187,18 @@ class PairImageGenerator:
         pipe = self.inpaint_pipe
         latents = initial_latents(pipe, seeds, self.height, self.width)  # (B, C, h, w)
         mask_images = [Image.fromarray(np.where(m, 255, 0).astype(np.uint8), mode="L") for m in masks]
-        output = pipe(
+        output, array = self._run(
+            pipe,
+            latents,
             prompt=list(counterfactual_prompts),
             negative_prompt=list(negative_prompts),
             image=list(images),
             mask_image=mask_images,
-            latents=latents.to(pipe.device, pipe.unet.dtype),
             # The masked image's VAE latents are sampled too: seed that draw per pair as well,
             # or the global RNG makes the counterfactual differ from run to run.
             generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds],
             strength=1.0,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            height=self.height,
-            width=self.width,
-            output_type="np",
-        )
-        array = np.asarray(output.images, dtype=np.float32)  # (B, H, W, 3)
+        )  # array: (B, H, W, 3)
         flags = _flags(output, len(images), array)
         # Outside the mask the pair stays pixel-identical: paste the repainted region only.
         originals = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])

@@ -17,7 +17,6 @@ the dataset card (:func:`magicseg_hf.cards.write_dataset_card`), then the work a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -59,7 +58,6 @@ from magicseg_hf.generation.writer import (
     finalize,
     write_run_files,
 )
-from magicseg_hf.schema import GENERATION_FILE
 from magicseg_hf.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -121,7 +119,7 @@ def _check_output_dir(folder: DatasetFolder, config: GenerationConfig, resume: b
     except InputError as error:
         raise InputError(f"cannot resume: {error}") from error
     if saved is None:
-        raise InputError(f"cannot resume: {root!r} has no {GENERATION_FILE} (not a magicseg run folder)")
+        raise InputError(f"cannot resume: {root!r} has no {folder.generation_path.name} (not a magicseg run folder)")
     saved_config = saved.get("config")
     if not isinstance(saved_config, dict):
         raise InputError(f"cannot resume: {str(folder.generation_path)!r} has no saved settings")
@@ -137,31 +135,18 @@ def _check_output_dir(folder: DatasetFolder, config: GenerationConfig, resume: b
 
 
 class _PromptCache:
-    """LLM prompts of a run, kept in ``prompts.jsonl`` so that a resume replays them."""
+    """LLM prompts of a run, kept in the folder's ``prompts.jsonl`` so that a resume replays them
+    (disabled for the offline template backend, whose prompts are cheap to write again)."""
 
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path = path
+    def __init__(self, folder: DatasetFolder, enabled: bool) -> None:
+        self.folder = folder
         self.enabled = enabled
-        self.prompts: dict[int, str] = {}
-        if enabled and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a kill
-                self.prompts[int(record["attempt"])] = record["prompt"]
+        self.prompts: dict[int, str] = folder.read_prompts() if enabled else {}
 
     def add(self, attempts: list[_Attempt]) -> None:
         if not self.enabled:
             return
-        data = "".join(
-            json.dumps({"attempt": a.index, "classes": a.classes, "prompt": a.prompt}) + "\n" for a in attempts
-        ).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        self.folder.append_prompts({"attempt": a.index, "classes": a.classes, "prompt": a.prompt} for a in attempts)
         for attempt in attempts:
             self.prompts[attempt.index] = attempt.prompt
 
@@ -336,7 +321,7 @@ def _run(config: GenerationConfig, vocabulary: list[str], folder: DatasetFolder,
     if state.num_processes > 1 and torch.device(device).type == state.device.type:
         device = str(state.device)  # "--device cuda" under accelerate: each process its own GPU
     parts = build_components(config, device)
-    prompt_cache = _PromptCache(folder.prompts_path, enabled=config.prompt_backend != "template")
+    prompt_cache = _PromptCache(folder, enabled=config.prompt_backend != "template")
     engine = _Engine(config, vocabulary, parts, prompt_cache)
     store = ShardStore(folder.root)
     shard_size, batch_size = config.shard_size, config.batch_size

@@ -183,8 +183,11 @@ def train(config: TrainConfig, training_arguments: Any) -> dict[str, Any]:
     summary = _fit(config, training_arguments, data, model, processor)
     summary["wall_time_seconds"] = round(time.perf_counter() - start, 1)
     if training_arguments.process_index == 0:
-        path = Path(training_arguments.output_dir) / "training_summary.json"
-        path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        from magicseg_hf.cards.model import TRAINING_SUMMARY_FILE, write_model_card
+        from magicseg_hf.folder import atomic_write_json
+
+        atomic_write_json(Path(training_arguments.output_dir) / TRAINING_SUMMARY_FILE, summary)
+        write_model_card(training_arguments.output_dir)
     return summary
 
 

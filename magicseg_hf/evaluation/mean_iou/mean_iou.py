@@ -326,22 +326,5 @@ class MeanIoU(evaluate.Metric):
             ],
         )
 
-    def _compute(
-        self,
-        predictions,
-        references,
-        num_labels: int,
-        ignore_index: int = 255,
-        nan_to_num: float | None = None,
-        label_map: dict[int, int] | None = None,
-        reduce_labels: bool = False,
-    ) -> dict[str, np.floating | np.ndarray]:
-        return compute_mean_iou(
-            predictions,
-            references,
-            num_labels=num_labels,
-            ignore_index=ignore_index,
-            nan_to_num=nan_to_num,
-            label_map=label_map,
-            reduce_labels=reduce_labels,
-        )
+    # `evaluate` calls ``self._compute(predictions=..., references=..., **compute_kwargs)``.
+    _compute = staticmethod(compute_mean_iou)
