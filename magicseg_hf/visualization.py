@@ -404,3 +404,52 @@ def class_histogram_chart(
         text = f"+{len(rest)} more classes (their counts sum to {sum(v for _, v in rest)})"
         draw.text((pad, y + 2), text, fill=MUTED_TEXT_COLOR, font=font)
     return canvas
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation pictures
+# ----------------------------------------------------------------------------------------------
+def prediction_triptych(
+    image: Image.Image,
+    ground_truth: Image.Image | np.ndarray,
+    prediction: Image.Image | np.ndarray,
+    classes: Sequence[str],
+    cell_height: int = 256,
+    legend_width: int = 160,
+    alpha: float = 0.55,
+    title: str | None = None,
+) -> Image.Image:
+    """One line: image | ground truth overlay | prediction overlay, then a legend of both maps' classes.
+
+    ``ground_truth`` and ``prediction`` are (H, W) label maps in this module's convention (0
+    background, ``i`` = ``classes[i - 1]``, 255 unknown/ignored, drawn grey); a class has the same
+    colour in both. Pictures are scaled to ``cell_height``; ``title`` (e.g. the image id) is written
+    above the line.
+    """
+    if cell_height <= 0:
+        raise ValueError(f"cell_height must be positive (got {cell_height})")
+    font = get_font(13)
+    pad, title_height = 6, 22
+    base = _fit_height(image.convert("RGB"), cell_height, Image.Resampling.BILINEAR)
+    maps = [
+        _label_array(_fit_height(_as_pil(_label_array(label)), cell_height, Image.Resampling.NEAREST))
+        for label in (ground_truth, prediction)
+    ]
+    cells = [base, *(overlay_label(base, label, alpha=alpha) for label in maps)]
+    present = sorted(set(label_ids_present(maps[0])) | set(label_ids_present(maps[1])))
+    legend = draw_legend(legend_entries(np.array([present], dtype=np.uint8), classes), legend_width)
+    width = pad + sum(cell.width + pad for cell in cells) + legend_width + pad
+    height = title_height + max(cell_height, legend.height) + pad
+    canvas = Image.new("RGB", (width, height), PANEL_COLOR)
+    draw = ImageDraw.Draw(canvas)
+    x = pad
+    headings = (title or "image", "ground truth", "prediction", "classes")
+    for index, heading in enumerate(headings):
+        column_width = cells[index].width if index < len(cells) else legend_width
+        draw.text((x, 4), _fit_text(heading, font, column_width), fill=TEXT_COLOR, font=font)
+        if index < len(cells):
+            canvas.paste(cells[index], (x, title_height))
+        else:
+            canvas.paste(legend, (x, title_height))
+        x += column_width + pad
+    return canvas

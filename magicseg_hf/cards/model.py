@@ -171,8 +171,10 @@ class EvaluationEntry:
     refine: str | None
 
     def key(self) -> tuple[str, str | None, str | None, str]:
-        """What makes two results the same row: benchmark, split, protocol and its values."""
-        return self.benchmark, self.split, self.protocol_name, json.dumps(self.protocol_values, sort_keys=True)
+        """What makes two results the same row: benchmark, split, protocol and its values, refinement."""
+        return self.benchmark, self.split, self.protocol_name, json.dumps(
+            {**self.protocol_values, "refine": self.refine}, sort_keys=True
+        )
 
     def eval_result(self) -> EvalResult:
         """The ``model-index`` entry: task image-segmentation, metric ``mean_iou``."""

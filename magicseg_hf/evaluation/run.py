@@ -1,0 +1,461 @@
+"""``magicseg evaluate``: zero-shot mIoU of a ``CLIPForOpenSegmentation`` on a benchmark, under a protocol.
+
+Importing this module is cheap (no torch): ``magicseg evaluate --help`` needs only the flag table.
+The run (:func:`evaluate_benchmark`) reads the benchmark (:mod:`~magicseg_hf.evaluation.benchmarks`),
+predicts it with :class:`~magicseg_hf.evaluation.inference.BenchmarkPredictor`, accumulates the
+metric (:class:`~magicseg_hf.evaluation.metric.MeanIoUAccumulator`) and writes, at the very end and
+atomically, one results file: the metric values (``mean_iou`` as a fraction, as the ``mean_iou``
+metric returns it), a per-class table, every protocol value, the benchmark's split, source and image
+count, the model's id and revision, package versions and timings. A run that stops early (bad
+input, Ctrl-C) writes no results file. ``--update-card`` copies the results into the model folder
+as ``results-<benchmark>-<protocol>.json`` and re-renders its card (``model-index``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from magicseg_hf.errors import InputError
+from magicseg_hf.evaluation.protocols import BACKGROUND_MODES, PROTOCOLS, Protocol, get_protocol
+from magicseg_hf.labels import UNKNOWN
+
+logger = logging.getLogger(__name__)
+
+HELP = "Evaluate a model zero-shot on PASCAL VOC, PASCAL Context, COCO-Object or a dataset folder."
+DESCRIPTION = """\
+Zero-shot semantic segmentation of a benchmark by a CLIPForOpenSegmentation folder or Hub repo:
+the benchmark's class names are the text queries; images are resized and predicted with sliding
+windows as the protocol says; mIoU is accumulated over the whole dataset (mmsegmentation's way).
+
+Benchmarks (--data-dir: the folder holding VOCdevkit or coco_stuff164k, or those folders themselves):
+  voc21        VOCdevkit/VOC2012, 21 classes with background
+  context60    VOCdevkit/VOC2010 (SegmentationClassContext), 60 classes with background
+  context59    the same files, 59 classes, no background
+  coco-object  coco_stuff164k (stuffthingmaps; or --coco-object-source instances), 81 classes
+  DIR          a dataset folder written by `magicseg generate`
+
+Protocols (each value overridable):
+  zegclip   short side 512, window 512, stride 426, background is a class (the paper's code)
+  groupvit  short side 448, window 448, stride 224, background below score 0.5
+  sclip     short side 336, window 224, stride 112, background below probability 0.1
+
+Example:
+  magicseg evaluate --model model --benchmark voc21 --data-dir data --protocol zegclip \\
+      --output results/voc21.json --overlays 8 --update-card"""
+
+#: Where the run's device may be: ``auto`` is CUDA when available, else the CPU.
+DEVICES = ("auto", "cpu", "cuda")
+#: Model weight types.
+DTYPES = ("float32", "bfloat16", "float16")
+#: Results files ``--update-card`` writes into the model folder start with this.
+CARD_RESULTS_PREFIX = "results-"
+#: The results file format (bump when keys change meaning).
+RESULTS_FORMAT_VERSION = 1
+
+
+@dataclass
+class EvaluationConfig:
+    """Every setting of ``magicseg evaluate`` (one flag each; ``None`` = the protocol's or the default)."""
+
+    model: str
+    benchmark: str
+    output: str
+    data_dir: str | None = None
+    revision: str | None = None
+    split: str | None = None
+    protocol: str = "zegclip"
+    short_side: int | None = None
+    window: int | None = None
+    stride: int | None = None
+    threshold: float | None = None
+    background: str | None = None
+    refine: str | None = None
+    coco_object_source: str = "stuffthingmaps"
+    limit: int | None = None
+    batch_size: int = 16
+    overlays: int = 0
+    update_card: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def resolved_protocol(self) -> Protocol:
+        """The named protocol with this run's overrides (InputError for an unknown name or a bad value)."""
+        return get_protocol(self.protocol).with_overrides(
+            short_side=self.short_side,
+            window=self.window,
+            stride=self.stride,
+            threshold=self.threshold,
+            background=self.background,
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``magicseg evaluate``."""
+    parser.add_argument("--model", required=True, help="A saved CLIPForOpenSegmentation folder or Hub repo id.")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model.")
+    parser.add_argument(
+        "--benchmark", required=True, metavar="NAME|DIR",
+        help="voc21, context60, context59, coco-object, or a dataset folder written by `magicseg generate`.",
+    )
+    parser.add_argument("--data-dir", default=None, help="Where the benchmark's layout is (see above).")
+    parser.add_argument("--split", default=None, help="Split list or folder (default: val; val2017 for coco-object).")
+    parser.add_argument(
+        "--protocol", default="zegclip", metavar="|".join(PROTOCOLS),
+        help="Named harness: short side, window, stride and background rule.",
+    )
+    parser.add_argument("--short-side", type=int, default=None, help="Override: short side after resizing (px).")
+    parser.add_argument("--window", type=int, default=None, help="Override: sliding-window side (px).")
+    parser.add_argument("--stride", type=int, default=None, help="Override: sliding-window step (px).")
+    parser.add_argument(
+        "--threshold", type=float, default=None,
+        help="Override: lowest sigmoid score of the best class; below it a pixel is background.",
+    )
+    parser.add_argument(
+        "--background", default=None, choices=BACKGROUND_MODES,
+        help="Override: background as a queried class, or by --threshold (ignored without a background class).",
+    )
+    parser.add_argument(
+        "--refine", default=None, choices=("pamr",),
+        help="Refine the logits with PAMR (10 iterations, dilations 8 and 16, as NACLIP).",
+    )
+    parser.add_argument(
+        "--coco-object-source", default="stuffthingmaps", choices=("stuffthingmaps", "instances"),
+        help="COCO-Object labels from COCO-Stuff's maps, or instance masks merged per category (pycocotools).",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="Evaluate only the first N images.")
+    parser.add_argument(
+        "--batch-size", type=int, default=16,
+        help="Sliding windows per forward pass (windows of consecutive images share batches).",
+    )
+    parser.add_argument("--output", required=True, help="Results file to write (JSON).")
+    parser.add_argument(
+        "--overlays", type=int, default=0, metavar="K",
+        help="Save image | ground truth | prediction pictures of the first K images beside --output.",
+    )
+    parser.add_argument(
+        "--update-card", action="store_true",
+        help="Also save the results into the model folder and re-render its card (model-index).",
+    )
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available.")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="Model weights' type.")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and write the results file; returns 0."""
+    names = {item.name for item in dataclasses.fields(EvaluationConfig)}
+    config = EvaluationConfig(**{name: getattr(args, name) for name in names})
+    evaluate_benchmark(config)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks before anything heavy is loaded
+# ----------------------------------------------------------------------------------------------
+def _check_settings(config: EvaluationConfig) -> tuple[Protocol, Path]:
+    """The protocol and the output path, or InputError for a bad value (before any model is loaded)."""
+    protocol = config.resolved_protocol()
+    if config.batch_size < 1:
+        raise InputError(f"--batch-size must be a positive integer (got {config.batch_size})")
+    if config.overlays < 0:
+        raise InputError(f"--overlays must be a non-negative integer (got {config.overlays})")
+    if config.limit is not None and config.limit < 1:
+        raise InputError(f"--limit must be a positive integer (got {config.limit})")
+    output = Path(config.output).expanduser()
+    if output.is_dir():
+        raise InputError(f"--output must be a file path (got the folder {output})")
+    if output.parent.exists() and not output.parent.is_dir():
+        raise InputError(f"--output's folder {output.parent} is a file")
+    if config.update_card and not Path(config.model).expanduser().is_dir():
+        raise InputError(
+            f"--update-card needs a local model folder (got {config.model!r}, not a folder: "
+            "download the model, evaluate the folder, then push it)"
+        )
+    return protocol, output
+
+
+def _resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda needs a CUDA GPU (got none: torch.cuda.is_available() is False)")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
+    """Run ``magicseg evaluate`` with ``config``: predict, score, write the results file (and card).
+
+    Returns:
+        The results as written to ``config.output`` (see :func:`results_dict`).
+
+    Raises:
+        InputError: a bad setting, benchmark layout or file (before or during the run; no results
+            file is written then).
+        ModelLoadError: the model cannot be loaded.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from magicseg_hf.evaluation.benchmarks import load_benchmark
+    from magicseg_hf.evaluation.inference import BenchmarkPredictor
+    from magicseg_hf.evaluation.metric import MeanIoUAccumulator
+    from magicseg_hf.folder import atomic_write_json
+    from magicseg_hf.loading import load_open_seg
+
+    start = time.perf_counter()
+    protocol, output = _check_settings(config)
+    benchmark = load_benchmark(
+        config.benchmark, config.data_dir, config.split, config.coco_object_source, config.limit
+    )
+    num_images = len(benchmark)
+    if num_images == 0:
+        raise InputError(f"benchmark {benchmark.name} has no images in split {benchmark.split} under {benchmark.root}")
+    device = _resolve_device(config.device)
+    model, processor = load_open_seg(config.model, config.revision)
+    model = model.to(device=device, dtype=getattr(torch, config.dtype)).eval()
+    predictor = BenchmarkPredictor.for_benchmark(
+        model, processor, benchmark, protocol, refine=config.refine, batch_size=config.batch_size, device=device
+    )
+    logger.info(
+        "evaluating %s on %s (%d images, %d labels; %d text queries) with protocol %s: %s",
+        config.model, benchmark.name, num_images, benchmark.num_labels, len(predictor.queries.label_ids),
+        protocol.name, protocol.to_dict(),
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    accumulator = MeanIoUAccumulator(benchmark.num_labels, benchmark.ignore_index)
+    overlay_paths: list[str] = []
+    inference_start = time.perf_counter()
+    with tqdm(total=num_images, unit="img", desc=f"evaluate {Path(benchmark.name).name}", file=sys.stderr) as bar:
+        for index, (sample, prediction) in enumerate(predictor.predict(benchmark)):
+            accumulator.update(prediction, sample.label)
+            if index < config.overlays:
+                overlay_paths.append(str(_save_overlay(output, index, sample, prediction, benchmark)))
+            bar.update(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    inference_seconds = time.perf_counter() - inference_start
+    results = results_dict(
+        config, benchmark, protocol, predictor, accumulator, model,
+        wall_time_seconds=time.perf_counter() - start, inference_seconds=inference_seconds,
+        overlays=[Path(path).name for path in overlay_paths],
+    )
+    atomic_write_json(output, results)
+    logger.info(
+        "%s: mIoU %s %% over %d images (protocol %s%s) -> %s",
+        benchmark.name, _percent_text(results["mean_iou"]), accumulator.num_images, protocol.name,
+        f" + {config.refine}" if config.refine else "", output,
+    )
+    if config.update_card:
+        card = update_model_card(Path(config.model).expanduser(), results)
+        logger.info("model card updated: %s", card)
+    return results
+
+
+def _percent_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The results file
+# ----------------------------------------------------------------------------------------------
+def _number(value: Any) -> float | None:
+    """A JSON number: NaN (a class with an empty union) becomes null."""
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of the packages an evaluation depends on (and of ``extra`` ones when installed)."""
+    from importlib import metadata
+
+    from magicseg_hf import __version__
+
+    versions = {"magicseg_hf": __version__}
+    for name in ("torch", "transformers", "huggingface_hub", "numpy", "pillow", *extra):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def results_dict(
+    config: EvaluationConfig,
+    benchmark: Any,
+    protocol: Protocol,
+    predictor: Any,
+    accumulator: Any,
+    model: Any,
+    wall_time_seconds: float,
+    inference_seconds: float,
+    overlays: list[str],
+) -> dict[str, Any]:
+    """The results file's content (plain JSON values; NaN written as null).
+
+    Keys: ``complete``, ``mean_iou``/``mean_accuracy``/``overall_accuracy`` (fractions, as the
+    ``mean_iou`` metric returns them) and ``mean_iou_percent``, ``per_class`` (id, name, synonyms,
+    IoU, accuracy, labelled and predicted pixels), the benchmark (``benchmark``, ``split``,
+    ``source``, ``data_dir``, ``num_images``, ``num_labels``, ``ignore_index``, ``has_background``),
+    ``protocol`` (every value and the overrides), ``refine``, ``queries`` (the text queries and the
+    label each predicts), ``model`` (id, revision, commit, device, dtype), ``batch_size``,
+    ``package_versions``, ``wall_time_seconds``, ``inference_seconds``, ``images_per_second``,
+    ``overlays`` and ``settings`` (every flag).
+    """
+    metrics = accumulator.compute()
+    predicted, labelled = accumulator.area_prediction, accumulator.area_reference
+    per_class = [
+        {
+            "id": index,
+            "name": synonyms[0],
+            "synonyms": list(synonyms),
+            "iou": _number(metrics["per_category_iou"][index]),
+            "accuracy": _number(metrics["per_category_accuracy"][index]),
+            "labelled_pixels": int(labelled[index]),
+            "predicted_pixels": int(predicted[index]),
+        }
+        for index, synonyms in enumerate(benchmark.class_synonyms)
+    ]
+    mean_iou = _number(metrics["mean_iou"])
+    described = benchmark.describe()
+    described.pop("class_names", None)  # the per-class table names them
+    described["num_images"] = accumulator.num_images
+    queries = predictor.queries
+    return {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "complete": True,
+        "mean_iou": mean_iou,
+        "mean_iou_percent": None if mean_iou is None else round(100 * mean_iou, 2),
+        "mean_accuracy": _number(metrics["mean_accuracy"]),
+        "overall_accuracy": _number(metrics["overall_accuracy"]),
+        **described,
+        "protocol": protocol.to_dict(),
+        "refine": config.refine,
+        "queries": {
+            "names": list(queries.names),
+            "label_ids": list(queries.label_ids),
+            "background_id": queries.background_id,
+            "threshold": queries.threshold,
+        },
+        "per_class": per_class,
+        "model": {
+            "id": config.model,
+            "revision": config.revision,
+            "commit": getattr(model.config, "_commit_hash", None),
+            "device": str(predictor.device),
+            "dtype": config.dtype,
+        },
+        "batch_size": config.batch_size,
+        "package_versions": package_versions(
+            ("pycocotools",) if getattr(benchmark, "source", None) == "instances" else ()
+        ),
+        "wall_time_seconds": round(wall_time_seconds, 2),
+        "inference_seconds": round(inference_seconds, 2),
+        "images_per_second": round(accumulator.num_images / inference_seconds, 3) if inference_seconds > 0 else None,
+        "overlays": overlays,
+        "settings": dataclasses.asdict(config),
+    }
+
+
+def card_results_name(results: dict[str, Any]) -> str:
+    """``results-<benchmark>-<protocol>.json`` (a dataset folder by its name); ``-pamr`` when refined and
+    ``-<8 hex digits>`` of the overridden values when the protocol's values were changed, so that
+    different settings never overwrite each other's file."""
+    protocol = results["protocol"]
+    parts = [Path(str(results["benchmark"])).name or "benchmark", str(protocol["name"])]
+    if results.get("refine"):
+        parts.append(str(results["refine"]))
+    if protocol.get("overrides"):
+        digest = hashlib.sha256(json.dumps(protocol["overrides"], sort_keys=True).encode()).hexdigest()
+        parts.append(digest[:8])
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
+    return f"{CARD_RESULTS_PREFIX}{slug}.json"
+
+
+def update_model_card(model_dir: Path, results: dict[str, Any]) -> Path:
+    """Save ``results`` into ``model_dir`` (:func:`card_results_name`) and re-render its card; returns the card."""
+    from magicseg_hf.cards.model import write_model_card
+    from magicseg_hf.folder import atomic_write_json
+
+    atomic_write_json(model_dir / card_results_name(results), results)
+    return write_model_card(model_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Overlays
+# ----------------------------------------------------------------------------------------------
+def display_labels(
+    ground_truth: Any, prediction: Any, has_background: bool, ignore_index: int, class_names: tuple[str, ...]
+) -> tuple[Any, Any, list[str]]:
+    """Benchmark label maps in the picture convention of :mod:`magicseg_hf.visualization`.
+
+    Returns ``(ground_truth, prediction, classes)``: two (H, W) uint8 maps with 0 background,
+    ``i`` = ``classes[i-1]`` and 255 ignored. With a background class the ids stay (``classes`` =
+    the names after background); without one every id moves up by one. When ids would pass 254
+    (a large vocabulary), the ids present are renumbered 1..k.
+    """
+    import numpy as np
+
+    offset = 0 if has_background else 1
+    classes = list(class_names[1:] if has_background else class_names)
+    shown = [
+        np.where(np.asarray(label) == ignore_index, -1, np.asarray(label).astype(np.int64) + offset)
+        for label in (ground_truth, prediction)
+    ]  # -1: ignored
+    if max(int(label.max(initial=0)) for label in shown) >= UNKNOWN:
+        present = np.unique(np.concatenate([label[label > 0] for label in shown]))[: UNKNOWN - 1]  # (k,)
+        classes = [class_names[int(value) - offset] for value in present]
+        renumbered = []
+        for label in shown:
+            positions = np.searchsorted(present, label)  # (H, W)
+            found = present[np.minimum(positions, len(present) - 1)] == label
+            renumbered.append(np.where(label <= 0, label, np.where(found, positions + 1, -1)))
+        shown = renumbered
+    first, second = (np.where(label < 0, UNKNOWN, label).astype(np.uint8) for label in shown)
+    return first, second, classes
+
+
+def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchmark: Any) -> Path:
+    from magicseg_hf.folder import atomic_write_bytes
+    from magicseg_hf.visualization import prediction_triptych
+
+    ground_truth, predicted, classes = display_labels(
+        sample.label, prediction, benchmark.has_background, benchmark.ignore_index, benchmark.class_names
+    )
+    picture = prediction_triptych(sample.image, ground_truth, predicted, classes, title=str(sample.image_id))
+    safe_id = re.sub(r"[^A-Za-z0-9._-]+", "_", str(sample.image_id))
+    path = output.with_name(f"{output.stem}-overlay-{index:03d}-{safe_id}.png")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+__all__ = [
+    "DESCRIPTION",
+    "HELP",
+    "EvaluationConfig",
+    "add_arguments",
+    "card_results_name",
+    "display_labels",
+    "evaluate_benchmark",
+    "package_versions",
+    "results_dict",
+    "run",
+    "update_model_card",
+]
