@@ -70,27 +70,32 @@ class _Validate:
 
 
 class _Push:
-    """``magicseg push DIR --repo-id USER/NAME``."""
+    """``magicseg push DIR --repo-id USER/NAME``: a dataset folder or a model folder."""
 
     DESCRIPTION = (
-        "Validates DIR, then uploads the shards, card, vocabulary.txt, generation.json and pictures\n"
-        "in one commit so that `load_dataset(\"USER/NAME\")` returns the local rows. The token comes\n"
-        "from HF_TOKEN or `hf auth login`. A push that fails half-way can simply be re-run."
+        "Publishes a dataset folder or a model folder (told apart by their files) in one commit.\n"
+        "A dataset folder is validated, then its shards, card, vocabulary.txt, generation.json and\n"
+        "pictures go to a dataset repo, so that `load_dataset(\"USER/NAME\")` returns the local rows.\n"
+        "A model folder (from `magicseg train`) is checked to load, then its weights, config,\n"
+        "processor, remote code, training summary, results and card go to a model repo, so that\n"
+        "`AutoModel.from_pretrained(\"USER/NAME\")` loads it. The token comes from HF_TOKEN or\n"
+        "`hf auth login`. A push that fails half-way can simply be re-run."
     )
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("dir", metavar="DIR", help="Dataset folder to publish.")
-        parser.add_argument("--repo-id", required=True, help="Hub dataset repo, USER/NAME (created if missing).")
+        parser.add_argument("dir", metavar="DIR", help="Dataset folder or model folder to publish.")
+        parser.add_argument("--repo-id", required=True,
+                            help="Hub repo, USER/NAME (a dataset or model repo by the folder's kind; created if missing).")
         parser.add_argument("--private", action="store_true", help="Create the repo as private.")
         parser.add_argument("--revision", default=None, help="Branch to push to (created if missing).")
         parser.add_argument("--commit-message", default=None, help="Commit message.")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from magicseg_hf.publish import push_dataset_folder
+        from magicseg_hf.publish import push_folder
 
-        result = push_dataset_folder(
+        result = push_folder(
             args.dir, args.repo_id, private=args.private, revision=args.revision,
             commit_message=args.commit_message,
         )
@@ -113,8 +118,11 @@ class Verb:
 VERBS = (
     Verb("generate", "Generate a segmentation dataset folder from class names.", "magicseg_hf.generation.run"),
     Verb("validate", "Check a dataset folder against the MagicSeg schema.", _Validate),
-    Verb("push", "Publish a dataset folder (with its card) to the Hugging Face Hub.", _Push),
+    Verb("push", "Publish a dataset or model folder (with its card) to the Hugging Face Hub.", _Push),
     Verb("train", "Pretrain CLIPForOpenSegmentation on MagicSeg datasets.", "magicseg_hf.training.run"),
+    Verb("predict", "Segment images with a trained model.", "magicseg_hf.predict"),
+    Verb("demo", "Run the whole chain offline on tiny random models, in minutes on a CPU.", "magicseg_hf.demo"),
+    Verb("evaluate", "Evaluate a model zero-shot on PASCAL VOC, PASCAL Context, COCO-Object or a dataset folder.", "magicseg_hf.evaluation.run"),
 )
 
 

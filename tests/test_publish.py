@@ -237,3 +237,187 @@ def test_work_files_are_not_published(folder, tmp_path):
     (local / "notes.md").write_text("mine")
     (local / "data" / ".train-00002.parquet.x1.tmp").write_bytes(b"half")  # an atomic write cut short
     assert DatasetFolder(local).published_files() == PUBLISHED[1:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Model folders
+# ----------------------------------------------------------------------------------------------
+MODEL_VOCABULARY = ["cat", "dog", "traffic light"]
+#: What a model push publishes from the folder below (the card is rendered for the repo).
+MODEL_PUBLISHED = [
+    "README.md", "config.json", "configuration_clip_open_seg.py", "image_processing_clip_open_seg.py",
+    "model.safetensors", "modeling_clip_open_seg.py", "processing_clip_open_seg.py", "processor_config.json",
+    "results_voc21.json", "tokenizer.json", "tokenizer_config.json", "training_summary.json",
+]
+MODEL_RESULT = {"benchmark": "voc21", "split": "val", "num_images": 2, "mean_iou": 0.125, "protocol": "zegclip"}
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A model folder as `magicseg train` leaves it, plus what a push must leave behind:
+    a checkpoint, the pickled training arguments, an old card and notes of the user's."""
+    from magicseg_hf.loading import build_open_seg
+
+    folder = tmp_path_factory.mktemp("publish-model") / "model"
+    model, processor = build_open_seg("tiny", seed=5)
+    model.set_vocabulary(MODEL_VOCABULARY)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "training_summary.json").write_text(json.dumps({
+        "preset": "tiny", "global_steps": 3, "datasets": [{"source": "alice/magicseg", "rows": 8, "vocabulary": 3}],
+    }))
+    (folder / "results_voc21.json").write_text(json.dumps(MODEL_RESULT))
+    (folder / "checkpoint-3").mkdir()
+    (folder / "checkpoint-3" / "model.safetensors").write_bytes(b"an older checkpoint")
+    (folder / "training_args.bin").write_bytes(b"pickled arguments")
+    (folder / "README.md").write_text("an old card\n")
+    (folder / "notes.txt").write_text("mine\n")
+    return folder
+
+
+def _model_files(hub: HubStandIn, repo_id: str) -> list[str]:
+    base = hub.path(repo_id, repo_type="model")
+    return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+def test_push_model_folder_then_load(model_folder, tmp_path, monkeypatch, capsys):
+    import torch
+    from huggingface_hub import ModelCard
+    from transformers import AutoModel, AutoProcessor
+
+    hub = HubStandIn(tmp_path / "hub").install(monkeypatch, token="hf_secret_model_789")
+    before = folder_digest(model_folder)
+    assert main(["push", str(model_folder), "--repo-id", "alice/open-seg", "--private"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"pushed {len(MODEL_PUBLISHED)} files to https://huggingface.co/alice/open-seg\n"
+    assert "hf_secret_model_789" not in out + err
+    assert folder_digest(model_folder) == before, "the local folder is byte-for-byte untouched"
+
+    assert hub.repos == {("model", "alice/open-seg"): {"repo_type": "model", "private": True}}
+    assert hub.commits == {"alice/open-seg": [f"Upload CLIPForOpenSegmentation model with magicseg-hf {__version__}"]}
+    assert _model_files(hub, "alice/open-seg") == MODEL_PUBLISHED
+    pushed = hub.path("alice/open-seg", repo_type="model")
+    for name in MODEL_PUBLISHED[1:]:
+        assert (pushed / name).read_bytes() == (model_folder / name).read_bytes(), name
+
+    # The repo loads as the local folder does: same weights, same vocabulary, same processor output.
+    local = AutoModel.from_pretrained(model_folder)
+    remote = AutoModel.from_pretrained(pushed)
+    assert type(remote).__name__ == "CLIPForOpenSegmentation"
+    assert remote.config.vocabulary == MODEL_VOCABULARY
+    local_state, remote_state = local.state_dict(), remote.state_dict()
+    assert local_state.keys() == remote_state.keys()
+    assert all(torch.equal(local_state[key], remote_state[key]) for key in local_state)
+    assert type(AutoProcessor.from_pretrained(pushed)).__name__ == "CLIPOpenSegProcessor"
+
+    card = ModelCard.load(pushed / "README.md")
+    assert 'model_id = "alice/open-seg"' in card.text and "USER/NAME" not in card.text
+    assert "an old card" not in card.text
+    assert card.data.pipeline_tag == "image-segmentation" and card.data.library_name == "transformers"
+    [result] = card.data.eval_results
+    assert (result.dataset_type, result.metric_type, result.metric_value) == ("pascal_voc", "mean_iou", 0.125)
+    assert not any("hf_secret_model_789" in p.read_bytes().decode("latin-1") for p in pushed.rglob("*") if p.is_file())
+
+
+def test_pushed_model_loads_as_remote_code_without_the_package(model_folder, tmp_path, monkeypatch):
+    """The remote-code files arrive: a process that never imports magicseg_hf loads the repo."""
+    import os
+    import subprocess
+    import sys
+
+    hub = HubStandIn(tmp_path / "hub").install(monkeypatch)
+    publish.push_folder(model_folder, "alice/remote")
+    pushed = hub.path("alice/remote", repo_type="model")
+    code = (
+        "import sys\n"
+        "from transformers import AutoModel, AutoProcessor\n"
+        f"model = AutoModel.from_pretrained({str(pushed)!r}, trust_remote_code=True)\n"
+        f"processor = AutoProcessor.from_pretrained({str(pushed)!r}, trust_remote_code=True)\n"
+        "print(type(model).__name__, type(processor).__name__, model.config.vocabulary, 'magicseg_hf' in sys.modules)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"CLIPForOpenSegmentation CLIPOpenSegProcessor {MODEL_VOCABULARY} False"
+    )
+
+
+def test_model_push_replaces_stale_weights_and_keeps_other_files(model_folder, tmp_path, monkeypatch):
+    from huggingface_hub import CommitOperationAdd
+
+    hub = HubStandIn(tmp_path / "hub").install(monkeypatch)
+    api = HfApi(token="hf_x")
+    api.create_repo("bob/seg", repo_type="model")
+    api.create_commit("bob/seg", [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=b"old")
+        for name in ("model-00001-of-00002.safetensors", "model.safetensors.index.json", "app.py", "notes/readme.txt")
+    ], commit_message="an earlier sharded upload", repo_type="model")
+    result = publish.push_folder(model_folder, "bob/seg", revision=None)
+    assert result.repo_type == "model" and result.url == "https://huggingface.co/bob/seg"
+    assert result.deleted == ["model-00001-of-00002.safetensors", "model.safetensors.index.json"]
+    assert result.files == MODEL_PUBLISHED
+    assert _model_files(hub, "bob/seg") == sorted([*MODEL_PUBLISHED, "app.py", "notes/readme.txt"])
+
+
+def test_model_push_offline_fails_at_once(model_folder, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    start = time.perf_counter()
+    assert main(["push", str(model_folder), "--repo-id", "erin/seg"]) == 2
+    assert time.perf_counter() - start < 2
+    assert capsys.readouterr().err == (
+        "magicseg push: error: HF_HUB_OFFLINE=1: cannot push to the Hub; unset it to publish\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("weights", ["the weights in model.safetensors do not load"]),
+        ("no-weights", ["no model.safetensors (the weights; save them with model.save_pretrained(DIR))"]),
+        ("processor", ["no processor_config.json (save the processor with processor.save_pretrained(DIR))",
+                       "no tokenizer files (tokenizer.json, or vocab.json and merges.txt)"]),
+        ("remote-code", ["auto_map names modeling_clip_open_seg.py, which is not in the folder"]),
+        ("config", ["config.json does not load as a CLIPOpenSegConfig (decoder_hidden_size must be divisible"]),
+        ("not-ours", ["config.json has model_type 'clip', not a CLIPForOpenSegmentation (expected 'clip_open_seg')"]),
+    ],
+)
+def test_push_refuses_an_invalid_model_folder(damage, expected, model_folder, tmp_path, monkeypatch, capsys):
+    hub = HubStandIn(tmp_path / "hub").install(monkeypatch)
+    folder = shutil.copytree(model_folder, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    if damage == "weights":
+        (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:100])
+    elif damage == "no-weights":
+        (folder / "model.safetensors").unlink()
+    elif damage == "processor":
+        (folder / "processor_config.json").unlink()
+        (folder / "tokenizer.json").unlink()
+    elif damage == "remote-code":
+        (folder / "modeling_clip_open_seg.py").unlink()
+    elif damage == "config":
+        (folder / "config.json").write_text(json.dumps({**config, "decoder_num_heads": 7}))
+    else:
+        (folder / "config.json").write_text(json.dumps({**config, "model_type": "clip"}))
+    before = folder_digest(folder)
+    assert main(["push", str(folder), "--repo-id", "dave/seg"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"magicseg push: error: {folder} is not a valid model folder (")
+    assert f"({len(expected)} problem(s))" in err
+    for problem in expected:
+        assert problem in err
+    assert hub.repos == {} and folder_digest(folder) == before
+
+
+def test_folder_kinds(folder, model_folder, tmp_path):
+    assert publish.folder_kind(folder) == "dataset"
+    assert publish.folder_kind(model_folder) == "model"
+    with pytest.raises(InputError, match=r"is neither a dataset folder \(data/ and vocabulary.txt\) nor a model folder"):
+        publish.folder_kind(tmp_path)
+    both = shutil.copytree(folder, tmp_path / "both")
+    shutil.copy(model_folder / "config.json", both / "config.json")
+    with pytest.raises(InputError, match="holds both a model"):
+        publish.push_folder(both, "x/y")
+    with pytest.raises(InputError, match="is not a folder"):
+        publish.folder_kind(tmp_path / "missing")

@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=default, **kwargs)
 
 
-def _training_arguments(config: TrainConfig, extra: list[str]) -> Any:
+def training_arguments(config: TrainConfig, extra: list[str]) -> Any:
     """TrainingArguments from ``extra`` flags with the preset's defaults."""
     from transformers import HfArgumentParser, TrainingArguments
 
@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
     """Train and save; returns 0."""
     config = TrainConfig(**{item.name: getattr(args, item.name) for item in dataclasses.fields(TrainConfig)})
     extra = list(getattr(args, "extra", []) or [])
-    training_arguments = _training_arguments(config, extra)
-    train(config, training_arguments)
+    arguments = training_arguments(config, extra)
+    train(config, arguments)
     return 0
 
 
@@ -241,7 +241,8 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
     if trainer.is_world_process_zero():
         processor.save_pretrained(arguments.output_dir)
     history = trainer.state.log_history
-    last = next((entry for entry in reversed(history) if "loss" in entry), {})
+    # The last logged step's losses; a run shorter than --logging_steps logged none: its mean loss.
+    last = next((entry for entry in reversed(history) if "loss" in entry), {"loss": round(result.training_loss, 4)})
     return {
         "datasets": data.describe(),
         "vocabulary_size": len(vocabulary),

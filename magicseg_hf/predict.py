@@ -1,0 +1,535 @@
+"""``magicseg predict``: segment pictures with a trained ``CLIPForOpenSegmentation``.
+
+The library part, :func:`predict_images`, runs a loaded model on PIL images in batches and
+returns one :class:`Prediction` per image: the class position of every pixel (or -1 where no
+class reaches the threshold) and, per class present, its area (fraction of the image) and score
+(mean probability inside its mask). ``magicseg demo`` and the Gradio Space reuse it; the pictures
+come from :mod:`magicseg_hf.visualization`.
+
+Importing this module is cheap (no torch): ``magicseg predict --help`` answers at once; the model
+libraries are imported when :func:`run` or :func:`predict_images` runs.
+
+Example::
+
+    from PIL import Image
+    from magicseg_hf.loading import load_open_seg
+    from magicseg_hf.predict import predict_images
+
+    model, processor = load_open_seg("path/to/model")
+    image = Image.open("street.jpg").convert("RGB")
+    [prediction] = predict_images(model, processor, [image], ["car", "tree", "road"], threshold=0.5)
+    prediction.overlay(image).save("overlay.png")
+    for segment in prediction.segments:
+        print(segment.label, segment.area, segment.score)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from magicseg_hf.errors import InputError, first_line
+from magicseg_hf.labels import UNKNOWN
+from magicseg_hf.visualization import overlay_with_legend
+
+logger = logging.getLogger(__name__)
+
+HELP = "Segment images with a trained model."
+DESCRIPTION = """\
+Runs a CLIPForOpenSegmentation model (a folder saved by `magicseg train`, or a Hub repo) on one
+or more images, batched, and prints per image the area (share of the image) and score (mean
+probability inside its mask) of each class found. --output / --output-dir save the overlay with
+a legend; --json saves the table.
+
+Classes default to the vocabulary saved with the model. Without --threshold every pixel takes
+its most probable class; with one (e.g. 0.5), pixels whose best class probability is below it
+belong to no class.
+
+Examples:
+  magicseg predict --model model --image photo.jpg --output overlay.png
+  magicseg predict --model USER/NAME --image a.jpg b.jpg --classes cat dog --threshold 0.5 \\
+      --output-dir overlays --json segments.json"""
+
+#: Images per forward pass by default.
+DEFAULT_BATCH_SIZE = 4
+#: File name of an image's overlay in ``--output-dir``: ``<image stem>_overlay.png``.
+OVERLAY_SUFFIX = "_overlay.png"
+#: Tint strength of the overlay (as in the dataset preview).
+OVERLAY_ALPHA = 0.55
+#: Probabilities held at once while an image's classes are decided (classes x pixels): bounds
+#: the memory of a large vocabulary on a large photo (1203 LVIS classes x 12 MP would be 58 GB).
+PROBABILITY_BUDGET = 1 << 26
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """One class found in an image."""
+
+    #: The class name.
+    label: str
+    #: Its position in the class list the model was asked about.
+    position: int
+    #: Pixels assigned to it.
+    pixels: int
+    #: ``pixels`` as a fraction of the image's pixels.
+    area: float
+    #: Mean probability (sigmoid) of the class over its pixels.
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The segment as JSON values."""
+        return {"label": self.label, "area": self.area, "score": self.score, "pixels": self.pixels}
+
+
+@dataclass
+class Prediction:
+    """The segmentation of one image.
+
+    ``segmentation`` is a ``(height, width)`` int64 array at the image's size: per pixel the
+    position of its class in ``classes``, or -1 where no class reaches ``threshold``.
+    ``segments`` lists the classes present, largest first.
+    """
+
+    classes: list[str]
+    segmentation: np.ndarray
+    segments: list[Segment]
+    threshold: float | None = None
+    #: Where the image came from (a file path), when known.
+    source: str | None = field(default=None)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the image, as PIL gives sizes."""
+        height, width = self.segmentation.shape
+        return width, height
+
+    @property
+    def unassigned_area(self) -> float:
+        """Fraction of the pixels that no class reached (0 without a threshold)."""
+        return float((self.segmentation < 0).mean()) if self.segmentation.size else 0.0
+
+    def mask(self, label: str | int) -> np.ndarray:
+        """``(height, width)`` bool mask of a class, by name or by position in ``classes``."""
+        position = self.classes.index(label) if isinstance(label, str) else int(label)
+        return self.segmentation == position
+
+    def label_map(self) -> tuple[np.ndarray, list[str]]:
+        """The segmentation as a uint8 label map for :mod:`magicseg_hf.visualization`, and its names.
+
+        Value 0 is "no class" and ``i >= 1`` is ``names[i - 1]``. With fewer than 255 classes,
+        ``names`` is ``classes`` and value ``i`` is position ``i - 1``, so a class keeps its
+        colour in every image of a call; with more, only the classes present are numbered.
+        """
+        if len(self.classes) < UNKNOWN:
+            label = (self.segmentation + 1).astype(np.uint8)  # -1 -> 0, position p -> p + 1
+            return label, list(self.classes)
+        present = sorted(segment.position for segment in self.segments)[: UNKNOWN - 1]
+        label = np.zeros(self.segmentation.shape, dtype=np.uint8)
+        for value, position in enumerate(present, start=1):
+            label[self.segmentation == position] = value
+        return label, [self.classes[position] for position in present]
+
+    def overlay(self, image: Image.Image, alpha: float = OVERLAY_ALPHA) -> Image.Image:
+        """``image`` with each class's pixels tinted in its colour and a legend on the right."""
+        if image.size != self.size:
+            raise ValueError(f"the image must have the prediction's size {self.size} (got {image.size})")
+        label, names = self.label_map()
+        return overlay_with_legend(image, label, names, alpha=alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The prediction as JSON values (no pixels): size, classes found, their areas and scores."""
+        width, height = self.size
+        return {
+            "image": self.source,
+            "width": width,
+            "height": height,
+            "unassigned_area": self.unassigned_area,
+            "segments": [segment.to_dict() for segment in self.segments],
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference
+# ----------------------------------------------------------------------------------------------
+def check_classes(classes: Sequence[str] | None, vocabulary: Sequence[str]) -> list[str]:
+    """The classes to segment: ``classes`` when given, else the model's saved ``vocabulary``.
+
+    Raises:
+        InputError: no classes at all, a blank name, or a name given twice.
+    """
+    from magicseg_hf.modeling import check_class_names
+
+    if classes is None:
+        if not vocabulary:
+            raise InputError("the model has no saved vocabulary: name the classes with --classes")
+        classes = vocabulary
+    try:
+        return check_class_names(list(classes), what="--classes")
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def _check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise InputError(f"--threshold must lie in [0, 1] (got {threshold})")
+
+
+def _logits_at_size(logits: Any, size: tuple[int, int], image_processor: Any) -> Any:
+    """``(C, S, S)`` logits of one padded image -> ``(C, height, width)`` at the image's size.
+
+    The geometry of ``post_process_semantic_segmentation``: the padding is cut off, then the
+    logits are resized (bilinear) to ``size`` = ``(height, width)``.
+    """
+    import torch.nn.functional as F
+
+    if getattr(image_processor, "do_pad", False):
+        valid_height, valid_width = image_processor._valid_region(size)
+        logits = logits[:, :valid_height, :valid_width]
+    return F.interpolate(logits[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+
+def segment_logits(
+    logits: Any, size: tuple[int, int], image_processor: Any, threshold: float | None = None
+) -> tuple[Any, Any]:
+    """Decide each pixel's class from one image's ``(C, S, S)`` logits, a few classes at a time.
+
+    The same decision as the processor's ``post_process_semantic_segmentation`` (the class of
+    highest probability, or -1 where it is below ``threshold``), with the logits resized to ``size``
+    in chunks of classes so that a large vocabulary on a large image fits in memory.
+
+    Returns:
+        ``(segmentation, probability)``: ``(height, width)`` int64 class positions (or -1) and
+        ``(height, width)`` float32 probability of each pixel's most probable class.
+    """
+    import torch
+
+    height, width = size
+    chunk = max(1, PROBABILITY_BUDGET // max(1, height * width))
+    best_probability, best_class = None, None
+    for start in range(0, logits.shape[0], chunk):
+        probabilities = _logits_at_size(logits[start : start + chunk], size, image_processor).sigmoid()  # (c, H, W)
+        probability, position = probabilities.max(dim=0)  # (H, W) each
+        position = position + start
+        if best_probability is None:
+            best_probability, best_class = probability, position
+        else:  # strictly better only: ties keep the earlier class, as one argmax over all classes does
+            better = probability > best_probability
+            best_probability = torch.where(better, probability, best_probability)
+            best_class = torch.where(better, position, best_class)
+    if threshold is not None:
+        best_class = torch.where(best_probability >= threshold, best_class, torch.full_like(best_class, -1))
+    return best_class, best_probability
+
+
+def predict_images(
+    model: Any,
+    processor: Any,
+    images: Sequence[Image.Image],
+    classes: Sequence[str] | None = None,
+    threshold: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    sources: Sequence[str] | None = None,
+) -> list[Prediction]:
+    """Segment ``images`` with ``model`` (a ``CLIPForOpenSegmentation``) and its ``processor``.
+
+    Args:
+        model: the model, on the device to run on (put in eval mode here).
+        processor: its ``CLIPOpenSegProcessor``: images are resized to fit the model's size and
+            padded, so a batch stacks into ``pixel_values`` of shape ``(B, 3, S, S)``.
+        images: PIL images of any sizes and modes (converted to RGB).
+        classes: class names; default ``model.config.vocabulary``. Encoded once for all images.
+        threshold: pixels whose best class probability is below it get -1 (no class); ``None``
+            gives every pixel its most probable class.
+        batch_size: images per forward pass.
+        sources: a name per image (e.g. its path), kept in :attr:`Prediction.source`.
+    Returns:
+        One :class:`Prediction` per image, in order; its segmentation is what the processor's
+        ``post_process_semantic_segmentation`` makes of the model's ``(B, C, S, S)`` logits
+        (see :func:`segment_logits`).
+    Raises:
+        InputError: bad ``classes``, ``threshold`` or ``batch_size``.
+    """
+    import torch
+
+    names = check_classes(classes, list(getattr(model.config, "vocabulary", None) or []))
+    _check_threshold(threshold)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer (got {batch_size})")
+    if sources is not None and len(sources) != len(images):
+        raise ValueError(f"sources must name each image (got {len(sources)} for {len(images)} images)")
+    model.eval()
+    predictions: list[Prediction] = []
+    with torch.no_grad():
+        class_embeds = model.encode_classes(names, tokenizer=processor.tokenizer)  # (C, D)
+        for start in range(0, len(images), batch_size):
+            batch = [image.convert("RGB") for image in images[start : start + batch_size]]
+            pixel_values = processor(images=batch, return_tensors="pt")["pixel_values"]  # (B, 3, S, S)
+            logits = model(
+                pixel_values=pixel_values.to(device=model.device, dtype=model.dtype), class_embeds=class_embeds
+            ).logits  # (B, C, S, S)
+            for offset, (image, image_logits) in enumerate(zip(batch, logits)):
+                index = start + offset
+                segmentation, probability = segment_logits(
+                    image_logits, (image.height, image.width), processor.image_processor, threshold
+                )  # (H, W) each: class position (or -1) and its probability
+                predictions.append(
+                    _prediction(names, segmentation, probability, threshold, sources[index] if sources else None)
+                )
+    return predictions
+
+
+def _prediction(
+    names: list[str], segmentation: Any, probability: Any, threshold: float | None, source: str | None
+) -> Prediction:
+    """A :class:`Prediction` from an ``(H, W)`` segmentation and each pixel's ``(H, W)`` class probability."""
+    total = segmentation.numel()
+    segments = []
+    for position in segmentation.unique().tolist():
+        if position < 0:
+            continue
+        inside = segmentation == position  # (H, W)
+        pixels = int(inside.sum())
+        score = float(probability[inside].mean())
+        segments.append(Segment(names[position], position, pixels, pixels / total, score))
+    segments.sort(key=lambda segment: (-segment.pixels, segment.position))
+    return Prediction(
+        classes=list(names),
+        segmentation=segmentation.cpu().numpy().astype(np.int64),
+        segments=segments,
+        threshold=threshold,
+        source=source,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+def load_image(path: str | Path) -> Image.Image:
+    """The RGB picture in ``path`` (EXIF orientation applied).
+
+    Raises:
+        InputError: no such file, a folder, or a file that is not a readable image.
+    """
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise InputError(f"--image {path}: no such file")
+    if not file.is_file():
+        raise InputError(f"--image {path}: not a file")
+    try:
+        with Image.open(file) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened) or opened
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        raise InputError(f"--image {path}: not a readable image (unknown or broken image format)") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"--image {path}: not a readable image ({first_line(error)})") from None
+
+
+def overlay_paths(images: Sequence[str], output_dir: str | Path) -> list[Path]:
+    """``output_dir/<stem>_overlay.png`` per image; a repeated stem gets ``_2``, ``_3``... after it."""
+    folder = Path(output_dir)
+    seen: dict[str, int] = {}
+    paths = []
+    for image in images:
+        stem = Path(image).stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        name = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
+        paths.append(folder / f"{name}{OVERLAY_SUFFIX}")
+    return paths
+
+
+def _check_outputs(args: argparse.Namespace) -> list[Path | None]:
+    """Where each image's overlay goes (None: not saved); refuses outputs that cannot work."""
+    images = list(args.image)
+    if args.output is not None and args.output_dir is not None:
+        raise InputError("pass either --output (one image) or --output-dir (any number), not both")
+    if args.output is not None:
+        if len(images) > 1:
+            raise InputError(
+                f"--output names one file but {len(images)} images were given; use --output-dir for several"
+            )
+        target = Path(args.output)
+        if target.suffix.lower() not in Image.registered_extensions():
+            raise InputError(f"--output must end with an image extension such as .png (got {args.output!r})")
+        targets: list[Path | None] = [target]
+    elif args.output_dir is not None:
+        if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+            raise InputError(f"--output-dir {args.output_dir}: exists and is not a folder")
+        targets = list(overlay_paths(images, args.output_dir))
+    else:
+        targets = [None] * len(images)
+    inputs = {Path(image).expanduser().resolve() for image in images}
+    for target in targets:
+        if target is not None and target.expanduser().resolve() in inputs:
+            raise InputError(f"the overlay {target} would overwrite one of the input images; choose another file")
+    if args.json is not None and Path(args.json).expanduser().resolve() in inputs:
+        raise InputError(f"--json {args.json} is one of the input images; choose another file")
+    return targets
+
+
+def _check_model_source(model: str) -> None:
+    """A local ``--model`` folder must hold a ``CLIPForOpenSegmentation`` (Hub ids are checked when loading)."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return  # a Hub id, or a missing folder: load_open_seg says which, in one line
+    problem = model_type_problem(path)
+    if problem:
+        raise InputError(f"--model {model}: {problem}")
+
+
+def model_type_problem(folder: str | Path) -> str | None:
+    """Why ``folder`` is not a saved ``CLIPForOpenSegmentation`` by its ``config.json``; None when it is one.
+
+    Only the config's ``model_type`` is read (a cheap first check before loading anything).
+    """
+    from magicseg_hf.modeling import CLIPOpenSegConfig
+
+    path = Path(folder)
+    config_file = path / "config.json"
+    if not path.is_dir():
+        return "not a folder"
+    if not config_file.is_file():
+        return "no config.json (not a saved model folder)"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"config.json is not readable JSON ({first_line(error)})"
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != CLIPOpenSegConfig.model_type:
+        return (
+            f"config.json has model_type {model_type!r}, not a CLIPForOpenSegmentation "
+            f"(expected {CLIPOpenSegConfig.model_type!r})"
+        )
+    return None
+
+
+def _resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device must be auto, cpu, cuda, cuda:N or mps (got {name!r})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def format_table(prediction: Prediction) -> str:
+    """A short text table of one prediction: each class's area (percent) and score, largest first."""
+    width, height = prediction.size
+    rows = [(segment.label, f"{100 * segment.area:.1f} %", f"{segment.score:.3f}") for segment in prediction.segments]
+    if prediction.unassigned_area > 0:
+        rows.append(("(no class)", f"{100 * prediction.unassigned_area:.1f} %", ""))
+    name_width = max([len("class"), *(len(row[0]) for row in rows)])
+    lines = [f"{prediction.source or 'image'} ({width}x{height})", f"  {'class':<{name_width}}  {'area':>7}  score"]
+    lines += [f"  {name:<{name_width}}  {area:>7}  {score}".rstrip() for name, area, score in rows]
+    return "\n".join(lines)
+
+
+def predictions_json(predictions: Sequence[Prediction], model: str, overlays: Sequence[Path | None]) -> dict[str, Any]:
+    """What ``--json`` writes: the model, classes and threshold, and each image's segments."""
+    first = predictions[0] if predictions else None
+    return {
+        "model": model,
+        "classes": list(first.classes) if first else [],
+        "threshold": first.threshold if first else None,
+        "images": [
+            {**prediction.to_dict(), "overlay": str(overlay) if overlay is not None else None}
+            for prediction, overlay in zip(predictions, overlays)
+        ],
+    }
+
+
+def _write_png(path: Path, picture: Image.Image) -> None:
+    import io
+
+    from magicseg_hf.folder import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format=Image.registered_extensions()[path.suffix.lower()])
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------
+# The verb
+# ----------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``magicseg predict``."""
+    parser.add_argument("--model", required=True, metavar="DIR|REPO",
+                        help="A model folder saved by `magicseg train`, or a Hub model repo.")
+    parser.add_argument("--image", required=True, nargs="+", metavar="IMG", help="Image file(s) to segment.")
+    parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                        help="Class names to segment (default: the model's saved vocabulary).")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="Leave pixels whose best class probability is below T unlabelled "
+                             "(default: every pixel takes its most probable class).")
+    parser.add_argument("--output", default=None, metavar="OVERLAY.png",
+                        help="Save the overlay with its legend here (one image).")
+    parser.add_argument("--output-dir", default=None, metavar="DIR",
+                        help=f"Save each image's overlay as DIR/<name>{OVERLAY_SUFFIX} (any number of images).")
+    parser.add_argument("--json", default=None, metavar="SEGMENTS.json",
+                        help="Save every image's classes, areas and scores as JSON.")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="Images per forward pass.")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N or mps.")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment ``args.image`` and report; returns 0. Bad input raises :class:`InputError` first."""
+    from magicseg_hf.folder import atomic_write_json
+    from magicseg_hf.loading import load_open_seg
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be a positive integer (got {args.batch_size})")
+    _check_threshold(args.threshold)
+    if args.classes is not None:
+        check_classes(args.classes, [])
+    overlays = _check_outputs(args)
+    images = [load_image(path) for path in args.image]
+    device = _resolve_device(args.device)
+    _check_model_source(args.model)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one table on stdout, no weight-loading bars around it
+    model, processor = load_open_seg(args.model)
+    model.to(device)
+    logger.info("loaded %s on %s", args.model, device)
+
+    start = time.perf_counter()
+    predictions = predict_images(
+        model, processor, images, args.classes, threshold=args.threshold, batch_size=args.batch_size,
+        sources=list(args.image),
+    )
+    logger.info("segmented %d image(s) for %d classes in %.1f s", len(images), len(predictions[0].classes),
+                time.perf_counter() - start)
+    for image, prediction, target in zip(images, predictions, overlays):
+        if target is not None:
+            _write_png(target, prediction.overlay(image))
+    if args.json is not None:
+        atomic_write_json(args.json, predictions_json(predictions, args.model, overlays))
+    report = "\n\n".join(format_table(prediction) for prediction in predictions)
+    sys.stdout.write(report + "\n")
+    saved = [str(target) for target in overlays if target is not None] + ([args.json] if args.json else [])
+    if saved:
+        logger.info("wrote %s", ", ".join(saved))
+    else:
+        logger.info("pass --output or --output-dir to save the overlay, --json to save the table")
+    return 0
