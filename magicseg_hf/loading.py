@@ -315,9 +315,17 @@ def load_open_seg(
     """
     from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegProcessor
 
+    from transformers import AutoConfig
+
     check_model_available(model_id, revision, "segmentation model")
     with load_errors(model_id, "segmentation model"):
-        model = CLIPForOpenSegmentation.from_pretrained(model_id, revision=revision)
+        config = AutoConfig.from_pretrained(model_id, revision=revision)
+        if config.model_type != CLIPForOpenSegmentation.config_class.model_type:
+            raise ModelLoadError(
+                f"segmentation model {model_id!r} is a {config.model_type!r} model, not a CLIPForOpenSegmentation "
+                f"(model_type {CLIPForOpenSegmentation.config_class.model_type!r})"
+            )
+        model = CLIPForOpenSegmentation.from_pretrained(model_id, revision=revision, config=config)
         processor = CLIPOpenSegProcessor.from_pretrained(model_id, revision=revision)
     model.tokenizer = processor.tokenizer
     return model, processor

@@ -79,3 +79,16 @@ def test_bert_tokenizer_keeps_the_ids_grounding_dino_hard_codes() -> None:
     encoded = tokenizer("cat . traffic light .")["input_ids"]
     assert encoded[0] == 101 and encoded[-1] == 102 and encoded.count(1012) == 2
     assert tokenizer.unk_token_id not in tokenizer("xylophonez")["input_ids"]
+
+
+def test_load_open_seg_refuses_another_model_type(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    from magicseg_hf.errors import ModelLoadError
+    from magicseg_hf.loading import load_open_seg
+    from magicseg_hf.tiny import tiny_clip_config
+
+    CLIPModel(tiny_clip_config()).save_pretrained(tmp_path)
+    assert CLIPConfig.from_pretrained(tmp_path).model_type == "clip"
+    with pytest.raises(ModelLoadError, match="is a 'clip' model, not a CLIPForOpenSegmentation"):
+        load_open_seg(str(tmp_path))
