@@ -10,12 +10,13 @@ A dataset folder holds::
     class_histogram.png        rows per class (beside the card)
     prompts.jsonl              cached LLM prompts (replayed on resume)
     .work/                     an unfinished run's per-shard work files (never published)
+    .magicseg.lock             held by the run writing the folder (pid, host, start time)
 
 Every reader and writer of such a folder — the generation writer, ``magicseg validate``, the card
 renderer, ``magicseg push``, the ``MagicSeg`` builder, training and evaluation — goes through this
-module: the paths, the shard naming rule, atomic writes, which files are published, and the
-readers of the vocabulary, ``generation.json``, the prompt cache, the counts and the rows are
-written here once.
+module: the paths, the shard naming rule, atomic writes, which files are published, the lock
+that keeps a second run out (:class:`FolderLock`), and the readers of the vocabulary,
+``generation.json``, the prompt cache, the counts and the rows are written here once.
 
 Example::
 
@@ -33,6 +34,8 @@ standard library, pyarrow and Pillow), so anything in the package may use it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import io
 import json
@@ -40,7 +43,10 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,11 +61,17 @@ from magicseg_hf.schema import (
     CARD_FILE,
     DATA_DIR,
     GENERATION_FILE,
+    LOCK_FILE,
     PREVIEW_FILE,
     PROMPTS_FILE,
     VOCABULARY_FILE,
     WORK_DIR,
 )
+
+try:  # advisory file locks (POSIX); elsewhere the lock falls back to an exclusive create
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +99,12 @@ PUBLISHED_PATTERNS = (SHARD_GLOB, VOCABULARY_FILE, GENERATION_FILE, PREVIEW_FILE
 #: Work files of shard ``j`` of a running generation: ``.work/shard-NNNNN.parquet`` (its kept rows)
 #: and ``.work/shard-NNNNN.json`` (one record per attempt; the shard's completion marker).
 WORK_SHARD_STEM = "shard-"
+#: ``.work/`` is renamed to this before it is deleted, so that a kill mid-deletion never leaves a
+#: half-deleted work area that looks like an unfinished run.
+REMOVED_WORK_DIR = f"{WORK_DIR}.removed"
+#: What a generation writes into its folder before its first shard is finished: a folder holding
+#: only these (and hidden temporary files) has nothing that a new run would lose.
+RUN_FILES = frozenset({GENERATION_FILE, VOCABULARY_FILE, PROMPTS_FILE, WORK_DIR, REMOVED_WORK_DIR, LOCK_FILE})
 
 
 def shard_file_name(index: int) -> str:
@@ -143,16 +161,30 @@ def atomic_write_json(path: str | Path, value: Any) -> None:
 # ----------------------------------------------------------------------------------------------
 def vocabulary_lines(text: str) -> list[str]:
     """The class names of a vocabulary text: every non-blank line, stripped (exact otherwise,
-    so LVIS qualifiers such as ``bow (weapon)`` are kept)."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    so LVIS qualifiers such as ``bow (weapon)`` are kept). A UTF-8 byte-order mark at the start
+    (as some editors write) is not part of the first name."""
+    return [line.strip() for line in text.removeprefix("\ufeff").splitlines() if line.strip()]
+
+
+def check_class_name(name: str, source: str) -> None:
+    """Raise :class:`InputError` when class name ``name`` (from ``source``) is blank or holds a
+    control character (a NUL, a tab, an escape...): it could not be written into prompts,
+    ``vocabulary.txt`` or a card faithfully."""
+    if not name or not name.strip():
+        raise InputError(f"empty class name in {source} (got {name!r})")
+    for char in name:
+        if unicodedata.category(char) == "Cc":
+            raise InputError(f"class name {name!r} in {source} holds the control character {char!r}")
 
 
 def check_vocabulary(names: Sequence[str], source: str) -> None:
-    """Raise :class:`InputError` when ``names`` (read from ``source``) is empty or repeats a name."""
+    """Raise :class:`InputError` when ``names`` (read from ``source``) is empty, repeats a name or
+    holds a name with a control character (:func:`check_class_name`)."""
     if not names:
         raise InputError(f"vocabulary {source} has no class names")
     seen: set[str] = set()
     for name in names:
+        check_class_name(name, f"vocabulary {source}")
         if name in seen:
             raise InputError(f"vocabulary {source} lists {name!r} twice")
         seen.add(name)
@@ -162,7 +194,7 @@ def parse_vocabulary_lines(text: str, source: str) -> list[str]:
     """The class list of vocabulary text ``text`` (from ``source``, named in errors).
 
     Raises:
-        InputError: when the text has no class name or lists one twice.
+        InputError: when the text has no class name, lists one twice or holds a control character.
     """
     names = vocabulary_lines(text)
     check_vocabulary(names, source)
@@ -303,8 +335,21 @@ class DatasetFolder:
         return self.root.is_dir()
 
     def is_empty(self) -> bool:
-        """Whether the folder is missing or holds nothing at all."""
-        return not self.root.is_dir() or not any(self.root.iterdir())
+        """Whether the folder is missing or holds nothing at all (but the lock of the run asking)."""
+        return not self.root.is_dir() or not any(p.name != LOCK_FILE for p in self.root.iterdir())
+
+    def holds_only_run_files(self) -> bool:
+        """Whether every entry of the folder is a file a generation writes before its first shard is
+        finished (:data:`RUN_FILES`) or a hidden temporary file of an atomic write."""
+        return self.root.is_dir() and all(
+            p.name in RUN_FILES or (p.name.startswith(".") and p.name.endswith(".tmp")) for p in self.root.iterdir()
+        )
+
+    def finished_work_shards(self) -> int:
+        """Number of finished shards in ``.work/`` (their records files, the completion markers)."""
+        if not self.work_dir.is_dir():
+            return 0
+        return sum(1 for _ in self.work_dir.glob(f"{WORK_SHARD_STEM}*.json"))
 
     def shard_paths(self) -> list[Path]:
         """The final shards (files matching ``data/train-*.parquet``), sorted; ``.work/`` is ignored."""
@@ -326,8 +371,17 @@ class DatasetFolder:
         return selected
 
     def remove_work_dir(self) -> None:
-        """Delete ``.work/`` (done when a run has written its folder); no error when it is absent."""
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        """Delete ``.work/`` (done when a run has written its folder); no error when it is absent.
+
+        The folder is first renamed (atomically) to ``.work.removed`` and then deleted, so a kill
+        during the deletion leaves either the whole work area or none of it; a leftover
+        ``.work.removed`` is deleted by the next call.
+        """
+        removed = self.root / REMOVED_WORK_DIR
+        if self.work_dir.is_dir():
+            shutil.rmtree(removed, ignore_errors=True)
+            os.replace(self.work_dir, removed)
+        shutil.rmtree(removed, ignore_errors=True)
 
     # --- vocabulary -------------------------------------------------------------------------------
     def read_vocabulary(self, check: bool = True) -> list[str]:
@@ -456,3 +510,252 @@ class DatasetFolder:
         if stats.num_rows:
             stats.mean_counterfactual_score = score_total / stats.num_rows
         return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# The lock: one writer per folder
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class LockHolder:
+    """Who holds (or held) a folder's lock, as its lock file records it."""
+
+    pid: int | None = None
+    host: str | None = None
+    started: str | None = None
+
+    @classmethod
+    def this_process(cls) -> LockHolder:
+        return cls(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LockHolder | None:
+        """The holder recorded in lock-file bytes; None for an empty or unreadable record."""
+        try:
+            value = json.loads(data.decode("utf-8"))
+        except ValueError:
+            return None
+        if not isinstance(value, dict):
+            return None
+        pid = value.get("pid")
+        return cls(pid=pid if isinstance(pid, int) else None, host=value.get("host"), started=value.get("started"))
+
+    def to_bytes(self) -> bytes:
+        return json_bytes({"pid": self.pid, "host": self.host, "started": self.started})
+
+    def describe(self) -> str:
+        """``pid 123 on host h, started 2026-01-01T10:00:00+0000`` (the parts it knows)."""
+        parts = [f"pid {self.pid}" if self.pid is not None else "an unknown process"]
+        if self.host:
+            parts.append(f"on host {self.host}")
+        text = " ".join(parts)
+        return f"{text}, started {self.started}" if self.started else text
+
+    def is_gone(self) -> bool:
+        """Whether the holder is known to have ended: a process of this host that no longer runs."""
+        if self.pid is None or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # it runs, as another user
+            return False
+        return False
+
+
+class FolderLock:
+    """An exclusive lock on a dataset folder, held by the one run that writes it.
+
+    The lock file (``.magicseg.lock``, hidden: never published) records the holder's pid, host
+    and start time; a second run that asks for the lock gets an :class:`InputError` naming the
+    holder. Where the file system has advisory locks (``flock``, POSIX), the lock is the kernel's:
+    it ends with the holding process however that process ends (even SIGKILL), and a lock file
+    left by a process that is gone is taken over with a warning naming it. Elsewhere the file is
+    created exclusively (``O_EXCL``) and a file left by a process of this host that no longer runs
+    is taken over, with the same warning.
+
+    :meth:`acquire` creates the folder (and missing parents) if needed — the first write of a run,
+    so it also tells an unwritable folder at once — and remembers what it created, so that
+    ``release(remove_created=True)`` leaves no trace of a run that was refused.
+
+    Example::
+
+        lock = FolderLock("out")
+        lock.acquire()          # InputError if another run holds it
+        try:
+            ...                 # write the folder
+        finally:
+            lock.release()
+    """
+
+    #: Attempts to take a lock whose file another process is removing at the same moment.
+    _RETRIES = 20
+
+    def __init__(self, folder: str | Path | DatasetFolder, what: str = "folder") -> None:
+        self.folder = DatasetFolder(folder)
+        self.path = self.folder.root / LOCK_FILE
+        self.what = what
+        self.holder = LockHolder.this_process()
+        #: The holder of a lock file taken over from a process that had ended, if any.
+        self.taken_over: LockHolder | None = None
+        self._fd: int | None = None
+        self._created: list[Path] = []
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fd is not None
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def _refuse(self, holder: LockHolder | None) -> InputError:
+        who = holder.describe() if holder else "a process that has not recorded itself yet"
+        return InputError(
+            f"{self.what} {str(self.folder.root)!r} is in use by another magicseg run ({who}); wait for it to "
+            f"finish (or stop it), then run again with --resume; if that run is gone, delete {self.path}"
+        )
+
+    def active_holder(self) -> LockHolder | None:
+        """The run holding the lock now (another process, or this one through another object),
+        found without taking the lock or writing anything; None when it is free."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            record = LockHolder.from_bytes(_read_all(fd))
+            if fcntl is None:
+                return record if record is not None and not record.is_gone() else None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return record or LockHolder()
+            except OSError:  # no flock here: judge by the record
+                return record if record is not None and not record.is_gone() else None
+            return None
+        finally:
+            os.close(fd)  # also gives back the shared lock taken to look
+
+    def check_free(self) -> None:
+        """Raise :class:`InputError` naming the holder when another run holds the lock (reads only)."""
+        if self.held:
+            return
+        holder = self.active_holder()
+        if holder is not None:
+            raise self._refuse(holder)
+
+    def _make_folder(self) -> None:
+        missing: list[Path] = []
+        for path in (self.folder.root, *self.folder.root.parents):
+            if path.exists():
+                break
+            missing.append(path)
+        try:
+            self.folder.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"{self.what} {str(self.folder.root)!r} cannot be created: {first_line(error)}") from error
+        self._created = missing
+
+    def acquire(self) -> None:
+        """Take the lock, creating the folder if needed.
+
+        Raises:
+            InputError: another run holds the lock (named in the message), or the folder cannot
+                be created or written.
+        """
+        if self.held:
+            return
+        self._make_folder()
+        try:
+            self._fd = self._acquire_flock() if fcntl is not None else None
+            if self._fd is None:
+                self._fd = self._acquire_exclusive()
+        except InputError:
+            self._remove_created()
+            raise
+        except OSError as error:
+            self._remove_created()
+            raise InputError(f"{self.what} {str(self.folder.root)!r} is not writable: {first_line(error)}") from error
+        if self.taken_over is not None:
+            logger.warning(
+                "%s: taking over the lock left by a run that is gone (%s)", self.folder.root, self.taken_over.describe()
+            )
+
+    def _acquire_flock(self) -> int | None:
+        """The locked descriptor of the lock file, or None where the file system has no ``flock``."""
+        for _ in range(self._RETRIES):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = LockHolder.from_bytes(_read_all(fd))
+                os.close(fd)
+                raise self._refuse(holder) from None
+            except OSError as error:
+                os.close(fd)
+                if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    return None
+                raise
+            try:  # the holder may have released (and unlinked) the file between our open and flock
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(current, os.fstat(fd)):
+                self.taken_over = LockHolder.from_bytes(_read_all(fd))  # a record left by a run that ended
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, self.holder.to_bytes(), 0)
+                return fd
+            os.close(fd)
+        raise self._refuse(None)
+
+    def _acquire_exclusive(self) -> int:
+        """Without ``flock``: create the lock file exclusively; take over one whose holder is gone."""
+        for _ in range(self._RETRIES):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    holder = LockHolder.from_bytes(self.path.read_bytes())
+                except FileNotFoundError:
+                    continue
+                if holder is None or not holder.is_gone():
+                    raise self._refuse(holder) from None
+                self.taken_over = holder
+                self.path.unlink(missing_ok=True)
+                continue
+            os.write(fd, self.holder.to_bytes())
+            return fd
+        raise self._refuse(None)
+
+    def release(self, remove_created: bool = False) -> None:
+        """Give the lock back (its file is removed); with ``remove_created``, also remove the
+        folders :meth:`acquire` created, where they are still empty. No error when not held."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if remove_created:
+            self._remove_created()
+
+    def _remove_created(self) -> None:
+        for path in self._created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        self._created = []
+
+
+def _read_all(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while True:
+        chunk = os.pread(fd, 65536, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)

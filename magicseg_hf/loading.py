@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,16 +83,42 @@ def check_model_available(model_id: str, revision: str | None = None, what: str 
         )
 
 
+def _weight_file_errors() -> tuple[type[BaseException], ...]:
+    """Exception types of a weights file that is not what it claims (garbage safetensors)."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors comes with transformers
+        return ()
+    return (SafetensorError,)
+
+
 @contextlib.contextmanager
 def load_errors(model_id: str, what: str) -> Iterator[None]:
-    """Turn an ``OSError`` or ``ValueError`` raised while loading ``model_id`` (a bad folder, a
-    wrong revision, a broken config) into a one-line :class:`ModelLoadError` naming ``what``."""
+    """Turn what loading ``model_id`` raises for a bad model — an ``OSError`` or ``ValueError`` (a
+    bad folder, a wrong revision, a broken config), a weights file that is garbage, a pickle
+    weights file that holds more than tensors, a Hub that stops answering — into a one-line
+    :class:`ModelLoadError` naming ``what`` (credentials of ``HF_ENDPOINT`` redacted).
+
+    A pickle (``pytorch_model.bin``) is read with ``weights_only=True`` by transformers and
+    diffusers: code in it is never run, and such a file is refused here with a hint instead of
+    torch's advice to load it unsafely.
+    """
     try:
         yield
     except ModelLoadError:
         raise
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load {what} {model_id!r}: {first_line(error)}") from error
+    except pickle.UnpicklingError as error:
+        raise ModelLoadError(
+            f"cannot load {what} {model_id!r}: a pickle weights file in it holds more than tensors and is "
+            "refused (loading it could run code); save the model with safetensors weights"
+        ) from error
+    except hub_access.network_errors() as error:
+        raise ModelLoadError(
+            f"cannot load {what} {model_id!r}: the Hugging Face Hub at {hub_access.hub_endpoint_for_display()} "
+            f"stopped answering ({type(error).__name__}); check the network or pass a local folder"
+        ) from error
+    except (OSError, ValueError, *_weight_file_errors()) as error:
+        raise ModelLoadError(f"cannot load {what} {model_id!r}: {hub_access.redact(first_line(error))}") from error
 
 
 def _check_tiny_id(model_id: str, expected: str, what: str) -> None:
@@ -313,9 +340,9 @@ def load_open_seg(
     holds something else (:class:`ModelLoadError`). The model's tokenizer is the processor's, so
     ``model.encode_classes`` works right away.
     """
-    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegProcessor
-
     from transformers import AutoConfig
+
+    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegProcessor
 
     check_model_available(model_id, revision, "segmentation model")
     with load_errors(model_id, "segmentation model"):

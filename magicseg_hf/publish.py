@@ -9,6 +9,13 @@ card for the repo (:mod:`magicseg_hf.cards`) and publishes it with ``HfApi.creat
 unreachable (:mod:`magicseg_hf.hub_access`), and takes the token from huggingface_hub's usual
 sources without ever printing or writing it.
 
+Waiting is bounded: an endpoint that accepts connections but does not answer fails the
+reachability check within ``2 * reachability_timeout`` (6 s by default); after it, every Hub
+request waits at most ``hub_timeout`` (10 s) to connect, to send a chunk or between two chunks of
+the answer (:func:`magicseg_hf.hub_access.bounded_hub_calls`), so a Hub that stops answering
+mid-push ends the push with one line instead of hanging. Credentials inside ``HF_ENDPOINT`` are
+redacted in every message (:func:`magicseg_hf.hub_access.redact`).
+
 This module is the top of the package's import graph: nothing in the package imports it (the
 CLI's ``push`` verb imports it when it runs).
 """
@@ -80,8 +87,9 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def hub_error(error: BaseException, repo_id: str) -> MagicSegError:
-    """A one-line :class:`MagicSegError` for a failed Hub call (never includes the token)."""
+def hub_error(error: BaseException, repo_id: str, hub_timeout: float = hub_access.HUB_CALL_TIMEOUT) -> MagicSegError:
+    """A one-line :class:`MagicSegError` for a failed Hub call (never includes the token, nor
+    credentials of ``HF_ENDPOINT``)."""
     if isinstance(error, OfflineModeIsEnabled):
         return MagicSegError(OFFLINE_MESSAGE)
     if isinstance(error, HfHubHTTPError):
@@ -90,8 +98,16 @@ def hub_error(error: BaseException, repo_id: str) -> MagicSegError:
             return MagicSegError(f"the Hub rejected the token (401) for {repo_id}: log in again with `hf auth login`")
         if status == 403:
             return MagicSegError(f"no write access to {repo_id} (403): check the token's permissions")
-        return MagicSegError(f"the Hub refused the push to {repo_id} ({status or 'error'}): {first_line(error)}")
-    return MagicSegError(f"cannot reach the Hugging Face Hub at {hub_access.hub_endpoint()}: {type(error).__name__}")
+        return MagicSegError(
+            f"the Hub refused the push to {repo_id} ({status or 'error'}): {hub_access.redact(first_line(error))}"
+        )
+    endpoint = hub_access.hub_endpoint_for_display()
+    if isinstance(error, TimeoutError) or "Timeout" in type(error).__name__:
+        return MagicSegError(
+            f"the Hugging Face Hub at {endpoint} did not answer within {hub_timeout:g} s "
+            f"({type(error).__name__}); check the network and push again"
+        )
+    return MagicSegError(f"cannot reach the Hugging Face Hub at {endpoint}: {type(error).__name__}")
 
 
 @dataclass
@@ -120,6 +136,7 @@ def push_dataset_folder(
     token: str | None = None,
     commit_message: str | None = None,
     reachability_timeout: float = hub_access.REACHABILITY_TIMEOUT,
+    hub_timeout: float = hub_access.HUB_CALL_TIMEOUT,
 ) -> PushResult:
     """Publish dataset folder ``folder`` to the Hub dataset repo ``repo_id``.
 
@@ -130,7 +147,8 @@ def push_dataset_folder(
     ``revision``) if needed and makes one commit with the shards, ``vocabulary.txt``,
     ``generation.json``, the pictures and the card (rendered with ``repo_id`` in its examples),
     deleting remote shards the folder no longer has. Nothing is written into ``folder``; a push
-    that fails half-way can simply be re-run.
+    that fails half-way can simply be re-run. ``reachability_timeout`` and ``hub_timeout`` bound
+    the waiting (see the module's docstring).
     """
     check_repo_id(repo_id)
     dataset = DatasetFolder(folder)
@@ -159,6 +177,7 @@ def push_dataset_folder(
         revision=revision,
         commit_message=commit_message
         or f"Upload MagicSeg dataset ({report.num_rows} rows) with magicseg-hf {__version__}",
+        hub_timeout=hub_timeout,
     )
 
 
@@ -171,7 +190,10 @@ def _hub_token(token: str | None, reachability_timeout: float) -> str:
     if not token:
         raise MagicSegError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
     if not hub_access.hub_reachable(reachability_timeout):
-        raise MagicSegError(f"cannot reach the Hugging Face Hub at {hub_access.hub_endpoint()}; check the network")
+        raise MagicSegError(
+            f"cannot reach the Hugging Face Hub at {hub_access.hub_endpoint_for_display()} (no answer within "
+            f"{reachability_timeout:g} s); check the network"
+        )
     return token
 
 
@@ -185,29 +207,32 @@ def _commit(
     private: bool,
     revision: str | None,
     commit_message: str,
+    hub_timeout: float = hub_access.HUB_CALL_TIMEOUT,
 ) -> PushResult:
     """Create the repo (and branch) if needed and make one commit of ``operations``, deleting the
-    remote files for which ``is_stale`` holds and that ``files`` (the paths written) do not list."""
-    api = HfApi(token=token)
+    remote files for which ``is_stale`` holds and that ``files`` (the paths written) do not list.
+    Each request waits at most ``hub_timeout`` seconds to connect, send or hear the next part of the answer."""
+    api = HfApi(endpoint=hub_access.hub_endpoint(), token=token)  # the endpoint checked, read now
     deleted: list[str] = []
     try:
-        repo_url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if revision:
-            api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
-        remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
-        deleted = sorted(name for name in remote if is_stale(name) and name not in files)
-        operations = operations + [CommitOperationDelete(path_in_repo=name) for name in deleted]
-        commit = api.create_commit(
-            repo_id,
-            operations=operations,
-            commit_message=commit_message,
-            repo_type=repo_type,
-            revision=revision,
-        )
+        with hub_access.bounded_hub_calls(hub_timeout):
+            repo_url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
+            remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
+            deleted = sorted(name for name in remote if is_stale(name) and name not in files)
+            operations = operations + [CommitOperationDelete(path_in_repo=name) for name in deleted]
+            commit = api.create_commit(
+                repo_id,
+                operations=operations,
+                commit_message=commit_message,
+                repo_type=repo_type,
+                revision=revision,
+            )
     except (HfHubHTTPError, OfflineModeIsEnabled, *hub_access.network_errors()) as error:
-        raise hub_error(error, repo_id) from None
+        raise hub_error(error, repo_id, hub_timeout) from None
     prefix = "" if repo_type == MODEL_KIND else f"{repo_type}s/"
-    url = str(getattr(repo_url, "url", None) or f"{hub_access.hub_endpoint()}/{prefix}{repo_id}")
+    url = hub_access.redact(str(getattr(repo_url, "url", None) or f"{hub_access.hub_endpoint()}/{prefix}{repo_id}"))
     if revision:
         url = f"{url}/tree/{revision}"
     logger.info("pushed %d files to %s%s", len(files), repo_id, f" ({revision})" if revision else "")
@@ -260,6 +285,7 @@ def push_folder(
     token: str | None = None,
     commit_message: str | None = None,
     reachability_timeout: float = hub_access.REACHABILITY_TIMEOUT,
+    hub_timeout: float = hub_access.HUB_CALL_TIMEOUT,
 ) -> PushResult:
     """Publish ``folder`` to the Hub: a dataset folder to dataset repo ``repo_id``
     (:func:`push_dataset_folder`), a model folder to model repo ``repo_id`` (:func:`push_model_folder`)."""
@@ -267,7 +293,7 @@ def push_folder(
     push = push_model_folder if folder_kind(folder) == MODEL_KIND else push_dataset_folder
     return push(
         folder, repo_id, private=private, revision=revision, token=token, commit_message=commit_message,
-        reachability_timeout=reachability_timeout,
+        reachability_timeout=reachability_timeout, hub_timeout=hub_timeout,
     )
 
 
@@ -383,6 +409,7 @@ def push_model_folder(
     token: str | None = None,
     commit_message: str | None = None,
     reachability_timeout: float = hub_access.REACHABILITY_TIMEOUT,
+    hub_timeout: float = hub_access.HUB_CALL_TIMEOUT,
 ) -> PushResult:
     """Publish model folder ``folder`` (a saved ``CLIPForOpenSegmentation``) to the Hub model repo ``repo_id``.
 
@@ -417,4 +444,5 @@ def push_model_folder(
         private=private,
         revision=revision,
         commit_message=commit_message or f"Upload CLIPForOpenSegmentation model with magicseg-hf {__version__}",
+        hub_timeout=hub_timeout,
     )

@@ -27,8 +27,9 @@ DATASET_FEATURES = datasets.Features(
     }
 )
 
-#: Filters that drop an attempt, in the order they are applied; their counts go in the card.
-DROP_REASONS = ("blank_image", "no_detection", "mask_area", "counterfactual")
+#: Reasons an attempt is dropped: the filters, in the order they are applied, then ``error`` (the
+#: attempt raised; the run goes on). Their counts go in ``generation.json`` and the card.
+DROP_REASONS = ("blank_image", "no_detection", "mask_area", "counterfactual", "error")
 
 DATA_DIR = "data"
 CARD_FILE = "README.md"
@@ -39,3 +40,5 @@ PREVIEW_FILE = "preview.png"
 WORK_DIR = ".work"
 #: Cached LLM prompts (kept so that a resume replays them instead of asking again).
 PROMPTS_FILE = "prompts.jsonl"
+#: Lock of a running generation (holder's pid, host and start time): one run writes a folder at a time.
+LOCK_FILE = ".magicseg.lock"

@@ -5,13 +5,14 @@
 
 - files: ``data/train-NNNNN.parquet`` shards numbered from 0 without gaps, ``vocabulary.txt``,
   ``generation.json``, ``README.md``, ``preview.png`` (``.work/``, an unfinished run's work
-  area, is ignored);
+  area, and the hidden lock of a running generation are ignored);
 - every shard's columns and features equal :data:`DATASET_FEATURES`;
 - every row: unique non-empty id; classes non-empty, distinct and in the vocabulary; image,
   counterfactual and label of equal size; label in mode "L" with values in 0..len(classes) or 255;
   boxes finite and inside the image; one label and one score per box, labels in range;
   scores and ``counterfactual_score`` finite;
-- ``generation.json`` consistent with the data (row count, drop reasons);
+- ``generation.json`` consistent with the data (row count; drop reasons among
+  :data:`~magicseg_hf.schema.DROP_REASONS`, ``error`` included);
 - the card: parses, declares the features (round-tripped through ``datasets``), the split size,
   ``configs`` data files matching the shards, and the pictures it shows exist;
 - ``datasets.load_dataset(DIR, streaming=True)`` returns exactly the schema and decodes a row.

@@ -180,9 +180,9 @@ def test_counterfactual_modes(mode: str, tmp_path: Path):
 
 def test_shortfall_is_reported_not_hidden(tmp_path: Path, capsys):
     out = tmp_path / "short"
-    # a counterfactual threshold below any score: every annotated attempt is dropped by that filter
+    # a counterfactual threshold of 0: every annotated attempt scores above it (sigmoid scores are > 0)
     code = main(["generate", "--classes", "cat", "--num-pairs", "2", "--max-attempts", "3", "--output-dir", str(out),
-                 "--counterfactual-threshold", "-1", *TINY])
+                 "--counterfactual-threshold", "0", *TINY])
     assert code == 0
     summary = json.loads((out / "generation.json").read_text())["summary"]
     assert summary["num_rows"] == 0 and summary["attempts"] == 3 and summary["shortfall"] == 2

@@ -73,7 +73,10 @@ DROP_DESCRIPTIONS: dict[str, str] = {
     "no_detection": "no detection of a target class",
     "mask_area": "labelled area outside the bounds",
     "counterfactual": "counterfactual still shows a target class",
+    "error": "the attempt raised an error (logged by the run)",
 }
+#: Drop reasons shown in the count table only when they happened (not filters of every run).
+DROP_REASONS_SHOWN_WHEN_COUNTED = frozenset({"error"})
 
 #: How each counterfactual mode makes its image (the card's "How it was made", step 2).
 MODE_DESCRIPTIONS: dict[str, str] = {
@@ -358,7 +361,8 @@ def _count_rows(summary: dict[str, Any], num_rows: int) -> list[tuple[str, str]]
     dropped = summary.get("dropped") or {}
     rows = [("attempts", _fmt(summary.get("attempts"))), ("**kept (rows)**", f"**{num_rows}**")]
     rows += [(f"dropped: {DROP_DESCRIPTIONS.get(reason, reason)}", _fmt(dropped.get(reason, 0)))
-             for reason in DROP_REASONS]
+             for reason in DROP_REASONS
+             if reason not in DROP_REASONS_SHOWN_WHEN_COUNTED or dropped.get(reason)]
     rows += [(f"dropped: {_md(reason)}", _fmt(dropped[reason])) for reason in sorted(set(dropped) - set(DROP_REASONS))]
     if summary.get("shortfall"):
         rows.append(("shortfall (asked but not kept)", _fmt(summary.get("shortfall"))))

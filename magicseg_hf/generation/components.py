@@ -5,6 +5,8 @@ resolved config here; this module is the one place that turns settings into obje
 
 * :func:`models_record` — which models the run loads (``generation.json``'s ``"models"``), and
   :func:`check_models` — whether each can be loaded, checked before anything is written;
+* :func:`check_device` — whether the device exists here, and :func:`check_class_names` — whether
+  every class name fits the loaded text encoders (both before anything is written);
 * :func:`build_prompt_backend`, :func:`build_pair_generator`, :func:`build_annotator` — the
   prompt backend, the diffusion pipelines inside a
   :class:`~magicseg_hf.generation.images.PairImageGenerator`, and the detector + segmenter inside an
@@ -24,8 +26,12 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from magicseg_hf.errors import InputError
 from magicseg_hf.generation.annotate import (
@@ -36,10 +42,12 @@ from magicseg_hf.generation.annotate import (
     SegmentAnythingSegmenter,
     Segmenter,
     TransformersSamSegmenter,
+    grounding_dino_text,
 )
 from magicseg_hf.generation.config import GenerationConfig
 from magicseg_hf.generation.images import PairImageGenerator
 from magicseg_hf.generation.modes import CounterfactualMode, counterfactual_mode
+from magicseg_hf.generation.names import bare_name
 from magicseg_hf.generation.prompts import (
     OpenAIPromptBackend,
     PromptBackend,
@@ -64,6 +72,8 @@ __all__ = [
     "build_components",
     "build_pair_generator",
     "build_prompt_backend",
+    "check_class_names",
+    "check_device",
     "check_models",
     "models_record",
 ]
@@ -126,6 +136,107 @@ def check_models(config: GenerationConfig, record: ModelsRecord) -> None:
         if role == "segmenter_model" and config.segmenter == "segment-anything":
             continue  # checked above: a file, not a Hub id
         check_model_available(model["id"], model["revision"], role.replace("_", " "))
+
+
+def check_device(device: str | None) -> None:
+    """Raise :class:`InputError` when ``device`` (``--device``) is not a device of this machine:
+    an unknown kind (``tpu``), a CUDA or MPS device where there is none, or ``cuda:N`` past the
+    GPUs present. ``None`` (the default device) always passes."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"--device must be cpu, cuda, cuda:N or mps (got {device!r})") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {device!r}: this machine has no CUDA GPU (use --device cpu)")
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"--device {device!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+        return
+    if parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"--device {device!r}: MPS is not available on this machine")
+        return
+    backend = getattr(torch, parsed.type, None)
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        raise InputError(f"--device {device!r}: no {parsed.type} device on this machine (use cpu, cuda or mps)")
+
+
+def _shown(name: str, limit: int = 60) -> str:
+    """``repr(name)``, cut to ``limit`` characters for a one-line message."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}... ({len(name)} characters)"
+
+
+def _token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Tokens of each text without special tokens."""
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def _text_limit(tokenizer: Any) -> int | None:
+    """The tokenizer's ``model_max_length`` when it is a real bound (tokenizers without one report ~1e30)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
+def check_class_names(parts: Components, vocabulary: Sequence[str], max_classes_per_prompt: int) -> None:
+    """Refuse, before anything is written, a class name that the loaded text encoders cannot read.
+
+    Counted with the loaded tokenizers, on the bare names (what prompts and detector texts use):
+
+    * the diffusion pipeline's text encoder (``tokenizer.model_max_length``, 77 for CLIP): each
+      name, with the start and end tokens, must fit in a prompt;
+    * Grounding DINO (``config.max_text_len``, 256): the detector text of the ``k =
+      max_classes_per_prompt`` names with the most tokens (``"a. b."``), with its two special
+      tokens, must fit; a longer text does not truncate but fails inside the model;
+    * OWLv2 (``tokenizer.model_max_length``, 16): each name, as one query, must fit.
+
+    Raises:
+        InputError: naming the longest class name, its token count and the encoder's bound.
+    """
+    names = [bare_name(name) for name in vocabulary]
+    pipe = getattr(parts.images, "pipe", None)
+    tokenizer = getattr(pipe, "tokenizer", None)
+    limit = _text_limit(tokenizer)
+    if tokenizer is not None and limit is not None:
+        counts = _token_counts(tokenizer, names)
+        worst = max(range(len(names)), key=counts.__getitem__)
+        if counts[worst] + 2 > limit:
+            raise InputError(
+                f"class name {_shown(vocabulary[worst])} is too long for the diffusion model's text encoder: "
+                f"{counts[worst]} tokens, at most {limit - 2} fit in a prompt; shorten it"
+            )
+    detector = parts.annotator.detector
+    if isinstance(detector, GroundingDinoDetector):
+        limit = int(getattr(detector.model.config, "max_text_len", 0) or 0) or _text_limit(detector.processor.tokenizer)
+        if limit is None:
+            return
+        counts = _token_counts(detector.processor.tokenizer, [grounding_dino_text([n])[0] for n in names])
+        order = sorted(range(len(names)), key=counts.__getitem__, reverse=True)
+        k = min(max_classes_per_prompt, len(names))
+        needed = sum(counts[i] for i in order[:k]) + 2
+        if needed > limit:
+            longest = order[0]
+            raise InputError(
+                f"class name {_shown(vocabulary[longest])} is too long for the grounding-dino detector: "
+                f"{counts[longest]} tokens, and a detector text of up to {k} class(es) needs {needed} of the "
+                f"{limit} it reads; shorten the class names or lower --max-classes-per-prompt"
+            )
+    elif isinstance(detector, Owlv2Detector):
+        tokenizer = getattr(detector.processor, "tokenizer", None)
+        limit = _text_limit(tokenizer)
+        if tokenizer is None or limit is None:
+            return
+        counts = _token_counts(tokenizer, names)
+        worst = max(range(len(names)), key=counts.__getitem__)
+        if counts[worst] + 2 > limit:
+            raise InputError(
+                f"class name {_shown(vocabulary[worst])} is too long for the owlv2 detector: {counts[worst]} tokens, "
+                f"at most {limit - 2} fit in one of its queries; shorten it"
+            )
 
 
 # ----------------------------------------------------------------------------------------------

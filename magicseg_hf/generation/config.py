@@ -7,17 +7,27 @@ field's ``metadata["help"]`` is its ``--help`` text), so there is one list of se
 Fields left at ``None`` take the preset's value when the config is resolved
 (:meth:`GenerationConfig.resolved`). ``generate()`` resolves its config once, on entry; the
 resolved config is what the component assembler builds from and what ``generation.json`` records.
-This module reads only the preset tables (:mod:`magicseg_hf.presets`): importing it, or resolving a
-config, imports no model library.
+This module reads only the preset tables (:mod:`magicseg_hf.presets`) and the URL rules of
+:mod:`magicseg_hf.hub_access`: importing it, or resolving a config, imports no model library.
+
+Checks: every field's type when the config is made (:func:`check_field_types`: ``classes="cat"``
+or ``num_pairs=2.5`` is an :class:`InputError` naming the field), every bound when it is resolved
+(:meth:`GenerationConfig.validate`; the bounds are in each flag's help). Both run before
+``generate()`` writes anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from magicseg_hf.errors import InputError
+from magicseg_hf.hub_access import url_has_credentials
 from magicseg_hf.presets import PRESETS, generation_defaults, models_for
 
 COUNTERFACTUAL_MODES = ("prompt", "inpaint", "paper")
@@ -25,6 +35,15 @@ PROMPT_BACKENDS = ("template", "transformers", "openai")
 DETECTORS = ("grounding-dino", "owlv2")
 SEGMENTERS = ("transformers", "segment-anything")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+#: Most rows one run may be asked for (a larger --num-pairs is refused up front, not run until killed).
+MAX_NUM_PAIRS = 10_000_000
+#: Most attempts one run may make (--max-attempts).
+MAX_ATTEMPTS = 1_000_000_000
+#: Most classes one prompt may name (a label map holds ids 1..254; 255 is "unknown").
+MAX_CLASSES_PER_PROMPT = 254
+#: Most denoising steps (diffusers schedulers are trained on 1000 timesteps).
+MAX_INFERENCE_STEPS = 1000
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -44,10 +63,14 @@ class GenerationConfig:
     vocabulary: str | None = _f(
         None, "A shipped vocabulary (lvis, voc, context, coco) or a text file with one class per line."
     )
-    num_pairs: int = _f(8, "Number of rows (image pairs) to write.")
-    max_attempts: int | None = _f(None, "Upper bound on attempts; default 4 x --num-pairs.")
+    num_pairs: int = _f(8, f"Number of rows (image pairs) to write, 1..{MAX_NUM_PAIRS:,}.")
+    max_attempts: int | None = _f(
+        None, f"Upper bound on attempts, --num-pairs..{MAX_ATTEMPTS:,}; default 4 x --num-pairs."
+    )
     seed: int = _f(0, "Master seed: attempt k uses a seed derived from (seed, k).")
-    max_classes_per_prompt: int = _f(2, "Each prompt names 1..this many classes (paper: 1-2).")
+    max_classes_per_prompt: int = _f(
+        2, f"Each prompt names 1..this many classes (paper: 1-2; at most {MAX_CLASSES_PER_PROMPT})."
+    )
     preset: str = _f("paper", "Component set: 'paper' (real checkpoints) or 'tiny' (random, offline).",
                      choices=PRESETS)
 
@@ -59,7 +82,7 @@ class GenerationConfig:
     prompt_model: str | None = _f(None, "LLM for --prompt-backend transformers/openai (Hub id or folder).")
     prompt_model_revision: str | None = _f(None, "Revision of --prompt-model.")
     openai_base_url: str | None = _f(
-        None, "OpenAI-compatible endpoint; the key is read from OPENAI_API_KEY only."
+        None, "OpenAI-compatible endpoint, an http(s) URL without credentials; the key is read from OPENAI_API_KEY only."
     )
     prompts_per_request: int = _f(10, "Scene descriptions asked of the LLM per request (paper: 10).")
 
@@ -74,8 +97,8 @@ class GenerationConfig:
         "positive's mask), paper (the released code: independent sample, class -> 'nothing').",
         choices=COUNTERFACTUAL_MODES,
     )
-    num_inference_steps: int | None = _f(None, "Denoising steps.")
-    guidance_scale: float = _f(7.5, "Classifier-free guidance scale.")
+    num_inference_steps: int | None = _f(None, f"Denoising steps, 1..{MAX_INFERENCE_STEPS}.")
+    guidance_scale: float = _f(7.5, "Classifier-free guidance scale, a finite number >= 0 (<= 1 turns guidance off).")
     height: int | None = _f(None, "Image height in pixels (multiple of 8).")
     width: int | None = _f(None, "Image width in pixels (multiple of 8).")
     safety_checker: bool = _f(True, "Keep the pipeline's safety checker (blank images are dropped).")
@@ -90,15 +113,18 @@ class GenerationConfig:
     segmenter_model_revision: str | None = _f(None, "Revision of --segmenter-model.")
     sam_checkpoint: str | None = _f(None, "segment-anything .pth file (loaded with weights_only=True).")
     sam_model_type: str = _f("vit_h", "segment-anything model type for --sam-checkpoint.")
-    box_threshold: float | None = _f(None, "Minimum detector box score.")
-    text_threshold: float | None = _f(None, "Minimum score of the matched class text (Grounding DINO).")
+    box_threshold: float | None = _f(None, "Minimum detector box score, in [0, 1].")
+    text_threshold: float | None = _f(None, "Minimum score of the matched class text (Grounding DINO), in [0, 1].")
     max_boxes: int = _f(
         50, "Keep at most this many detections per image, highest scores first (bounds SAM's memory)."
     )
-    min_mask_area: float | None = _f(None, "Drop a pair whose labelled area is below this fraction of the image.")
+    min_mask_area: float | None = _f(
+        None, "Drop a pair whose labelled area is below this fraction of the image (0 <= min < max <= 1)."
+    )
     max_mask_area: float | None = _f(None, "Drop a pair whose labelled area is above this fraction of the image.")
     counterfactual_threshold: float | None = _f(
-        None, "Drop a pair whose counterfactual still scores above this for a target class."
+        None, "Drop a pair whose counterfactual still scores above this for a target class, >= 0 "
+        "(scores lie in [0, 1]: 1 or more keeps every pair)."
     )
 
     # --- execution ---------------------------------------------------------------------------
@@ -106,30 +132,67 @@ class GenerationConfig:
     shard_size: int = _f(64, "Attempts per shard (one parquet file per shard).")
     dtype: str = _f("auto", "Model dtype: auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16.",
                     choices=DTYPES)
-    device: str | None = _f(None, "Device (default: cuda for this process if available, else cpu).")
+    device: str | None = _f(
+        None, "Device: cpu, cuda, cuda:N or mps, checked before anything is written "
+        "(default: cuda for this process if available, else cpu)."
+    )
 
     # ------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        """Check every field's type at construction (:func:`check_field_types`)."""
+        check_field_types(self)
+
     def validate(self) -> None:
-        """Raise :class:`InputError` with one clear line when a setting is unusable."""
+        """Raise :class:`InputError` with one clear line when a setting is unusable.
+
+        Bounds: ``1 <= num_pairs <= MAX_NUM_PAIRS``; ``num_pairs <= max_attempts <= MAX_ATTEMPTS``;
+        box and text thresholds in [0, 1], the counterfactual threshold >= 0; ``guidance_scale``
+        >= 0; ``0 <= min_mask_area < max_mask_area <= 1``; every float finite; heights and widths
+        positive multiples of 8; an ``openai_base_url``
+        that is an http(s) URL without credentials.
+        """
         if not self.classes and not self.vocabulary:
             raise InputError("no classes given: pass --classes NAME [NAME ...] or --vocabulary lvis|voc|context|coco|FILE")
         if self.classes is not None and any(not c or not c.strip() for c in self.classes):
             raise InputError(f"empty class name in --classes (got {self.classes!r})")
-        if self.num_pairs <= 0:
-            raise InputError(f"--num-pairs must be a positive integer (got {self.num_pairs})")
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"{_flag(item.name)} must be a finite number (got {value})")
+        if not 1 <= self.num_pairs <= MAX_NUM_PAIRS:
+            raise InputError(f"--num-pairs must be a positive integer of at most {MAX_NUM_PAIRS:,} (got {self.num_pairs})")
         if self.max_attempts is not None and self.max_attempts < self.num_pairs:
             raise InputError(
                 f"--max-attempts must be at least --num-pairs (got {self.max_attempts} < {self.num_pairs})"
             )
+        if self.max_attempts is not None and self.max_attempts > MAX_ATTEMPTS:
+            raise InputError(f"--max-attempts must be at most {MAX_ATTEMPTS:,} (got {self.max_attempts})")
         for name in ("batch_size", "shard_size", "max_classes_per_prompt", "prompts_per_request", "max_boxes"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")
-        if self.num_inference_steps is not None and self.num_inference_steps <= 0:
-            raise InputError(f"--num-inference-steps must be positive (got {self.num_inference_steps})")
+        if self.max_classes_per_prompt > MAX_CLASSES_PER_PROMPT:
+            raise InputError(
+                f"--max-classes-per-prompt must be at most {MAX_CLASSES_PER_PROMPT} (got {self.max_classes_per_prompt})"
+            )
+        if self.num_inference_steps is not None and not 1 <= self.num_inference_steps <= MAX_INFERENCE_STEPS:
+            raise InputError(
+                f"--num-inference-steps must be in 1..{MAX_INFERENCE_STEPS} (got {self.num_inference_steps})"
+            )
         for name in ("height", "width"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 8):
                 raise InputError(f"--{name} must be a positive multiple of 8 (got {value})")
+        if self.guidance_scale < 0:
+            raise InputError(f"--guidance-scale must be >= 0 (got {self.guidance_scale})")
+        for name in ("box_threshold", "text_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise InputError(f"{_flag(name)} must be in [0, 1] (got {value})")
+        if self.counterfactual_threshold is not None and self.counterfactual_threshold < 0:
+            raise InputError(
+                f"--counterfactual-threshold must be >= 0 (got {self.counterfactual_threshold}): scores lie in "
+                "[0, 1], so a negative threshold would drop every pair"
+            )
         low = 0.0 if self.min_mask_area is None else self.min_mask_area
         high = 1.0 if self.max_mask_area is None else self.max_mask_area
         if not 0.0 <= low < high <= 1.0:
@@ -150,6 +213,10 @@ class GenerationConfig:
             raise InputError(
                 "--prompt-backend openai needs --openai-base-url (and OPENAI_API_KEY in the environment)"
             )
+        if self.openai_base_url is not None:
+            check_base_url(self.openai_base_url)
+        if self.device is not None and not self.device.strip():
+            raise InputError(f"--device must name a device such as cpu, cuda or cuda:0 (got {self.device!r})")
 
     def resolved(self) -> GenerationConfig:
         """A validated copy with every ``None`` preset-dependent field filled from the preset.
@@ -169,7 +236,27 @@ class GenerationConfig:
             if values.get(key) is None:
                 values[key] = value
         if values["max_attempts"] is None:
-            values["max_attempts"] = 4 * self.num_pairs
+            values["max_attempts"] = min(4 * self.num_pairs, MAX_ATTEMPTS)
+        return GenerationConfig(**values)
+
+    def unresolved(self) -> GenerationConfig:
+        """A copy with every preset-dependent field that holds its preset's value (and a
+        ``max_attempts`` that is the default multiple) back at ``None``: the settings a user gave.
+
+        ``unresolved().resolved()`` equals ``resolved()``; it is how saved settings are combined with
+        flags given on resume (:func:`settings_for_resume`), so that a changed ``--preset`` or
+        ``--num-pairs`` takes its own defaults instead of the saved ones.
+        """
+        values = self.to_dict()
+        defaults = self.resolved().to_dict()
+        preset_values = generation_defaults(self.preset)
+        if self.detector == "owlv2":
+            preset_values["detector_model"], preset_values["detector_model_revision"] = models_for(self.preset)["owlv2_model"]
+        for key, value in preset_values.items():
+            if values.get(key) == value == defaults.get(key):
+                values[key] = None
+        if values["max_attempts"] == min(4 * self.num_pairs, MAX_ATTEMPTS):
+            values["max_attempts"] = None
         return GenerationConfig(**values)
 
     def is_resolved(self) -> bool:
@@ -193,3 +280,98 @@ class GenerationConfig:
 def generation_fields() -> list[dataclasses.Field]:
     """The dataclass fields, in declaration order (used to derive CLI flags and builder configs)."""
     return list(dataclasses.fields(GenerationConfig))
+
+
+def settings_for_resume(saved: dict[str, Any], given: dict[str, Any]) -> GenerationConfig:
+    """The settings of a resumed run: the ``saved`` settings (``generation.json``'s ``"config"``)
+    with the ``given`` ones (flags named on the command line) on top.
+
+    Saved values that came from the saved preset are left to resolve again, so a given
+    ``--preset`` (or ``--detector``, ``--num-pairs``) brings its own defaults.
+
+    Raises:
+        InputError: the saved settings name an unknown field or hold a value of the wrong type.
+    """
+    base = GenerationConfig.from_dict(saved).unresolved().to_dict()
+    return GenerationConfig.from_dict({**base, **given})
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks of single values
+# ----------------------------------------------------------------------------------------------
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a string",
+               "list[str]": "a list of class names"}
+
+
+def _annotation(item: dataclasses.Field) -> tuple[str, bool]:
+    """(base type name, whether None is allowed) of a field annotated like ``int | None``."""
+    parts = [part.strip() for part in str(item.type).split("|")]
+    return parts[0], "None" in parts
+
+
+def check_field_types(config: Any) -> None:
+    """Raise :class:`InputError` naming the first field of ``config`` whose value has the wrong type.
+
+    Integers (not bools) for ``int`` fields, numbers for ``float`` fields, ``True``/``False`` for
+    ``bool`` fields, strings (or paths, turned into strings) for ``str`` fields, a list of strings
+    (a tuple is turned into a list) for ``classes``; ``None`` where the field allows it. NumPy
+    scalars are turned into Python numbers.
+    """
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        kind, optional = _annotation(item)
+        if value is None:
+            if optional:
+                continue
+        elif kind == "bool":
+            if isinstance(value, bool):
+                continue
+        elif kind == "int":
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                setattr(config, item.name, int(value))
+                continue
+        elif kind == "float":
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                if not isinstance(value, (int, float)):
+                    setattr(config, item.name, float(value))
+                continue
+        elif kind == "str":
+            if isinstance(value, str):
+                continue
+            if isinstance(value, os.PathLike):
+                setattr(config, item.name, os.fspath(value))
+                continue
+        elif kind == "list[str]":
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                setattr(config, item.name, list(value))
+                continue
+        else:  # pragma: no cover - a field of a new type must be added above
+            raise TypeError(f"no type check for field {item.name!r} annotated {item.type!r}")
+        expected = _TYPE_WORDS[kind] + (" or None" if optional else "")
+        raise InputError(
+            f"GenerationConfig.{item.name} must be {expected} (got {value!r}, a {type(value).__name__})"
+        )
+
+
+def check_base_url(url: str) -> None:
+    """Raise :class:`InputError` unless ``url`` is an ``http(s)://host[:port]/...`` URL without
+    credentials (no ``user:password@``, no key or token in the query: the key belongs in
+    ``OPENAI_API_KEY``, because the URL is written into ``generation.json`` and published)."""
+    try:
+        parsed = urlparse(url)
+        port_ok = parsed.port is None or 0 < parsed.port < 65536
+    except ValueError:
+        parsed, port_ok = None, False
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname or not port_ok:
+        raise InputError(
+            f"--openai-base-url must be an http(s) URL such as http://localhost:8000/v1 (got {url!r})"
+        )
+    if url_has_credentials(url) or parsed.username is not None or parsed.password is not None:
+        raise InputError(
+            "--openai-base-url must not carry credentials (user:password@ or a key in the query): it is "
+            "written into generation.json; put the key in OPENAI_API_KEY"
+        )

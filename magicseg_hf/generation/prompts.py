@@ -29,17 +29,23 @@ import logging
 import os
 import random
 import re
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from magicseg_hf.errors import InputError
+from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.generation.names import bare_name, indefinite_article, mentions
+from magicseg_hf.hub_access import redact
 from magicseg_hf.seeding import derive_seed, seeded_random
 
 logger = logging.getLogger(__name__)
+
+#: Seconds the OpenAI-compatible backend waits for a TCP connection when checking its endpoint.
+CONNECT_TIMEOUT = 3.0
 
 __all__ = [
     "OpenAIPromptBackend",
@@ -134,6 +140,11 @@ class PromptBackend(ABC):
     @abstractmethod
     def candidates(self, names: list[str], seed: int) -> list[str]:
         """Candidate descriptions for the bare class names ``names``, deterministic in ``seed``."""
+
+    def check(self) -> None:
+        """Raise :class:`InputError` when the backend cannot work at all (run before anything is
+        written); local backends always can."""
+        return None
 
     def write(self, class_sets: list[list[str]], seeds: list[int]) -> list[str]:
         """One prompt per class set, each naming all its classes by their bare names.
@@ -508,7 +519,18 @@ class OpenAIPromptBackend(PromptBackend):
         key = os.environ.get(self.api_key_env)
         if key:
             text = text.replace(key, "***")
-        return re.sub(r"(?i)(bearer\s+|sk-)[\w\-.]+", r"\1***", text)
+        return redact(re.sub(r"(?i)(bearer\s+|sk-)[\w\-.]+", r"\1***", text))
+
+    def check(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Raise :class:`InputError` unless a TCP connection to the endpoint opens within
+        ``timeout`` seconds (an unreachable server is named before anything is written)."""
+        parsed = urllib.parse.urlparse(self.url)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+                pass
+        except OSError as error:
+            raise self._fail(f"cannot connect within {timeout:g} s ({first_line(error)})") from None
 
     def _fail(self, what: str) -> InputError:
         return InputError(self._redact(f"OpenAI-compatible endpoint {self.url}: {what}"))

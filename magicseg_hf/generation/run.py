@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
+from typing import Any
 
-from magicseg_hf.generation.config import GenerationConfig, generation_fields
+from magicseg_hf.generation.config import GenerationConfig, generation_fields, settings_for_resume
 from magicseg_hf.presets import generation_defaults
+
+#: Namespace attribute listing the settings named on the command line (the others kept their defaults).
+GIVEN_ATTRIBUTE = "given_settings"
 
 HELP = "Generate a segmentation dataset folder from class names."
 DESCRIPTION = """\
@@ -32,6 +37,37 @@ def _field_type(field: dataclasses.Field) -> type:
     return str
 
 
+def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
+    given = getattr(namespace, GIVEN_ATTRIBUTE, None)
+    if given is None:
+        given = set()
+        setattr(namespace, GIVEN_ATTRIBUTE, given)
+    given.add(dest)
+
+
+class _StoreSetting(argparse.Action):
+    """Stores the value like argparse's ``store`` action and records that the flag was given."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        _mark_given(namespace, self.dest)
+
+
+class _BooleanSetting(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag``, recording that the flag was given."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        _mark_given(namespace, self.dest)
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings named on the command line, by field name (flags left out are not in it)."""
+    return {name: getattr(args, name) for name in sorted(getattr(args, GIVEN_ATTRIBUTE, None) or ())}
+
+
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per :class:`GenerationConfig` field (help text from the field)."""
     paper, tiny = generation_defaults("paper"), generation_defaults("tiny")
@@ -46,13 +82,13 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         default = field.default if field.default is not dataclasses.MISSING else None
         kwargs: dict = {"dest": field.name, "help": help_text, "default": default}
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            parser.add_argument(flag, action=_BooleanSetting, **kwargs)
             continue
         if "nargs" in field.metadata:
             kwargs["nargs"] = field.metadata["nargs"]
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
-        parser.add_argument(flag, type=kind, **kwargs)
+        parser.add_argument(flag, type=kind, action=_StoreSetting, **kwargs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,15 +96,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="Folder to write (must be empty unless --resume).")
     parser.add_argument(
         "--resume", action="store_true",
-        help="Continue an interrupted run in --output-dir with the settings saved there.",
+        help="Continue an interrupted run in --output-dir with the settings saved there (or finish its "
+             "last steps); flags given must equal the saved ones. A folder whose run has not finished "
+             "a shard yet is started again, with or without --resume, with the settings given.",
     )
     add_generation_arguments(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> GenerationConfig:
+    """The run's settings: the flags given on top of the defaults, or with ``--resume`` on top of
+    the settings saved in ``--output-dir`` (so ``--resume`` alone continues with those)."""
+    from magicseg_hf.folder import DatasetFolder
+
+    if args.resume:
+        saved = DatasetFolder(Path(args.output_dir).expanduser()).read_generation()
+        if saved is not None and isinstance(saved.get("config"), dict):
+            return settings_for_resume(saved["config"], given_settings(args))
+    return GenerationConfig(**{f.name: getattr(args, f.name) for f in generation_fields()})
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the folder; the run logs its own summary."""
     from magicseg_hf.generation.pipeline import generate
 
-    config = GenerationConfig(**{f.name: getattr(args, f.name) for f in generation_fields()})
-    generate(config, args.output_dir, resume=args.resume)
+    generate(config_from_args(args), args.output_dir, resume=args.resume)
     return 0

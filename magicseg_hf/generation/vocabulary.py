@@ -1,7 +1,8 @@
 """Class vocabularies: the shipped lists (LVIS, VOC, Context, COCO) or a user's file.
 
 Every vocabulary text, shipped or not, is read by the one parser of vocabulary files
-(:func:`magicseg_hf.folder.parse_vocabulary_lines`): one class per non-blank line, no repeats.
+(:func:`magicseg_hf.folder.parse_vocabulary_lines`): one class per non-blank line, no repeats, no
+control characters; a UTF-8 byte-order mark at the start is dropped.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from magicseg_hf.errors import InputError
-from magicseg_hf.folder import parse_vocabulary_lines
+from magicseg_hf.folder import check_class_name, parse_vocabulary_lines
 
 #: Short names accepted by ``--vocabulary`` -> shipped file.
 SHIPPED_VOCABULARIES = {
@@ -52,6 +53,8 @@ def resolve_classes(classes: list[str] | None, vocabulary: str | None) -> list[s
         return load_vocabulary(vocabulary)
     if not classes:
         raise InputError("no classes given: pass --classes NAME [NAME ...] or --vocabulary lvis|voc|context|coco|FILE")
+    for name in classes:
+        check_class_name(name, "--classes")
     names = [c.strip() for c in classes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

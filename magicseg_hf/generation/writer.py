@@ -11,6 +11,12 @@ first ``num_pairs`` kept rows in attempt order as ``data/train-NNNNN.parquet``, 
 and ``generation.json`` with the run's summary. The writer knows nothing of cards: ``generate()``
 then renders the card (:func:`magicseg_hf.cards.write_dataset_card`) and removes ``.work``
 (:meth:`ShardStore.remove`). Every path comes from :class:`~magicseg_hf.folder.DatasetFolder`.
+
+Finalisation is resumable: it reads only the work shards, and every step writes whole files
+atomically, so running it again gives the same files. The removal of ``.work`` is its last step
+and is atomic (:meth:`~magicseg_hf.folder.DatasetFolder.remove_work_dir`): a folder is complete
+exactly when ``generation.json`` has its summary and ``.work/`` is gone (:func:`is_complete`);
+a killed finalisation leaves ``.work/`` in place, and a resume runs finalisation again.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from magicseg_hf.visualization import pair_grid
 PREVIEW_ROWS = 4
 
 KEPT = "kept"
+#: The status of an attempt that raised (a drop reason of ``DROP_REASONS``; the run goes on).
+ERROR = "error"
 
 
 @dataclass
@@ -216,3 +224,9 @@ def finalize(
 def count_kept(records: Iterable[dict[str, Any]]) -> int:
     """Number of kept attempts among ``records``."""
     return sum(r["status"] == KEPT for r in records)
+
+
+def is_complete(folder: DatasetFolder, generation: dict[str, Any] | None) -> bool:
+    """Whether ``folder`` (whose ``generation.json`` is ``generation``) holds a finished run: the
+    summary is written and the work area is gone (finalisation's last step)."""
+    return bool(generation and generation.get("summary")) and not folder.work_dir.exists()
