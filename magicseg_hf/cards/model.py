@@ -293,7 +293,10 @@ def is_tiny_model(config: dict[str, Any], summary: dict[str, Any]) -> bool:
     """Whether the folder holds a ``tiny`` preset model (its summary says so, or its config has the tiny sizes)."""
     if summary.get("preset"):
         return summary["preset"] == "tiny"
-    return bool(config) and all(config.get(key) == value for key, value in TINY_OPEN_SEG.items())
+    def same(saved: Any, value: Any) -> bool:  # config.json stores tuples as lists
+        return saved == (list(value) if isinstance(value, tuple) else value)
+
+    return bool(config) and all(same(config.get(key), value) for key, value in TINY_OPEN_SEG.items())
 
 
 def base_model_id(config: dict[str, Any], summary: dict[str, Any], is_tiny: bool) -> str | None:
