@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from magicseg_hf.presets import TINY_OPEN_SEG
+from magicseg_hf.presets import TINY_OPEN_SEG, TINY_OPEN_SEG_CLIP
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
@@ -199,23 +199,26 @@ def tiny_clip_text_config(tokenizer: Any, hidden_size: int = 32, projection_dim:
     )
 
 
-def tiny_clip_config(tokenizer: Any = None) -> CLIPConfig:
-    """A tiny random ``CLIPConfig`` (hidden 32, 2 layers, 32 px images in 8 px patches,
-    projection 32) that fits :func:`tiny_clip_tokenizer`'s vocabulary (or ``tokenizer``'s)."""
+def tiny_clip_config(
+    tokenizer: Any = None, vision_hidden_size: int = 32, projection_dim: int = 32
+) -> CLIPConfig:
+    """A tiny random ``CLIPConfig`` (2 layers, 4 heads, 32 px images in 8 px patches; vision width
+    ``vision_hidden_size``, text width 32, projection ``projection_dim``) that fits
+    :func:`tiny_clip_tokenizer`'s vocabulary (or ``tokenizer``'s)."""
     from transformers import CLIPConfig, CLIPVisionConfig
 
     tokenizer = tokenizer if tokenizer is not None else tiny_clip_tokenizer()
     vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         image_size=32,
         patch_size=8,
-        projection_dim=32,
+        projection_dim=projection_dim,
     )
-    text = tiny_clip_text_config(tokenizer, hidden_size=32, projection_dim=32)
-    return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
+    text = tiny_clip_text_config(tokenizer, hidden_size=32, projection_dim=projection_dim)
+    return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=projection_dim)
 
 
 # ---- diffusion -----------------------------------------------------------------------------------
@@ -494,16 +497,46 @@ def tiny_segment_anything(seed: int = 0) -> Sam:
 
 
 # ---- open-vocabulary segmentation model ----------------------------------------------------------
+def _scale_initial_weights(clip: torch.nn.Module, vision_query_key_scale: float, text_init_scale: float) -> None:
+    """Rescale a freshly drawn CLIP's weights in place (as if drawn with a larger std).
+
+    The vision tower's attention query and key projections are multiplied by
+    ``vision_query_key_scale``: sharper attention makes the frozen [CLS] embedding depend on the
+    image, which the counterfactual loss needs. Every text-tower weight but the layer norms, and
+    the text projection, are multiplied by ``text_init_scale``: the pooled text feature then
+    carries more of the class name and less of what every prompt shares.
+    """
+    with torch.no_grad():
+        for name, parameter in clip.vision_model.named_parameters():
+            if ".q_proj." in name or ".k_proj." in name:
+                parameter.mul_(vision_query_key_scale)
+        for name, parameter in clip.text_model.named_parameters():
+            if "layer_norm" not in name:
+                parameter.mul_(text_init_scale)
+        clip.text_projection.weight.mul_(text_init_scale)
+
+
 def tiny_open_seg(seed: int = 0, **overrides: Any) -> tuple[CLIPForOpenSegmentation, CLIPTokenizer]:
-    """The tiny ``CLIPForOpenSegmentation`` and its tokenizer: a random :func:`tiny_clip_config`
-    CLIP wrapped with :data:`~magicseg_hf.presets.TINY_OPEN_SEG`'s settings, ``overrides``
-    (``CLIPOpenSegConfig`` fields) on top; CLIP and the new layers are drawn under ``seed``."""
+    """The tiny ``CLIPForOpenSegmentation`` and its tokenizer.
+
+    A random :func:`tiny_clip_config` CLIP sized and initialised per
+    :data:`~magicseg_hf.presets.TINY_OPEN_SEG_CLIP` (vision width 64, projection 64, sharper vision
+    attention, a larger text init), wrapped with :data:`~magicseg_hf.presets.TINY_OPEN_SEG`'s
+    settings, ``overrides`` (``CLIPOpenSegConfig`` fields) on top; CLIP and the new layers are drawn
+    under ``seed``. Only this model uses these settings: the generation twins' CLIP text encoder and
+    tokenizer are untouched.
+    """
     from transformers import CLIPModel
 
     from magicseg_hf.modeling import CLIPForOpenSegmentation
 
     tokenizer = tiny_clip_tokenizer()
+    sizes = TINY_OPEN_SEG_CLIP
+    config = tiny_clip_config(
+        tokenizer, vision_hidden_size=sizes["vision_hidden_size"], projection_dim=sizes["projection_dim"]
+    )
     with seeded(seed):
-        clip = CLIPModel(tiny_clip_config(tokenizer))
+        clip = CLIPModel(config)
+        _scale_initial_weights(clip, sizes["vision_query_key_scale"], sizes["text_init_scale"])
         model = CLIPForOpenSegmentation.from_clip(clip, tokenizer=tokenizer, **{**TINY_OPEN_SEG, **overrides})
     return model, tokenizer

@@ -1,6 +1,6 @@
 """CLIPForOpenSegmentation: shapes, losses, save/load (local and remote code), caching, LoRA.
 
-Offline and tiny: hidden 32, 2 layers, 64 px images, patch 8 (an 8 x 8 grid).
+Offline and tiny: 2 layers, 64 px images, patch 8 (an 8 x 8 grid), the paper's 15 templates.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 import magicseg_hf  # noqa: F401  (registers the Auto classes)
 from magicseg_hf.loading import build_open_seg
 from magicseg_hf.modeling import (
+    DEFAULT_TEMPLATES,
     CLIPForOpenSegmentation,
     CLIPOpenSegConfig,
     CLIPOpenSegOutput,
@@ -30,7 +31,8 @@ NO_DROPOUT = {"prompt_dropout": 0.0, "decoder_dropout": 0.0, "drop_path_rate": 0
 
 @pytest.fixture
 def tiny() -> tuple[CLIPForOpenSegmentation, object]:
-    model, processor = build_open_seg("tiny", **NO_DROPOUT)
+    # The paper's 15-template ensemble (the tiny preset itself uses one template).
+    model, processor = build_open_seg("tiny", templates=DEFAULT_TEMPLATES, **NO_DROPOUT)
     return model, processor
 
 
@@ -58,9 +60,10 @@ def test_shared_classes_shapes(tiny):
     out = model(**enc)
     assert isinstance(out, CLIPOpenSegOutput)
     assert out.logits.shape == (2, 3, 64, 64)
-    assert out.image_embeds.shape == (2, 32)
-    assert out.patch_embeds.shape == (2, 64, 32)  # 8 x 8 grid, prompt tokens removed
-    assert out.class_embeds.shape == (2, 3, 32)
+    dim = model.config.projection_dim
+    assert out.image_embeds.shape == (2, dim)
+    assert out.patch_embeds.shape == (2, 64, dim)  # 8 x 8 grid, prompt tokens removed
+    assert out.class_embeds.shape == (2, 3, dim)
     assert out.loss is None and out.focal_loss is None and out.counterfactual_loss is None
     assert torch.allclose(out.image_embeds.norm(dim=-1), torch.ones(2))
     assert torch.allclose(out.patch_embeds.norm(dim=-1), torch.ones(2, 64))

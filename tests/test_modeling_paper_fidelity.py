@@ -1,7 +1,7 @@
 """CLIPForOpenSegmentation against the paper's code: prompt_proj, prompt_norm, drop path, ViT-B/16 defaults and
 the class-count limit that keeps class positions away from none_label.
 
-Offline and tiny: hidden 32, 2 layers, 64 px images, patch 8 (an 8 x 8 grid).
+Offline and tiny: 2 layers, 64 px images, patch 8 (an 8 x 8 grid).
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def test_prompt_proj_and_prompt_norm_are_trainable_parts_of_the_forward():
     model, processor = build_open_seg("tiny", **DETERMINISTIC)
     assert model.config.use_prompt_proj and model.config.use_prompt_norm  # on by default
     assert isinstance(model.prompt_proj, nn.Linear)
-    assert (model.prompt_proj.in_features, model.prompt_proj.out_features) == (32, 32)  # hidden -> hidden
-    assert isinstance(model.prompt_norm, nn.LayerNorm) and model.prompt_norm.normalized_shape == (32,)
+    hidden = model.config.clip_config.vision_config.hidden_size
+    assert (model.prompt_proj.in_features, model.prompt_proj.out_features) == (hidden, hidden)
+    assert isinstance(model.prompt_norm, nn.LayerNorm) and model.prompt_norm.normalized_shape == (hidden,)
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     assert {"prompt_proj.weight", "prompt_proj.bias", "prompt_norm.weight", "prompt_norm.bias"} <= trainable
 
@@ -99,10 +100,10 @@ def test_prompt_proj_and_prompt_norm_are_trainable_parts_of_the_forward():
         before = model(**enc)
         assert torch.allclose(before.logits, _reference_logits(model, enc["pixel_values"], class_embeds))
         generator = torch.Generator().manual_seed(0)
-        model.prompt_proj.weight.copy_(torch.randn(32, 32, generator=generator))
+        model.prompt_proj.weight.copy_(torch.randn(hidden, hidden, generator=generator))
         after_proj = model(**enc)
         # A per-channel bias (a constant one would be undone by CLIP's post-layernorm).
-        model.prompt_norm.bias.copy_(torch.randn(32, generator=generator))
+        model.prompt_norm.bias.copy_(torch.randn(hidden, generator=generator))
         after_norm = model(**enc)
     for old, new in ((before, after_proj), (after_proj, after_norm)):
         assert (new.image_embeds - old.image_embeds).abs().max() > 1e-3
@@ -117,7 +118,7 @@ def test_prompt_proj_starts_as_the_paper_initialises_it():
     expected_std = (2.0 / weight.shape[0]) ** 0.5
     assert 0.8 * expected_std < float(weight.std()) < 1.2 * expected_std
     assert torch.count_nonzero(model.prompt_proj.bias) == 0
-    assert torch.equal(model.prompt_norm.weight, torch.ones(32))
+    assert torch.equal(model.prompt_norm.weight, torch.ones(model.prompt_norm.normalized_shape))
 
 
 def test_flags_off_reproduce_the_plain_prompted_path(tmp_path):
@@ -254,7 +255,7 @@ def test_too_many_classes_for_none_label_raise_with_labels():
     labels = torch.zeros((1, 64, 64), dtype=torch.long)
     labels[0, :8] = model.config.none_label
 
-    too_many = torch.randn(255, 32, generator=generator)
+    too_many = torch.randn(255, model.config.projection_dim, generator=generator)
     message = r"fewer than none_label=255 classes per call.*\(got 255 classes\)"
     with pytest.raises(ValueError, match=message):
         model(pixel_values=pixel_values, class_embeds=too_many, labels=labels)
@@ -267,7 +268,7 @@ def test_too_many_classes_for_none_label_raise_with_labels():
     out = model(pixel_values=pixel_values, class_embeds=too_many[:254], labels=labels)
     assert torch.isfinite(out.loss)
     assert model(
-        pixel_values=pixel_values, class_embeds=torch.randn(300, 32, generator=generator)
+        pixel_values=pixel_values, class_embeds=torch.randn(300, model.config.projection_dim, generator=generator)
     ).logits.shape == (
         1,
         300,
