@@ -284,3 +284,25 @@ def test_a_non_finite_loss_stops_with_a_clear_error(dataset: Path, tmp_path: Pat
     assert main(["train", "--dataset", str(dataset), "--output-dir", str(out), *TRAIN,
                  "--learning_rate", "1e30", "--max_grad_norm", "0"]) == 2
     _assert_one_error_line(capsys.readouterr().err, "the loss became non-finite at step")
+
+
+def test_several_datasets_lora_and_streaming(dataset: Path, tmp_path: Path):
+    other = tmp_path / "other"
+    write_dataset_folder(other, num_rows=6, vocabulary=["boat", "lamp"], size=(64, 64))
+    out = tmp_path / "lora"
+    assert main(["train", "--dataset", str(dataset), str(other), "--output-dir", str(out), *TRAIN,
+                 "--lora-rank", "2", "--max_steps", "2", "--save_strategy", "no"]) == 0
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert [s["rows"] for s in summary["datasets"]] == [12, 6]  # concatenated
+    assert summary["vocabulary_size"] == 6  # the two vocabularies merged in order
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(out)
+    assert model.config.use_lora and model.config.lora_rank == 2
+    assert model.config.vocabulary == VOCABULARY[:4] + ["boat", "lamp"]
+
+    streamed = tmp_path / "stream"
+    assert main(["train", "--dataset", str(dataset), "--output-dir", str(streamed), "--preset", "tiny",
+                 "--num-classes", "4", "--streaming", "--validation-size", "2", "--max_steps", "3",
+                 "--per_device_train_batch_size", "2", "--save_strategy", "no"]) == 0
+    assert json.loads((streamed / "training_summary.json").read_text())["global_steps"] == 3
