@@ -85,17 +85,18 @@ _GENERATION_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # The tiny twin of the paper's open-vocabulary segmentation model: the same code path (deep prompts
-# with prompt_proj, prompt_norm and drop path as in the paper) at 64 px, patch 8, 2 layers. These are
-# ``CLIPOpenSegConfig`` fields. Chosen by measurement (benchmarks/README.md, "Tiny preset: chosen by
-# measurement": held-out mIoU of `magicseg train --preset tiny` on procedural shapes, 3 seeds):
-# - initializer_range 0.1: at 0.02 the decoder's attention logits start so small that the model
-#   predicts all background for a third of the run (0.42-0.50 mIoU at 300 steps against 0.49-0.56).
-# - templates: one bare "{}" template. Averaged over the paper's 15 templates, the random text
-#   tower gives every class nearly the same embedding (cosine 0.90-0.97 between the shape classes,
-#   0.96 on average over VOC's 20 names), since the shared template words dominate; the class name
-#   alone, with the text tower drawn larger (TINY_OPEN_SEG_CLIP), gives 0.02-0.62 (VOC: ~0.5).
-# prompt_proj, prompt_norm, drop path and the decoder size stay: turning them off or widening the
-# decoder measured no better.
+# with prompt_proj, prompt_norm and drop path 0.1, as the paper) at 64 px, patch 8, 2 layers. These
+# are ``CLIPOpenSegConfig`` fields. Chosen by measurement: held-out mIoU of `magicseg train --preset
+# tiny` on procedural shapes, seeds 0-2 (benchmarks/README.md, "Tiny preset: chosen by measurement";
+# the preset scores 0.64-0.66, the untrained model 0.06-0.15):
+# - initializer_range 0.1 (decoder): at 0.02 the attention logits start near 0 and the take-off
+#   step varies with the seed (0.60-0.66).
+# - templates: the bare class name ("{}"). Averaged over the paper's 15 templates, the random text
+#   tower gives the classes nearly one embedding (mean cosine 0.90-0.95 between the shape classes,
+#   0.96-0.97 over VOC's 20 names), the shared template words drowning the name; the name alone,
+#   with the larger text init of TINY_OPEN_SEG_CLIP, gives -0.12-0.62 (VOC: 0.42-0.60).
+# - prompt_proj, prompt_norm and drop path stay on: without them mIoU is alike (0.66-0.67) but the
+#   counterfactual loss does less (cos(g_pos, g_cf) 0.77-0.86 instead of 0.54-0.67).
 TINY_OPEN_SEG: dict[str, Any] = {
     "image_size": 64,
     "num_prompt_tokens": 4,
@@ -108,18 +109,17 @@ TINY_OPEN_SEG: dict[str, Any] = {
     "templates": ("{}",),
 }
 
-# The tiny open-segmentation model's random CLIP (see :func:`magicseg_hf.tiny.tiny_open_seg`; the
-# generation twins do not use it). Chosen by measurement, as TINY_OPEN_SEG:
-# - vision width 64, projection 64 (text width stays 32): a linear probe on the frozen patch
-#   embeddings separates the shapes better (patch mIoU 0.75 against 0.69 at width 32) and the
-#   trained model scores 0.67 against 0.64.
-# - vision query/key weights drawn 8x larger (std x 8): with CLIP's default init, attention is
-#   nearly uniform and the [CLS] embedding hardly depends on the image (cosine 0.98-0.99 between
-#   a scene and its counterfactual), so the counterfactual loss has nothing to work on; with
-#   sharper attention it starts at 0.90-0.94 and the loss brings it to 0.54-0.67 (0.91-0.93 with
-#   the loss off). Scaling every vision weight instead scrambles the patch features.
+# The random CLIP of the tiny open-segmentation model (:func:`magicseg_hf.tiny.tiny_open_seg`; the
+# generation twins do not use it), chosen by the same measurements:
+# - vision width 64 and projection 64 (text width 32): 0.64-0.66 against 0.61-0.64 at 32.
+# - vision attention query/key weights drawn 8x larger: with CLIP's default init the attention is
+#   nearly uniform and the [CLS] embedding hardly depends on the image (cos(g_pos, g_cf) 0.98-0.99
+#   on held-out pairs, before and after training with the loss on), so the counterfactual loss has
+#   nothing to act on. At 8x it starts at 0.90-0.94 and ends at 0.54-0.67 with the loss, 0.91-0.93
+#   without; 4x scores 0.02 more mIoU but separates less (0.64-0.88 against 0.94-0.98). Scaling
+#   every vision weight instead scrambles the patch features (mIoU drops).
 # - text weights (all but the layer norms) drawn 8x larger: more of the class name reaches the
-#   pooled text feature (see "templates" above).
+#   pooled text feature (see ``templates`` above).
 TINY_OPEN_SEG_CLIP: dict[str, Any] = {
     "vision_hidden_size": 64,
     "projection_dim": 64,
@@ -180,9 +180,10 @@ _TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
         "save_total_limit": 3,
     },
     # The tiny random model at 64 px: ~25 s of one CPU core. Chosen by measurement (benchmarks/
-    # README.md): 600 steps at batch 8, lr 4e-3 with a cosine decay to 0 and no warm-up reach
-    # held-out mIoU 0.65-0.68 over 3 seeds; a constant 2e-3 for 600 steps 0.57-0.66, 300 steps
-    # 0.50-0.56, lr 1e-2 diverges to 0.37 and batch 16 costs twice the time for no gain.
+    # README.md, seeds 0-2): 600 steps at batch 8, lr 4e-3 decayed to 0 by a cosine, no warm-up:
+    # held-out mIoU 0.64-0.66. The lr is a flat optimum with the decay (2e-3: 0.63-0.65, 1e-2:
+    # 0.65-0.67); without it, 0.60-0.65 at 2e-3 and 0.55-0.60 at 4e-3. 300 steps: 0.60-0.62.
+    # Batch 16: 0.67 for 1.6x the time.
     "tiny": {
         "learning_rate": 4e-3,
         "weight_decay": 0.01,

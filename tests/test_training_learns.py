@@ -119,8 +119,10 @@ def test_the_counterfactual_loss_separates_a_scene_from_its_counterfactual(runs)
     with_loss = held_out_counterfactual_cosine(runs["trained"])
     without_loss = held_out_counterfactual_cosine(runs["no-counterfactual"])
     untrained = held_out_counterfactual_cosine(runs["untrained"])
-    # Measured (seed 0): 0.67 with the loss, 0.93 without, 0.93 untrained; the gap is 0.26-0.39 over seeds 0-2.
+    # Measured (seed 0): 0.67 with the loss, 0.93 without, 0.93 untrained; the gap is 0.26-0.40 over seeds 0-2.
     assert untrained < 0.97, "the tiny vision tower's [CLS] embedding must depend on the image"
     assert with_loss <= without_loss - 0.15, f"cos with the loss {with_loss:.3f}, without {without_loss:.3f}"
     summary = json.loads((runs["trained"] / "training_summary.json").read_text(encoding="utf-8"))
+    # The training-time term (last 50 steps, drop path on): 0.63-0.68 over seeds 0-2 (a tiny CLIP with the
+    # default init sat at 0.97 for the whole run).
     assert summary["final_losses"]["counterfactual_loss"] < 0.9

@@ -127,6 +127,11 @@ def training_arguments(config: TrainConfig, extra: list[str]) -> Any:
     arguments.remove_unused_columns = False  # the collator reads the raw image/label columns
     arguments.batch_eval_metrics = True  # the metric streams batch by batch
     arguments.label_names = ["labels"]
+    if arguments.dataloader_persistent_workers:
+        # Persistent workers keep their first copy of the collator, so each epoch's set_epoch would
+        # never reach them and every epoch would repeat epoch 0's negatives and augmentations.
+        logger.warning("--dataloader_persistent_workers is turned off: the collator draws per epoch")
+        arguments.dataloader_persistent_workers = False
     if arguments.dataloader_pin_memory and arguments.device.type != "cuda":
         arguments.dataloader_pin_memory = False  # pinning only helps a GPU (and warns without one)
     return arguments
