@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -317,3 +318,11 @@ class HubStandIn:
         prefix = "" if repo_type in (None, "model") else f"{repo_type}s/"
         return CommitInfo(commit_url=f"{hub_endpoint()}/{prefix}{repo_id}/commit/{oid}",
                           commit_message=commit_message, commit_description="", oid=oid)
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a `magicseg` subprocess started by a test: this process's (offline, set
+    by conftest) with one thread, so its float results match an in-process run's."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return env

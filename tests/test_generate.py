@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import subprocess_env
 from PIL import Image
 
 from magicseg_hf.cli import main
@@ -42,11 +43,6 @@ def read_rows(folder: Path) -> list[dict]:
         rows += pq.read_table(path).to_pylist()
     return rows
 
-
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)  # offline already (conftest)
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +113,7 @@ def test_sigkill_then_resume_gives_the_same_rows(straight_run: Path, tmp_path: P
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "magicseg_hf", "generate", "--classes", "cat", "dog", "traffic light",
             "--num-pairs", "8", "--output-dir", str(out), "--shard-size", "4", "--batch-size", "2", "--seed", "3", *TINY]
-    proc = subprocess.Popen(args, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and not (out / ".work" / "shard-00000.json").exists():
         if proc.poll() is not None:
@@ -130,19 +126,19 @@ def test_sigkill_then_resume_gives_the_same_rows(straight_run: Path, tmp_path: P
     done_before = (out / ".work" / "shard-00000.json").read_bytes()
 
     # without --resume the folder is refused, and nothing in it is touched
-    refused = subprocess.run(args, env=_subprocess_env(), capture_output=True, text=True)
+    refused = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True)
     assert refused.returncode == 2
     assert "not empty" in refused.stderr and "Traceback" not in refused.stderr
     assert (out / ".work" / "shard-00000.json").read_bytes() == done_before
 
-    resumed = subprocess.run([*args, "--resume"], env=_subprocess_env(), capture_output=True, text=True)
+    resumed = subprocess.run([*args, "--resume"], env=subprocess_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert read_rows(out) == read_rows(straight_run)
 
 
 def test_two_processes_write_the_same_rows(straight_run: Path, tmp_path: Path):
     out = tmp_path / "two"
-    env = _subprocess_env()
+    env = subprocess_env()
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000), CUDA_VISIBLE_DEVICES="")
     # `accelerate launch --cpu --num_processes 2` silently runs one process; these flags start two (gloo).
     args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import folder_digest, write_dataset_folder
+from helpers import folder_digest, subprocess_env, write_dataset_folder
 
 from magicseg_hf import hub_access, loading, publish
 from magicseg_hf.cli import main
@@ -67,11 +67,6 @@ def assert_finished(out: Path, reference: Path) -> None:
     assert not (out / LOCK_FILE).exists(), "the lock is released"
     assert read_rows(out) == read_rows(reference)
 
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)  # offline already (conftest)
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    return env
 
 
 @pytest.fixture(scope="module")
