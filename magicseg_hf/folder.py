@@ -40,6 +40,7 @@ import fnmatch
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -253,6 +254,14 @@ class FolderStats:
     image_size: tuple[int, int] | None = None
     #: Mean ``counterfactual_score`` over the rows; None without rows.
     mean_counterfactual_score: float | None = None
+    #: The first shard's columns (a folder older than a column of
+    #: :data:`~magicseg_hf.schema.LATER_COLUMNS` lacks it); empty without shards.
+    columns: list[str] = field(default_factory=list)
+    #: Mean of the ``class_scores`` that are numbers (classes with pixels); None without any, or
+    #: in a folder that predates the column.
+    mean_class_score: float | None = None
+    #: How many ``class_scores`` are numbers (NaN ones, classes with no pixel, not counted).
+    num_class_scores: int = 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,10 +491,17 @@ class DatasetFolder:
         """Row count, sizes and per-class counts of the shards (images are not decoded, except
         the first row's, for its size)."""
         stats = FolderStats()
-        score_total = 0.0
+        score_total = class_score_total = 0.0
         for path in self.shard_paths():
             parquet = pq.ParquetFile(path)
             metadata = parquet.metadata
+            if not stats.columns:
+                stats.columns = list(parquet.schema_arrow.names)
+            if "class_scores" in parquet.schema_arrow.names:
+                for scores in parquet.read(columns=["class_scores"]).column("class_scores").to_pylist():
+                    numbers = [v for v in scores or [] if v is not None and not math.isnan(v)]
+                    class_score_total += sum(numbers)
+                    stats.num_class_scores += len(numbers)
             stats.num_shards += 1
             stats.num_rows += metadata.num_rows
             stats.download_size += path.stat().st_size
@@ -509,6 +525,8 @@ class DatasetFolder:
                     stats.image_size = decode_image(first).size
         if stats.num_rows:
             stats.mean_counterfactual_score = score_total / stats.num_rows
+        if stats.num_class_scores:
+            stats.mean_class_score = class_score_total / stats.num_class_scores
         return stats
 
 

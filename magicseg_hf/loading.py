@@ -23,11 +23,12 @@ import torch
 from magicseg_hf import hub_access, tiny
 from magicseg_hf.errors import ModelLoadError, first_line
 from magicseg_hf.presets import (
+    OPEN_SEG_PRESETS,
     PAPER_MODELS,
-    PRESETS,
+    TINY_CLIP,
     TINY_DETECTORS,
     TINY_MODELS,
-    TINY_SAM,
+    TINY_SEGMENTERS,
     is_tiny,
 )
 
@@ -187,6 +188,44 @@ def load_causal_lm(
 
 
 # ---- annotation: detectors and segmenters --------------------------------------------------------
+def _check_model_type(
+    model_id: str, revision: str | None, what: str, accepted: tuple[str, ...], hints: dict[str, str]
+) -> None:
+    """Refuse, with one :class:`ModelLoadError` line, a checkpoint whose ``config.json`` names
+    another architecture than ``accepted`` (its ``model_type``).
+
+    transformers' ``from_pretrained`` only logs a warning for a mismatched ``model_type`` and then
+    either fails deep inside the model's constructor or, for related architectures (a Grounding
+    DINO folder loaded as MM-Grounding-DINO, any folder as ``SamModel``), loads with the missing
+    weights drawn at random. ``hints`` maps another model_type to the option that loads it.
+    """
+    from transformers import PreTrainedConfig
+
+    with load_errors(model_id, what):
+        config, _ = PreTrainedConfig.get_config_dict(model_id, revision=revision)
+    model_type = config.get("model_type")
+    if model_type in accepted:
+        return
+    expected = " or ".join(repr(t) for t in accepted)
+    hint = f"; for this model use {hints[model_type]}" if model_type in hints else ""
+    raise ModelLoadError(f"{what} {model_id!r} holds a {model_type!r} model, expected model_type {expected}{hint}")
+
+
+def _detector_classes() -> dict[str, Any]:
+    """Detector kind -> its transformers ``...ForObjectDetection`` class."""
+    from transformers import (
+        GroundingDinoForObjectDetection,
+        MMGroundingDinoForObjectDetection,
+        Owlv2ForObjectDetection,
+    )
+
+    return {
+        "grounding-dino": GroundingDinoForObjectDetection,
+        "mm-grounding-dino": MMGroundingDinoForObjectDetection,
+        "owlv2": Owlv2ForObjectDetection,
+    }
+
+
 def load_detector(
     kind: str,
     model_id: str,
@@ -195,10 +234,14 @@ def load_detector(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "auto",
 ) -> tuple[Any, Any]:
-    """(model, processor) of an open-vocabulary detector: ``kind`` is ``grounding-dino`` or ``owlv2``.
+    """(model, processor) of an open-vocabulary detector: ``kind`` is ``grounding-dino``,
+    ``mm-grounding-dino`` or ``owlv2``.
 
-    ``model_id`` is a Hub id, a local folder or the kind's ``tiny:`` id. The model is put in eval
-    mode on ``device`` in ``dtype`` (``auto``: float16 on CUDA, float32 otherwise).
+    ``model_id`` is a Hub id, a local folder or the kind's ``tiny:`` id. A real checkpoint loads
+    through the kind's ``...ForObjectDetection.from_pretrained`` and ``AutoProcessor`` (a
+    ``GroundingDinoProcessor`` for both Grounding DINOs), after its ``model_type`` is checked
+    against the kind (a folder of another detector is one :class:`ModelLoadError` line). The model
+    is put in eval mode on ``device`` in ``dtype`` (``auto``: float16 on CUDA, float32 otherwise).
     """
     if kind not in TINY_DETECTORS:
         raise ModelLoadError(f"unknown detector {kind!r}; known: {', '.join(TINY_DETECTORS)}")
@@ -206,12 +249,20 @@ def load_detector(
     what = f"{kind} detector"
     if is_tiny(model_id):
         _check_tiny_id(model_id, TINY_DETECTORS[kind], what)
-        model, processor = tiny.tiny_grounding_dino() if kind == "grounding-dino" else tiny.tiny_owlv2()
+        builders = {
+            "grounding-dino": tiny.tiny_grounding_dino,
+            "mm-grounding-dino": tiny.tiny_mm_grounding_dino,
+            "owlv2": tiny.tiny_owlv2,
+        }
+        model, processor = builders[kind]()
     else:
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection, Owlv2ForObjectDetection
+        from transformers import AutoProcessor
 
         check_model_available(model_id, revision, what)
-        cls = GroundingDinoForObjectDetection if kind == "grounding-dino" else Owlv2ForObjectDetection
+        classes = _detector_classes()
+        cls = classes[kind]
+        hints = {other.config_class.model_type: f"--detector {name}" for name, other in classes.items()}
+        _check_model_type(model_id, revision, what, (cls.config_class.model_type,), hints)
         with load_errors(model_id, what):
             processor = AutoProcessor.from_pretrained(model_id, revision=revision)
             model = cls.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
@@ -250,6 +301,36 @@ def load_segment_anything_checkpoint(checkpoint: str | os.PathLike, model_type: 
     return model
 
 
+#: The transformers segmenter backends: (what the messages call the model, its model_type values).
+#: SAM 2.1 checkpoints on the Hub (facebook/sam2.1-hiera-*) are saved as ``sam2_video``, a superset
+#: that ``Sam2Model`` loads (transformers maps both to it for mask generation).
+_TRANSFORMERS_SEGMENTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "transformers": ("SAM model", ("sam",)),
+    "sam2": ("SAM 2 model", ("sam2", "sam2_video")),
+}
+
+
+def _load_transformers_segmenter(
+    backend: str, model_id: str, revision: str | None, torch_dtype: torch.dtype
+) -> tuple[Any, Any]:
+    """(model, processor) of the ``transformers`` (SAM) or ``sam2`` backend from a ``tiny:`` id,
+    a Hub id or a folder (whose ``model_type`` is checked first)."""
+    what, accepted = _TRANSFORMERS_SEGMENTERS[backend]
+    if is_tiny(model_id):
+        _check_tiny_id(model_id, TINY_SEGMENTERS[backend], what)
+        return tiny.tiny_sam2() if backend == "sam2" else tiny.tiny_transformers_sam()
+    from transformers import Sam2Model, Sam2Processor, SamModel, SamProcessor
+
+    model_cls, processor_cls = (Sam2Model, Sam2Processor) if backend == "sam2" else (SamModel, SamProcessor)
+    check_model_available(model_id, revision, what)
+    hints = {"sam": "--segmenter transformers", "sam2": "--segmenter sam2", "sam2_video": "--segmenter sam2"}
+    _check_model_type(model_id, revision, what, accepted, hints)
+    with load_errors(model_id, what):
+        processor = processor_cls.from_pretrained(model_id, revision=revision)
+        model = model_cls.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+    return model, processor
+
+
 def load_segmenter(
     backend: str,
     model_id: str | None = None,
@@ -260,28 +341,21 @@ def load_segmenter(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "auto",
 ) -> tuple[Any, Any]:
-    """(model, processor) of a SAM segmenter.
+    """(model, processor) of a SAM or SAM 2 segmenter.
 
     ``backend="transformers"``: a ``SamModel`` and ``SamProcessor`` from ``model_id`` (Hub id, folder
-    or ``tiny:sam``). ``backend="segment-anything"``: a ``segment_anything.modeling.Sam`` and ``None``;
-    weights from ``sam_checkpoint`` (``sam_model_type`` names its architecture; ``tiny`` is the tiny
-    one), or, with no checkpoint and a ``tiny:`` ``model_id``, the tiny random ``Sam``
-    (``tiny:segment-anything``).
+    or ``tiny:sam``). ``backend="sam2"``: a ``Sam2Model`` and ``Sam2Processor`` from ``model_id``
+    (e.g. ``facebook/sam2.1-hiera-large``, a folder, or ``tiny:sam2``). For both, a folder of another
+    architecture is one :class:`ModelLoadError` line. ``backend="segment-anything"``: a
+    ``segment_anything.modeling.Sam`` and ``None``; weights from ``sam_checkpoint``
+    (``sam_model_type`` names its architecture; ``tiny`` is the tiny one), or, with no checkpoint
+    and a ``tiny:`` ``model_id``, the tiny random ``Sam`` (``tiny:segment-anything``).
     """
     torch_dtype = resolve_dtype(dtype, device)
-    if backend == "transformers":
+    if backend in _TRANSFORMERS_SEGMENTERS:
         if model_id is None:
-            raise ModelLoadError("the transformers SAM backend needs a segmenter model id or folder")
-        if is_tiny(model_id):
-            _check_tiny_id(model_id, TINY_SAM, "SAM model")
-            model, processor = tiny.tiny_transformers_sam()
-        else:
-            from transformers import SamModel, SamProcessor
-
-            check_model_available(model_id, revision, "SAM model")
-            with load_errors(model_id, "SAM model"):
-                processor = SamProcessor.from_pretrained(model_id, revision=revision)
-                model = SamModel.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+            raise ModelLoadError(f"the {backend} segmenter backend needs a segmenter model id or folder")
+        model, processor = _load_transformers_segmenter(backend, model_id, revision, torch_dtype)
         return model.to(device=device, dtype=torch_dtype).eval(), processor
     if backend == "segment-anything":
         if sam_checkpoint is not None:
@@ -293,7 +367,35 @@ def load_segmenter(
                 "the segment-anything backend needs --sam-checkpoint (a .pth file) outside the tiny preset"
             )
         return sam.to(device=device, dtype=torch_dtype).eval(), None
-    raise ModelLoadError(f"unknown segmenter backend {backend!r}; known: transformers, segment-anything")
+    raise ModelLoadError(f"unknown segmenter backend {backend!r}; known: {', '.join(TINY_SEGMENTERS)}")
+
+
+def load_clip_scorer(
+    model_id: str,
+    revision: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
+) -> tuple[Any, Any]:
+    """(model, processor) of the CLIP that scores each class's masked crop (the ``class_scores``
+    column, :class:`magicseg_hf.generation.class_scores.ClassScorer`).
+
+    ``model_id`` is a Hub id or folder of a ``CLIPModel`` (e.g. ``openai/clip-vit-large-patch14``)
+    or ``tiny:clip``. The model is put in eval mode on ``device`` in ``dtype`` (``auto``: float16 on
+    CUDA, float32 otherwise).
+    """
+    torch_dtype = resolve_dtype(dtype, device)
+    if is_tiny(model_id):
+        _check_tiny_id(model_id, TINY_CLIP, "class-score model")
+        model, processor = tiny.tiny_clip()
+    else:
+        from transformers import CLIPModel, CLIPProcessor
+
+        check_model_available(model_id, revision, "class-score model")
+        with load_errors(model_id, "class-score model"):
+            processor = CLIPProcessor.from_pretrained(model_id, revision=revision)
+            model = CLIPModel.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+    return model.to(device=device, dtype=torch_dtype).eval(), processor
 
 
 # ---- the open-vocabulary segmentation model ------------------------------------------------------
@@ -322,7 +424,7 @@ def build_open_seg(
                 model_id, tokenizer=tokenizer, clip_kwargs={"revision": revision}, **overrides
             )
     else:
-        raise ModelLoadError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+        raise ModelLoadError(f"unknown preset {preset!r}; known presets: {', '.join(OPEN_SEG_PRESETS)}")
     size = model.config.image_size
     image_processor = CLIPOpenSegImageProcessor(
         size={"max_height": size, "max_width": size}, pad_size={"height": size, "width": size}

@@ -19,7 +19,9 @@ from typing import Any
 from magicseg_hf.errors import ModelLoadError
 from magicseg_hf.lazy import lazy_exports
 
-PRESETS: tuple[str, ...] = ("paper", "tiny")
+PRESETS: tuple[str, ...] = ("paper", "quality", "tiny")
+#: Presets of the open-vocabulary segmentation model (``build_open_seg``, ``magicseg train``).
+OPEN_SEG_PRESETS: tuple[str, ...] = ("paper", "tiny")
 TINY_PREFIX = "tiny:"
 
 # The ``tiny:`` ids, one per component family.
@@ -29,58 +31,135 @@ TINY_GROUNDING_DINO = "tiny:grounding-dino"
 TINY_OWLV2 = "tiny:owlv2"
 TINY_SAM = "tiny:sam"
 TINY_SEGMENT_ANYTHING = "tiny:segment-anything"
+TINY_SAM2 = "tiny:sam2"
+TINY_MM_GROUNDING_DINO = "tiny:mm-grounding-dino"
+TINY_SDXL = "tiny:sdxl"
+TINY_SD3 = "tiny:sd3"
+TINY_FLUX = "tiny:flux"
 TINY_CLIP = "tiny:clip"
 TINY_CAUSAL_LM = "tiny:causal-lm"
 #: Detector kind -> its tiny id.
-TINY_DETECTORS: dict[str, str] = {"grounding-dino": TINY_GROUNDING_DINO, "owlv2": TINY_OWLV2}
+TINY_DETECTORS: dict[str, str] = {
+    "grounding-dino": TINY_GROUNDING_DINO,
+    "mm-grounding-dino": TINY_MM_GROUNDING_DINO,
+    "owlv2": TINY_OWLV2,
+}
+#: Segmenter kind (``--segmenter``) -> its tiny id.
+TINY_SEGMENTERS: dict[str, str] = {
+    "transformers": TINY_SAM,
+    "sam2": TINY_SAM2,
+    "segment-anything": TINY_SEGMENT_ANYTHING,
+}
 
 # Model roles -> (id, revision) per preset. Revisions are pinned where the commit is known;
-# ``None`` means "the default branch" and is recorded as such in generation.json.
+# ``None`` means "the default branch" and is recorded as such in generation.json (with the commit
+# actually loaded, where the local cache knows it). A detector or segmenter role per kind: the
+# run loads the one of its ``--detector`` / ``--segmenter`` (see DETECTOR_ROLES, SEGMENTER_ROLES).
 PAPER_MODELS: dict[str, tuple[str, str | None]] = {
     "diffusion_model": ("stable-diffusion-v1-5/stable-diffusion-v1-5", None),
     "inpainting_model": ("stable-diffusion-v1-5/stable-diffusion-inpainting", None),
     "detector_model": ("IDEA-Research/grounding-dino-tiny", None),
+    "mm_grounding_dino_model": ("openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det", None),
     "owlv2_model": ("google/owlv2-base-patch16-ensemble", None),
     "segmenter_model": ("facebook/sam-vit-huge", None),
+    "sam2_model": ("facebook/sam2.1-hiera-large", None),
     "clip_model": ("openai/clip-vit-base-patch16", None),
+    "class_score_model": ("openai/clip-vit-large-patch14", None),
     "prompt_model": ("Qwen/Qwen2.5-1.5B-Instruct", None),
+}
+
+# Current models, chosen by published evidence (README, "Presets"): FLUX.1 [dev] with its Fill
+# model, MM-Grounding-DINO (Swin-L, all data), SAM 2.1 Hiera-L, CLIP ViT-L/14 for the class check,
+# a 7B instruct LLM for prompts.
+QUALITY_MODELS: dict[str, tuple[str, str | None]] = {
+    "diffusion_model": ("black-forest-labs/FLUX.1-dev", None),
+    "inpainting_model": ("black-forest-labs/FLUX.1-Fill-dev", None),
+    "detector_model": ("IDEA-Research/grounding-dino-base", None),
+    "mm_grounding_dino_model": ("openmmlab-community/mm_grounding_dino_large_all", None),
+    "owlv2_model": ("google/owlv2-large-patch14-ensemble", None),
+    "segmenter_model": ("facebook/sam-vit-huge", None),
+    "sam2_model": ("facebook/sam2.1-hiera-large", None),
+    "clip_model": ("openai/clip-vit-base-patch16", None),
+    "class_score_model": ("openai/clip-vit-large-patch14", None),
+    "prompt_model": ("Qwen/Qwen2.5-7B-Instruct", None),
 }
 
 TINY_MODELS: dict[str, tuple[str, str | None]] = {
     "diffusion_model": (TINY_STABLE_DIFFUSION, None),
     "inpainting_model": (TINY_STABLE_DIFFUSION_INPAINTING, None),
     "detector_model": (TINY_GROUNDING_DINO, None),
+    "mm_grounding_dino_model": (TINY_MM_GROUNDING_DINO, None),
     "owlv2_model": (TINY_OWLV2, None),
     "segmenter_model": (TINY_SAM, None),
+    "sam2_model": (TINY_SAM2, None),
     "clip_model": (TINY_CLIP, None),
+    "class_score_model": (TINY_CLIP, None),
     "prompt_model": (TINY_CAUSAL_LM, None),
 }
 
-# GenerationConfig defaults that depend on the preset (fields left at None take these).
+#: ``--detector`` kind -> the model role holding each preset's checkpoint of that kind.
+DETECTOR_ROLES: dict[str, str] = {
+    "grounding-dino": "detector_model",
+    "mm-grounding-dino": "mm_grounding_dino_model",
+    "owlv2": "owlv2_model",
+}
+#: ``--segmenter`` kind -> the model role of its checkpoint (segment-anything reads a .pth file
+#: instead; its tiny twin is chosen by the SAM role's tiny id).
+SEGMENTER_ROLES: dict[str, str] = {
+    "transformers": "segmenter_model",
+    "sam2": "sam2_model",
+    "segment-anything": "segmenter_model",
+}
+#: The inpainting checkpoint of each generator family, for a ``--diffusion-model`` outside the
+#: preset's own family (``None``: the text-to-image checkpoint inpaints itself, as SD3's does).
+INPAINTING_MODELS: dict[str, tuple[str | None, str | None]] = {
+    "stable-diffusion": ("stable-diffusion-v1-5/stable-diffusion-inpainting", None),
+    "sdxl": ("diffusers/stable-diffusion-xl-1.0-inpainting-0.1", None),
+    "sd3": (None, None),
+    "flux": ("black-forest-labs/FLUX.1-Fill-dev", None),
+}
+
+# GenerationConfig defaults that depend on the preset (fields left at None take these). Steps,
+# guidance, size and text length come from the generator's family (magicseg_hf.families).
 _GENERATION_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {
         "prompt_backend": "transformers",
-        "num_inference_steps": 50,
-        "height": 512,
-        "width": 512,
+        "detector": "grounding-dino",
+        "segmenter": "transformers",
         "box_threshold": 0.35,
         "text_threshold": 0.25,
         "counterfactual_threshold": 0.3,
         "min_mask_area": 0.01,
         "max_mask_area": 0.95,
+        # The published method has no class check: the column is filled, nothing is dropped.
+        "class_score_threshold": -1.0,
+    },
+    # MM-Grounding-DINO's scores are calibrated like Grounding DINO's (same head), so the paper's
+    # thresholds carry over. The class check: 0.2 cosine with CLIP ViT-L/14 is a starting value,
+    # not tuned on data (README, "Presets").
+    "quality": {
+        "prompt_backend": "transformers",
+        "detector": "mm-grounding-dino",
+        "segmenter": "sam2",
+        "box_threshold": 0.35,
+        "text_threshold": 0.25,
+        "counterfactual_threshold": 0.3,
+        "min_mask_area": 0.01,
+        "max_mask_area": 0.95,
+        "class_score_threshold": 0.2,
     },
     # Random weights: thresholds are set so that a tiny run keeps most attempts; the tiny
     # preset proves plumbing, not quality.
     "tiny": {
         "prompt_backend": "template",
-        "num_inference_steps": 4,
-        "height": 128,
-        "width": 128,
+        "detector": "grounding-dino",
+        "segmenter": "transformers",
         "box_threshold": 0.0,
         "text_threshold": 0.0,
         "counterfactual_threshold": 1.01,
         "min_mask_area": 0.0,
         "max_mask_area": 1.0,
+        "class_score_threshold": -1.0,
     },
 }
 
@@ -127,14 +206,9 @@ TINY_OPEN_SEG_CLIP: dict[str, Any] = {
     "text_init_scale": 8.0,
 }
 
-# Roles whose id and revision are GenerationConfig fields.
-_GENERATION_ROLES = (
-    "diffusion_model",
-    "inpainting_model",
-    "detector_model",
-    "segmenter_model",
-    "prompt_model",
-)
+# Roles whose id and revision are GenerationConfig fields of the same name (the detector,
+# segmenter and inpainting models depend on other settings: see GenerationConfig.resolved).
+_GENERATION_ROLES = ("diffusion_model", "prompt_model", "class_score_model")
 
 
 def is_tiny(model_id: str | None) -> bool:
@@ -144,15 +218,16 @@ def is_tiny(model_id: str | None) -> bool:
 
 def models_for(preset: str) -> dict[str, tuple[str, str | None]]:
     """Role -> (model id, revision) for ``preset`` (a copy: changing it changes no preset)."""
-    if preset == "paper":
-        return dict(PAPER_MODELS)
-    if preset == "tiny":
-        return dict(TINY_MODELS)
-    raise ModelLoadError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    tables = {"paper": PAPER_MODELS, "quality": QUALITY_MODELS, "tiny": TINY_MODELS}
+    if preset not in tables:
+        raise ModelLoadError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    return dict(tables[preset])
 
 
 def generation_defaults(preset: str) -> dict[str, Any]:
-    """The preset's values for every preset-dependent :class:`GenerationConfig` field."""
+    """The preset's values for the preset-dependent :class:`GenerationConfig` fields that do not
+    depend on other settings (the generator, the prompt and class-check models, thresholds, the
+    detector and segmenter kinds)."""
     models = models_for(preset)
     defaults = dict(_GENERATION_DEFAULTS[preset])
     for role in _GENERATION_ROLES:
@@ -160,6 +235,33 @@ def generation_defaults(preset: str) -> dict[str, Any]:
         defaults[role] = model_id
         defaults[f"{role}_revision"] = revision
     return defaults
+
+
+def detector_model_for(preset: str, detector: str) -> tuple[str, str | None]:
+    """(id, revision) of ``preset``'s checkpoint of detector kind ``detector``."""
+    return models_for(preset)[DETECTOR_ROLES[detector]]
+
+
+def segmenter_model_for(preset: str, segmenter: str) -> tuple[str, str | None]:
+    """(id, revision) of ``preset``'s checkpoint of segmenter kind ``segmenter``."""
+    return models_for(preset)[SEGMENTER_ROLES[segmenter]]
+
+
+def inpainting_model_for(preset: str, family: str, tiny_id: str, diffusion_model: str) -> tuple[str, str | None]:
+    """(id, revision) of the inpainting model that pairs with ``diffusion_model`` of ``family``.
+
+    A ``tiny:`` generator pairs with its family's tiny twin (``tiny_id``) whatever the preset; the
+    preset's own generator with the preset's inpainting model; any other generator with its
+    family's checkpoint in :data:`INPAINTING_MODELS` (or with itself, where the family inpaints
+    with the text-to-image checkpoint).
+    """
+    models = models_for(preset)
+    if is_tiny(diffusion_model):
+        return tiny_id, None
+    if diffusion_model == models["diffusion_model"][0]:
+        return models["inpainting_model"]
+    model_id, revision = INPAINTING_MODELS[family]
+    return (model_id, revision) if model_id is not None else (diffusion_model, None)
 
 
 # TrainingArguments defaults of ``magicseg train`` per preset (a flag on the command line wins).

@@ -6,6 +6,9 @@ is the one reader and writer of the folder these names describe.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import datasets
 
 #: Columns of every MagicSeg dataset (``load_dataset(DIR)`` returns exactly these).
@@ -24,12 +27,18 @@ DATASET_FEATURES = datasets.Features(
         "box_labels": datasets.List(datasets.Value("int32")),
         "box_scores": datasets.List(datasets.Value("float32")),
         "counterfactual_score": datasets.Value("float32"),
+        "class_scores": datasets.List(datasets.Value("float32")),
     }
 )
 
+#: Columns added after the first release, in schema order. A folder written before one was added
+#: lacks it and is still a valid dataset (``magicseg validate`` says so; training, evaluation and
+#: ``load_dataset`` read it as it is).
+LATER_COLUMNS = ("class_scores",)
+
 #: Reasons an attempt is dropped: the filters, in the order they are applied, then ``error`` (the
 #: attempt raised; the run goes on). Their counts go in ``generation.json`` and the card.
-DROP_REASONS = ("blank_image", "no_detection", "mask_area", "counterfactual", "error")
+DROP_REASONS = ("blank_image", "no_detection", "mask_area", "class_score", "counterfactual", "error")
 
 DATA_DIR = "data"
 CARD_FILE = "README.md"
@@ -42,3 +51,20 @@ WORK_DIR = ".work"
 PROMPTS_FILE = "prompts.jsonl"
 #: Lock of a running generation (holder's pid, host and start time): one run writes a folder at a time.
 LOCK_FILE = ".magicseg.lock"
+
+
+def folder_features(columns: Sequence[str]) -> datasets.Features | None:
+    """The schema of a folder whose shards hold ``columns``: :data:`DATASET_FEATURES`, or the schema
+    of an older folder (:data:`DATASET_FEATURES` without some of :data:`LATER_COLUMNS`); ``None``
+    when ``columns`` are neither (a missing column that was always there, an unknown one, another
+    order)."""
+    names = list(columns)
+    kept = [name for name in DATASET_FEATURES if name in names or name not in LATER_COLUMNS]
+    if names != kept:
+        return None
+    return datasets.Features({name: DATASET_FEATURES[name] for name in kept})
+
+
+def missing_later_columns(features: Mapping[str, Any]) -> list[str]:
+    """The :data:`LATER_COLUMNS` that ``features`` (a folder's columns) lack: the folder predates them."""
+    return [name for name in LATER_COLUMNS if name not in features]

@@ -8,7 +8,7 @@ from the vocabularies shipped with the package:
 - a CLIP byte-level BPE (the byte alphabet plus whole-word merges of the shipped vocabularies'
   words), used by the tiny Stable Diffusion, CLIP and causal LM; OWLv2's twin uses the same
   vocabulary with every id shifted up by one;
-- a BERT WordPiece with BERT's special ids, for the tiny Grounding DINO.
+- a BERT WordPiece with BERT's special ids, for the tiny Grounding DINO and MM-Grounding-DINO.
 
 :mod:`magicseg_hf.loading` maps the ``tiny:`` ids of :mod:`magicseg_hf.presets` to the builders
 here. Each builder imports its own model family when called, so building a tiny detector does not
@@ -33,13 +33,18 @@ if TYPE_CHECKING:
     from transformers import (
         BertTokenizer,
         CLIPConfig,
+        CLIPModel,
+        CLIPProcessor,
         CLIPTextConfig,
         CLIPTokenizer,
         GroundingDinoForObjectDetection,
         GroundingDinoProcessor,
         LlamaForCausalLM,
+        MMGroundingDinoForObjectDetection,
         Owlv2ForObjectDetection,
         Owlv2Processor,
+        Sam2Model,
+        Sam2Processor,
         SamModel,
         SamProcessor,
     )
@@ -221,6 +226,21 @@ def tiny_clip_config(
     return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=projection_dim)
 
 
+def tiny_clip(seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
+    """``tiny:clip``, the class scorer's CLIP: a random :func:`tiny_clip_config` ``CLIPModel`` (32 px
+    images, projection 32) drawn under ``seed``, and a ``CLIPProcessor`` of a 32 px image processor
+    (resize the short side, centre crop) and :func:`tiny_clip_tokenizer`. Its scores prove the
+    plumbing of the class check, not that a class is shown. (The open-segmentation model's CLIP,
+    :func:`tiny_open_seg`, has other sizes.)"""
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = tiny_clip_tokenizer()
+    with seeded(seed):
+        model = CLIPModel(tiny_clip_config(tokenizer))
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model.eval(), CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
 # ---- diffusion -----------------------------------------------------------------------------------
 def random_stable_diffusion(
     unet: dict[str, Any], vae: dict[str, Any], text_config: Any, *, inpainting: bool = False, seed: int = 0
@@ -325,19 +345,12 @@ def tiny_causal_lm(seed: int = 0) -> tuple[LlamaForCausalLM, CLIPTokenizer]:
 
 
 # ---- detectors -----------------------------------------------------------------------------------
-def tiny_grounding_dino(seed: int = 0) -> tuple[GroundingDinoForObjectDetection, GroundingDinoProcessor]:
-    """``tiny:grounding-dino``: a Swin backbone at 128 px, a 1-layer BERT text encoder over
-    :func:`tiny_bert_tokenizer`, and 5 queries (5 boxes per image)."""
-    from transformers import (
-        BertConfig,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-        SwinConfig,
-    )
+def _tiny_grounding_dino_config(config_class: type[Any], tokenizer: Any) -> Any:
+    """The tiny Grounding DINO architecture as a ``config_class`` (``GroundingDinoConfig`` or
+    ``MMGroundingDinoConfig``, which share their fields): a Swin backbone at 128 px, a 1-layer BERT
+    text encoder over ``tokenizer``'s vocabulary, d_model 32 and 5 queries."""
+    from transformers import BertConfig, SwinConfig
 
-    tokenizer = tiny_bert_tokenizer()
     backbone = SwinConfig(
         image_size=128,
         patch_size=4,
@@ -356,7 +369,7 @@ def tiny_grounding_dino(seed: int = 0) -> tuple[GroundingDinoForObjectDetection,
         max_position_embeddings=256,
         pad_token_id=tokenizer.pad_token_id,
     )
-    config = GroundingDinoConfig(
+    return config_class(
         backbone_config=backbone,
         text_config=text,
         num_queries=5,  # with the tiny preset's 0.0 thresholds every query is a detection
@@ -370,10 +383,42 @@ def tiny_grounding_dino(seed: int = 0) -> tuple[GroundingDinoForObjectDetection,
         encoder_n_points=2,
         decoder_n_points=2,
     )
+
+
+def _tiny_grounding_dino_processor(tokenizer: Any) -> GroundingDinoProcessor:
+    """A ``GroundingDinoProcessor`` resizing to 128 px, over ``tokenizer``."""
+    from transformers import GroundingDinoImageProcessor, GroundingDinoProcessor
+
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128})
+    return GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def tiny_grounding_dino(seed: int = 0) -> tuple[GroundingDinoForObjectDetection, GroundingDinoProcessor]:
+    """``tiny:grounding-dino``: a Swin backbone at 128 px, a 1-layer BERT text encoder over
+    :func:`tiny_bert_tokenizer`, and 5 queries (5 boxes per image)."""
+    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
+
+    tokenizer = tiny_bert_tokenizer()
+    config = _tiny_grounding_dino_config(GroundingDinoConfig, tokenizer)
     with seeded(seed):
         model = GroundingDinoForObjectDetection(config)
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128})
-    return model.eval(), GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return model.eval(), _tiny_grounding_dino_processor(tokenizer)
+
+
+def tiny_mm_grounding_dino(
+    seed: int = 0,
+) -> tuple[MMGroundingDinoForObjectDetection, GroundingDinoProcessor]:
+    """``tiny:mm-grounding-dino``: :func:`tiny_grounding_dino`'s architecture and processor as an
+    ``MMGroundingDinoForObjectDetection`` (whose contrastive class head adds a learnt bias, drawn
+    set to its prior, -log(99), so untrained token probabilities sit near 0.01), weights drawn
+    under ``seed``."""
+    from transformers import MMGroundingDinoConfig, MMGroundingDinoForObjectDetection
+
+    tokenizer = tiny_bert_tokenizer()
+    config = _tiny_grounding_dino_config(MMGroundingDinoConfig, tokenizer)
+    with seeded(seed):
+        model = MMGroundingDinoForObjectDetection(config)
+    return model.eval(), _tiny_grounding_dino_processor(tokenizer)
 
 
 def tiny_owlv2(seed: int = 0) -> tuple[Owlv2ForObjectDetection, Owlv2Processor]:
@@ -494,6 +539,58 @@ def tiny_segment_anything(seed: int = 0) -> Sam:
     """``tiny:segment-anything``: :func:`tiny_segment_anything_architecture` with seeded weights."""
     with seeded(seed):
         return tiny_segment_anything_architecture()
+
+
+def tiny_sam2(seed: int = 0) -> tuple[Sam2Model, Sam2Processor]:
+    """``tiny:sam2``: a transformers ``Sam2Model`` at 256 px and its ``Sam2Processor``.
+
+    SAM 2's architecture scaled down: a 4-stage Hiera backbone (1, 2, 3, 1 blocks of width 32, 64,
+    128, 256; windowed attention, one global block in stage 3, as in SAM 2's) over 4 px patches
+    gives 64, 32 and 16 px feature maps to a 32-channel FPN; the prompt encoder and mask decoder
+    work at width 32 on the 16 x 16 embedding and return 64 x 64 masks. Like real SAM 2, the image
+    encoder costs far more than decoding a box (about 20x on a CPU), so re-embedding the image per
+    box is what a naive loop pays. Weights drawn under ``seed``.
+    """
+    from transformers import (
+        Sam2Config,
+        Sam2HieraDetConfig,
+        Sam2ImageProcessor,
+        Sam2MaskDecoderConfig,
+        Sam2Model,
+        Sam2Processor,
+        Sam2PromptEncoderConfig,
+        Sam2VisionConfig,
+    )
+
+    image_size, width = 256, 32
+    backbone = Sam2HieraDetConfig(
+        hidden_size=width,
+        num_attention_heads=1,
+        image_size=[image_size, image_size],
+        blocks_per_stage=[1, 2, 3, 1],
+        embed_dim_per_stage=[32, 64, 128, 256],
+        num_attention_heads_per_stage=[1, 2, 4, 8],
+        window_size_per_stage=[8, 4, 8, 4],
+        global_attention_blocks=[4],
+    )
+    # Stage outputs at 64, 32, 16 and 8 px per side; the FPN keeps the three finest, low to high channels.
+    vision = Sam2VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=[256, 128, 64, 32],
+        backbone_feature_sizes=[[64, 64], [32, 32], [16, 16]],
+        fpn_hidden_size=width,  # the mask decoder's width: its conv_s0/s1 read the FPN maps
+    )
+    prompt = Sam2PromptEncoderConfig(hidden_size=width, image_size=image_size, patch_size=16, mask_input_channels=8)
+    decoder = Sam2MaskDecoderConfig(
+        hidden_size=width, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+    )
+    config = Sam2Config(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    with seeded(seed):
+        model = Sam2Model(config)
+    image_processor = Sam2ImageProcessor(
+        size={"height": image_size, "width": image_size}, mask_size={"height": 64, "width": 64}
+    )
+    return model.eval(), Sam2Processor(image_processor=image_processor)
 
 
 # ---- open-vocabulary segmentation model ----------------------------------------------------------

@@ -6,16 +6,19 @@
 - files: ``data/train-NNNNN.parquet`` shards numbered from 0 without gaps, ``vocabulary.txt``,
   ``generation.json``, ``README.md``, ``preview.png`` (``.work/``, an unfinished run's work
   area, and the hidden lock of a running generation are ignored);
-- every shard's columns and features equal :data:`DATASET_FEATURES`;
+- every shard's columns and features equal :data:`DATASET_FEATURES` — or, for a folder written
+  before a column of :data:`~magicseg_hf.schema.LATER_COLUMNS` existed, the schema without it
+  (valid; the report notes that the folder predates the column), the same in every shard;
 - every row: unique non-empty id; classes non-empty, distinct and in the vocabulary; image,
   counterfactual and label of equal size; label in mode "L" with values in 0..len(classes) or 255;
   boxes finite and inside the image; one label and one score per box, labels in range;
-  scores and ``counterfactual_score`` finite;
+  scores and ``counterfactual_score`` finite; ``class_scores`` one per class, NaN exactly for the
+  classes with no pixel in the label, the others within [-1, 1];
 - ``generation.json`` consistent with the data (row count; drop reasons among
   :data:`~magicseg_hf.schema.DROP_REASONS`, ``error`` included);
-- the card: parses, declares the features (round-tripped through ``datasets``), the split size,
-  ``configs`` data files matching the shards, and the pictures it shows exist;
-- ``datasets.load_dataset(DIR, streaming=True)`` returns exactly the schema and decodes a row.
+- the card: parses, declares the folder's features (round-tripped through ``datasets``), the split
+  size, ``configs`` data files matching the shards, and the pictures it shows exist;
+- ``datasets.load_dataset(DIR, streaming=True)`` returns exactly the folder's schema and decodes a row.
 
 The folder is read through :class:`~magicseg_hf.folder.DatasetFolder` (its shard naming rule, its
 vocabulary and ``generation.json`` readers).
@@ -55,7 +58,10 @@ from magicseg_hf.schema import (
     DATASET_FEATURES,
     DROP_REASONS,
     GENERATION_FILE,
+    LATER_COLUMNS,
     VOCABULARY_FILE,
+    folder_features,
+    missing_later_columns,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,6 +82,11 @@ class ValidationReport:
     num_rows: int = 0
     num_shards: int = 0
     num_classes: int = 0
+    #: The folder's schema: :data:`DATASET_FEATURES`, or an older folder's (without some of
+    #: :data:`~magicseg_hf.schema.LATER_COLUMNS`); set by the first shard that has one.
+    features: datasets.Features | None = None
+    #: Remarks that are not problems (e.g. a folder that predates a column).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -91,13 +102,14 @@ class ValidationReport:
     def summary(self) -> str:
         """A few lines for people: the verdict, then the problems kept."""
         head = f"{self.folder}: {self.num_rows} rows in {self.num_shards} shard(s), {self.num_classes} classes"
+        notes = [f"  note: {note}" for note in self.notes]
         if self.ok:
-            return f"{head}: valid"
+            return "\n".join([f"{head}: valid", *notes])
         lines = [f"{head}: INVALID, {self.num_problems} problem(s)"]
         lines += [f"  - {problem}" for problem in self.problems]
         if self.num_problems > len(self.problems):
             lines.append(f"  ... and {self.num_problems - len(self.problems)} more")
-        return "\n".join(lines)
+        return "\n".join(lines + notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,12 +165,24 @@ def _check_shard_schema(path: Path, report: ValidationReport) -> bool:
         report.add(f"{name}: not a readable parquet file ({type(error).__name__}: {error})")
         return False
     schema = parquet.schema_arrow
-    expected = list(DATASET_FEATURES)
-    if schema.names != expected:
-        missing = [c for c in expected if c not in schema.names]
-        extra = [c for c in schema.names if c not in expected]
+    expected_features = folder_features(schema.names)
+    if expected_features is None:
+        missing = [c for c in DATASET_FEATURES if c not in schema.names and c not in LATER_COLUMNS]
+        extra = [c for c in schema.names if c not in DATASET_FEATURES]
         report.add(f"{name}: columns differ from the schema (missing {missing}, unexpected {extra}, order {schema.names})")
         return False
+    if report.features is None:
+        report.features = expected_features
+        predates = missing_later_columns(expected_features)
+        if predates:
+            report.notes.append(
+                f"the shards have no {', '.join(predates)} column: the folder predates it (written by an "
+                "older magicseg-hf); not an error, training and load_dataset read the folder as it is"
+            )
+    elif list(expected_features) != list(report.features):
+        report.add(f"{name}: columns {schema.names} differ from the first shard's {list(report.features)}")
+        return False
+    expected = list(expected_features)
     metadata = schema.metadata or {}
     if b"huggingface" not in metadata:
         report.add(f"{name}: no embedded `datasets` features (write shards with Dataset.to_parquet)")
@@ -168,10 +192,10 @@ def _check_shard_schema(path: Path, report: ValidationReport) -> bool:
         except Exception as error:  # noqa: BLE001
             report.add(f"{name}: unreadable embedded features ({error})")
         else:
-            if features != DATASET_FEATURES:
-                diff = [c for c in expected if features.get(c) != DATASET_FEATURES[c]]
+            if features != expected_features:
+                diff = [c for c in expected if features.get(c) != expected_features[c]]
                 report.add(f"{name}: embedded features differ from the schema in {diff}")
-    arrow = DATASET_FEATURES.arrow_schema
+    arrow = expected_features.arrow_schema
     for column in expected:
         if not schema.field(column).type.equals(arrow.field(column).type):
             report.add(f"{name}: column {column!r} has arrow type {schema.field(column).type}, "
@@ -183,9 +207,34 @@ def _finite(values: list[float]) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
+def _check_class_scores(
+    scores: list[float | None], label: np.ndarray, num_classes: int, where: str, report: ValidationReport
+) -> None:
+    """``class_scores`` against the (H, W) label map: one per class, NaN exactly where the class has
+    no pixel, the others within [-1, 1] (cosine similarities)."""
+    if len(scores) != num_classes:
+        report.add(f"{where}: {len(scores)} class_scores for {num_classes} classes (expected one per class)")
+        return
+    present = set(np.unique(label).tolist())
+    for position, score in enumerate(scores):
+        class_id = position + 1
+        if score is None:
+            report.add(f"{where}: class_scores[{position}] is null")
+        elif math.isnan(score) and class_id in present:
+            report.add(f"{where}: class_scores[{position}] is NaN, but class {class_id} has pixels in the label")
+        elif not math.isnan(score) and class_id not in present:
+            report.add(f"{where}: class_scores[{position}] is {score:.4g}, but class {class_id} has no pixel in the "
+                       "label (expected NaN)")
+        elif not math.isnan(score) and not -1.0 <= score <= 1.0:
+            report.add(f"{where}: class_scores[{position}] is {score:.4g}, outside [-1, 1]")
+
+
 def _check_row(row: dict[str, Any], where: str, vocabulary: set[str] | None, report: ValidationReport) -> None:
-    for column in ("id", "prompt", "counterfactual_prompt", "seed", "counterfactual_seed", "counterfactual_score",
-                   "classes", "boxes", "box_labels", "box_scores"):
+    """One row; ``class_scores`` only where the folder has the column (see :data:`LATER_COLUMNS`)."""
+    required = ["id", "prompt", "counterfactual_prompt", "seed", "counterfactual_seed", "counterfactual_score",
+                "classes", "boxes", "box_labels", "box_scores"]
+    required += [column for column in LATER_COLUMNS if column in row]
+    for column in required:
         if row.get(column) is None:
             report.add(f"{where}: {column} is null")
             return
@@ -220,10 +269,13 @@ def _check_row(row: dict[str, Any], where: str, vocabulary: set[str] | None, rep
     if label.mode != "L":
         report.add(f"{where}: label has mode {label.mode!r}, expected 'L'")
     else:
-        values = np.unique(np.asarray(label))
+        label_array = np.asarray(label)  # (H, W) uint8
+        values = np.unique(label_array)
         allowed = (values <= len(classes)) | (values == UNKNOWN)
         if not allowed.all():
             report.add(f"{where}: label values {values[~allowed].tolist()} outside 0..{len(classes)} and 255")
+        if "class_scores" in row:
+            _check_class_scores(row["class_scores"], label_array, len(classes), where, report)
 
     width, height = sizes["image"]
     boxes, box_labels, box_scores = row["boxes"], row["box_labels"], row["box_scores"]
@@ -299,10 +351,11 @@ def _check_card(folder: DatasetFolder, shards: list[Path], num_rows: int, report
         except Exception as error:  # noqa: BLE001
             report.add(f"{CARD_FILE}: dataset_info.features cannot be read by datasets ({error})")
         else:
-            if features != DATASET_FEATURES:
-                diff = [c for c in DATASET_FEATURES if features.get(c) != DATASET_FEATURES[c]]
-                extra = [c for c in features if c not in DATASET_FEATURES]
-                report.add(f"{CARD_FILE}: dataset_info.features differ from the schema in {diff + extra}")
+            expected = report.features or DATASET_FEATURES
+            if features != expected:
+                diff = [c for c in expected if features.get(c) != expected[c]]
+                extra = [c for c in features if c not in expected]
+                report.add(f"{CARD_FILE}: dataset_info.features differ from the shards' schema in {diff + extra}")
             elif features._to_yaml_list() != info.get("features"):
                 report.add(f"{CARD_FILE}: dataset_info.features do not round-trip through datasets")
         splits = {s.get("name"): s for s in info.get("splits") or [] if isinstance(s, dict)}
@@ -342,8 +395,8 @@ def _check_loading(folder: DatasetFolder, report: ValidationReport) -> None:
         message = first_line(error) if str(error).strip() else ""
         report.add(f"datasets.load_dataset fails on the folder: {type(error).__name__}: {message}")
         return
-    if features != DATASET_FEATURES:
-        report.add(f"datasets.load_dataset returns features {features}, not the schema")
+    if features != (report.features or DATASET_FEATURES):
+        report.add(f"datasets.load_dataset returns features {features}, not the shards' schema")
     elif first["label"].mode != "L":
         report.add(f"datasets.load_dataset decodes label in mode {first['label'].mode!r}")
 

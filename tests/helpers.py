@@ -45,7 +45,7 @@ def make_row(index: int, classes: list[str], size: tuple[int, int] = (48, 40), s
         box_labels.append(position)
         box_scores.append(float(rng.uniform(0.3, 1.0)))
     seed_value = int(rng.integers(0, 2**31))
-    return {
+    row = {
         "id": f"{seed:04d}-{index:08d}",
         "image": image,
         "counterfactual_image": counterfactual,
@@ -60,6 +60,11 @@ def make_row(index: int, classes: list[str], size: tuple[int, int] = (48, 40), s
         "box_scores": box_scores,
         "counterfactual_score": float(rng.uniform(0.0, 0.2)),
     }
+    # A class painted over by a later one has no pixel left: its class score is NaN.
+    present = set(np.unique(label).tolist())
+    row["class_scores"] = [float(rng.uniform(0.15, 0.35)) if position + 1 in present else float("nan")
+                           for position in range(len(classes))]
+    return row
 
 
 def make_rows(num_rows: int, vocabulary: list[str], seed: int = 0, size: tuple[int, int] = (48, 40)) -> list[dict]:
@@ -153,11 +158,14 @@ def folder_digest(folder: str | Path) -> str:
 
 
 def comparable(row: dict[str, Any]) -> dict[str, Any]:
-    """A row with images replaced by (mode, size, pixel bytes), for exact equality checks."""
+    """A row with images replaced by (mode, size, pixel bytes) and NaN class scores by the string
+    "nan" (NaN != NaN), for exact equality checks."""
     out = {}
     for key, value in row.items():
         if isinstance(value, Image.Image):
             out[key] = (value.mode, value.size, value.tobytes())
+        elif key == "class_scores" and value is not None:
+            out[key] = ["nan" if v != v else v for v in value]
         else:
             out[key] = value
     return out

@@ -107,6 +107,7 @@ def procedural_row(index: int, seed: int = 0, size: int = 64, classes: list[str]
         "box_labels": list(range(len(names))),
         "box_scores": [1.0] * len(names),
         "counterfactual_score": 0.0,
+        "class_scores": [1.0] * len(names),  # every object is drawn whole and named: a perfect match
     }
 
 

@@ -1,4 +1,8 @@
-"""Annotation: detectors, SAM segmenters, label maps, the Annotator (offline, tiny models)."""
+"""Annotation: detectors, SAM segmenters, label maps, the Annotator (offline, tiny models).
+
+The tiny twins have random weights: these tests prove the plumbing (shapes, class ids, one
+forward per batch, one image embedding per image, batch independence), not detection quality.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,15 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from magicseg_hf import loading, tiny  # noqa: E402
-from magicseg_hf.errors import ModelLoadError  # noqa: E402
+from magicseg_hf.errors import InputError, ModelLoadError  # noqa: E402
 from magicseg_hf.generation.annotate import (  # noqa: E402
     Annotation,
     Annotator,
     Detections,
     GroundingDinoDetector,
+    MMGroundingDinoDetector,
     Owlv2Detector,
+    Sam2Segmenter,
     SegmentAnythingSegmenter,
     TransformersSamSegmenter,
     assign_grounding_dino_boxes,
@@ -25,7 +31,7 @@ from magicseg_hf.generation.annotate import (  # noqa: E402
     label_map,
     token_class_map,
 )
-from magicseg_hf.generation.components import build_annotator  # noqa: E402
+from magicseg_hf.generation.components import build_annotator, check_class_names  # noqa: E402
 from magicseg_hf.generation.config import GenerationConfig  # noqa: E402
 
 CLASSES = [["cat", "dog"], ["traffic light"], ["bow (weapon)", "zebra", "person"], ["cat"]]
@@ -45,6 +51,11 @@ def grounding_dino() -> GroundingDinoDetector:
 
 
 @pytest.fixture(scope="module")
+def mm_grounding_dino() -> MMGroundingDinoDetector:
+    return MMGroundingDinoDetector(*loading.load_detector("mm-grounding-dino", "tiny:mm-grounding-dino"))
+
+
+@pytest.fixture(scope="module")
 def owlv2() -> Owlv2Detector:
     return Owlv2Detector(*loading.load_detector("owlv2", "tiny:owlv2"))
 
@@ -52,6 +63,11 @@ def owlv2() -> Owlv2Detector:
 @pytest.fixture(scope="module")
 def transformers_sam() -> TransformersSamSegmenter:
     return TransformersSamSegmenter(*loading.load_segmenter("transformers", "tiny:sam"))
+
+
+@pytest.fixture(scope="module")
+def sam2() -> Sam2Segmenter:
+    return Sam2Segmenter(*loading.load_segmenter("sam2", "tiny:sam2"))
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +202,9 @@ def test_grounding_dino_detector_maps_fake_logits_through_the_real_tokenizer() -
     np.testing.assert_allclose(found[1].boxes.numpy(), [[51.2, 51.2, 76.8, 76.8]], rtol=1e-5)
 
 
-def test_grounding_dino_end_to_end_tiny(grounding_dino) -> None:
+@pytest.mark.parametrize("which", ["grounding_dino", "mm_grounding_dino"])
+def test_grounding_dino_end_to_end_tiny(which, request) -> None:
+    grounding_dino = request.getfixturevalue(which)
     images = _images()
     found = grounding_dino.detect(images, CLASSES, 0.0, 0.0)
     assert len(found) == len(images)
@@ -211,7 +229,7 @@ def test_grounding_dino_end_to_end_tiny(grounding_dino) -> None:
     assert all(len(d) == 0 for d in grounding_dino.detect(images, CLASSES, 1.01, 0.0))
 
 
-@pytest.mark.parametrize("which", ["grounding_dino", "owlv2"])
+@pytest.mark.parametrize("which", ["grounding_dino", "mm_grounding_dino", "owlv2"])
 def test_batched_detection_equals_per_image(which, request) -> None:
     detector = request.getfixturevalue(which)
     images = _images()
@@ -222,6 +240,35 @@ def test_batched_detection_equals_per_image(which, request) -> None:
         assert torch.equal(alone.labels, together.labels)
         torch.testing.assert_close(alone.scores, together.scores, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(alone.boxes, together.boxes, atol=1e-2, rtol=1e-4)
+
+
+def test_mm_grounding_dino_is_its_own_model_and_boxes_fit_each_image(mm_grounding_dino, grounding_dino) -> None:
+    """The MM twin is an MMGroundingDinoForObjectDetection (not Grounding DINO under another name):
+    its class head's bias puts untrained token probabilities near its prior of 0.01. In a batch of
+    images of different sizes, each image's boxes lie inside that image and index its own classes."""
+    from transformers import GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection
+
+    assert isinstance(mm_grounding_dino.model, MMGroundingDinoForObjectDetection)
+    assert not isinstance(grounding_dino.model, MMGroundingDinoForObjectDetection)
+    assert isinstance(mm_grounding_dino.model, GroundingDinoForObjectDetection)  # same outputs, same post-processing
+    sizes = [(160, 96), (128, 128), (100, 180)]  # (width, height)
+    images = [image.resize(size) for image, size in zip(_images(3), sizes)]
+    names = [["cat", "dog"], ["traffic light"], ["bow (weapon)", "zebra", "person"]]
+    found = mm_grounding_dino.detect(images, names, 0.0, 0.0)
+    for dets, image, classes in zip(found, images, names):
+        assert len(dets) == mm_grounding_dino.model.config.num_queries
+        assert dets.labels.min() >= 0 and dets.labels.max() < len(classes)
+        assert (dets.boxes >= 0).all() and (dets.boxes[:, 2:] >= dets.boxes[:, :2]).all()
+        assert (dets.boxes[:, 0::2] <= image.width).all() and (dets.boxes[:, 1::2] <= image.height).all()
+        assert 0.0 < float(dets.scores.mean()) < 0.25  # sigmoid(-log(99) + small similarities)
+
+
+def test_check_class_names_covers_mm_grounding_dino(mm_grounding_dino) -> None:
+    """The detector-text length check applies to MM-Grounding-DINO as to Grounding DINO (256 tokens)."""
+    parts = SimpleNamespace(images=SimpleNamespace(pipe=None), annotator=SimpleNamespace(detector=mm_grounding_dino))
+    check_class_names(parts, ["cat", "traffic light"], 2)
+    with pytest.raises(InputError, match="too long for the grounding-dino detector"):
+        check_class_names(parts, ["cat", " ".join(["zebra"] * 200)], 2)
 
 
 def test_owlv2_labels_index_each_images_own_classes(owlv2) -> None:
@@ -236,7 +283,7 @@ def test_owlv2_labels_index_each_images_own_classes(owlv2) -> None:
 BOXES = torch.tensor([[10.0, 12.0, 70.0, 60.0], [40.0, 30.0, 120.0, 110.0], [0.0, 0.0, 128.0, 128.0]])
 
 
-@pytest.mark.parametrize("which", ["transformers_sam", "segment_anything_sam"])
+@pytest.mark.parametrize("which", ["transformers_sam", "sam2", "segment_anything_sam"])
 def test_sam_all_boxes_in_one_call_equals_one_box_per_call(which, request) -> None:
     segmenter = request.getfixturevalue(which)
     image = _images(1)[0]
@@ -250,17 +297,17 @@ def test_sam_all_boxes_in_one_call_equals_one_box_per_call(which, request) -> No
     assert segmenter.segment(image, torch.zeros((0, 4))).shape == (0, 128, 128)
 
 
-def test_sam_segmenters_embed_the_image_once(transformers_sam, segment_anything_sam, monkeypatch) -> None:
+def test_sam_segmenters_embed_the_image_once(transformers_sam, sam2, segment_anything_sam, monkeypatch) -> None:
     image = _images(1)[0]
-    calls = {"transformers": 0, "segment-anything": 0}
-    vision = transformers_sam.model.vision_encoder
-    original_vision = vision.forward
+    calls = {"transformers": 0, "sam2": 0, "segment-anything": 0}
+    for name, segmenter in (("transformers", transformers_sam), ("sam2", sam2)):
+        vision = segmenter.model.vision_encoder
 
-    def count_vision(*args, **kwargs):
-        calls["transformers"] += 1
-        return original_vision(*args, **kwargs)
+        def count_vision(*args, _name=name, _forward=vision.forward, **kwargs):
+            calls[_name] += 1
+            return _forward(*args, **kwargs)
 
-    monkeypatch.setattr(vision, "forward", count_vision)
+        monkeypatch.setattr(vision, "forward", count_vision)
     encoder = segment_anything_sam.model.image_encoder
     original_encoder = encoder.forward
 
@@ -270,8 +317,25 @@ def test_sam_segmenters_embed_the_image_once(transformers_sam, segment_anything_
 
     monkeypatch.setattr(encoder, "forward", count_encoder)
     transformers_sam.segment(image, BOXES)
+    sam2.segment(image, BOXES)
     segment_anything_sam.segment(image, BOXES)
-    assert calls == {"transformers": 1, "segment-anything": 1}
+    assert calls == {"transformers": 1, "sam2": 1, "segment-anything": 1}
+
+
+def test_sam2_masks_at_the_image_size_and_in_reduced_precision(sam2) -> None:
+    """A non-square image: masks come back (N, H, W) at its size; each follows its box (a mask for
+    a box in one corner differs from one for the opposite corner). bfloat16 weights give the same
+    shapes and nearly the same masks (inputs follow the model's dtype)."""
+    image = _images(1)[0].resize((160, 96))
+    boxes = torch.tensor([[0.0, 0.0, 60.0, 40.0], [100.0, 56.0, 160.0, 96.0]])
+    masks = sam2.segment(image, boxes)
+    assert masks.shape == (2, 96, 160) and masks.dtype == torch.bool
+    assert not torch.equal(masks[0], masks[1])
+    model, processor = loading.load_segmenter("sam2", "tiny:sam2", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    reduced = Sam2Segmenter(model, processor).segment(image, boxes)
+    assert reduced.shape == (2, 96, 160) and reduced.dtype == torch.bool
+    assert (reduced == masks).float().mean() > 0.95
 
 
 def test_segment_anything_checkpoint_roundtrip_with_weights_only(tmp_path, segment_anything_sam, monkeypatch) -> None:
@@ -397,8 +461,13 @@ def test_annotator_paints_known_boxes_into_the_expected_label_map() -> None:
     assert (top[0].label == 1).sum() == 24  # the 6 x 4 cat box
 
 
-def test_annotate_end_to_end(grounding_dino, transformers_sam) -> None:
+@pytest.mark.parametrize(
+    "detector_name,segmenter_name", [("grounding_dino", "transformers_sam"), ("mm_grounding_dino", "sam2")]
+)
+def test_annotate_end_to_end(detector_name, segmenter_name, request) -> None:
     """Real tiny detector and SAM: the label map is made of the masks SAM gives for the detected boxes."""
+    grounding_dino = request.getfixturevalue(detector_name)
+    transformers_sam = request.getfixturevalue(segmenter_name)
     images = _images()
     annotations = Annotator(grounding_dino, transformers_sam, 0.0, 0.0).annotate(images, CLASSES)
     assert len(annotations) == 4
@@ -432,7 +501,10 @@ def test_annotate_without_detections_gives_an_empty_annotation(grounding_dino, t
         assert annotation.label.shape == (128, 128) and not annotation.label.any()
 
 
-def test_score_counterfactual(grounding_dino, transformers_sam) -> None:
+@pytest.mark.parametrize("which", ["grounding_dino", "mm_grounding_dino"])
+def test_score_counterfactual(which, transformers_sam, request) -> None:
+    """The counterfactual score is the chosen detector's: its best unthresholded box score."""
+    grounding_dino = request.getfixturevalue(which)
     images = _images()
     # Thresholds do not apply: the annotator's 1.01 would keep nothing.
     scores = Annotator(grounding_dino, transformers_sam, 1.01, 1.01).score_counterfactual(images, CLASSES)
@@ -453,6 +525,7 @@ def test_score_counterfactual(grounding_dino, transformers_sam) -> None:
         ("grounding-dino", "transformers", "float32"),
         ("owlv2", "segment-anything", "float32"),
         ("grounding-dino", "segment-anything", "bfloat16"),  # reduced precision: inputs follow the model
+        ("mm-grounding-dino", "sam2", "bfloat16"),
     ],
 )
 def test_build_annotator_from_generation_config(detector, segmenter, dtype) -> None:
@@ -460,6 +533,11 @@ def test_build_annotator_from_generation_config(detector, segmenter, dtype) -> N
     annotator = build_annotator(config.resolved(), "cpu")
     expected = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     assert next(annotator.detector.model.parameters()).dtype == expected
+    detector_class = {"grounding-dino": GroundingDinoDetector, "mm-grounding-dino": MMGroundingDinoDetector,
+                      "owlv2": Owlv2Detector}[detector]
+    segmenter_class = {"transformers": TransformersSamSegmenter, "sam2": Sam2Segmenter,
+                       "segment-anything": SegmentAnythingSegmenter}[segmenter]
+    assert type(annotator.detector) is detector_class and type(annotator.segmenter) is segmenter_class
     images = _images()
     # (Speed is measured in benchmarks/bench_generate.py, not asserted here: tests share the CPU.)
     annotations = annotator.annotate(images, CLASSES)

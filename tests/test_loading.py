@@ -9,19 +9,32 @@ from magicseg_hf.errors import ModelLoadError
 
 
 def test_preset_tables_name_tiny_twins_only_in_the_tiny_preset() -> None:
-    assert set(presets.PAPER_MODELS) == set(presets.TINY_MODELS)
+    assert set(presets.PAPER_MODELS) == set(presets.TINY_MODELS) == set(presets.QUALITY_MODELS)
     assert all(presets.is_tiny(model_id) for model_id, _ in presets.TINY_MODELS.values())
-    assert not any(presets.is_tiny(model_id) for model_id, _ in presets.PAPER_MODELS.values())
-    assert presets.TINY_DETECTORS == {"grounding-dino": "tiny:grounding-dino", "owlv2": "tiny:owlv2"}
-    assert presets.TINY_SEGMENT_ANYTHING == "tiny:segment-anything"
+    for table in (presets.PAPER_MODELS, presets.QUALITY_MODELS):
+        assert not any(presets.is_tiny(model_id) for model_id, _ in table.values())
+    assert presets.TINY_DETECTORS == {
+        "grounding-dino": "tiny:grounding-dino", "mm-grounding-dino": "tiny:mm-grounding-dino", "owlv2": "tiny:owlv2"
+    }
+    assert presets.TINY_SEGMENTERS == {
+        "transformers": "tiny:sam", "sam2": "tiny:sam2", "segment-anything": "tiny:segment-anything"
+    }
+    # every detector and segmenter kind has a checkpoint in every preset
+    for preset in presets.PRESETS:
+        for kind in presets.DETECTOR_ROLES:
+            assert presets.detector_model_for(preset, kind)[0]
+        for kind in presets.SEGMENTER_ROLES:
+            assert presets.segmenter_model_for(preset, kind)[0]
     defaults = presets.generation_defaults("tiny")
-    assert defaults["detector_model"] == "tiny:grounding-dino" and defaults["height"] == 128
+    assert defaults["detector"] == "grounding-dino" and defaults["diffusion_model"] == "tiny:stable-diffusion"
     assert presets.generation_defaults("paper")["diffusion_model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    quality = presets.generation_defaults("quality")
+    assert (quality["detector"], quality["segmenter"]) == ("mm-grounding-dino", "sam2")
     presets.models_for("tiny")["diffusion_model"] = ("changed", None)  # a copy: the table is unchanged
     assert presets.TINY_MODELS["diffusion_model"] == ("tiny:stable-diffusion", None)
-    with pytest.raises(ModelLoadError, match="unknown preset 'huge'; known presets: paper, tiny"):
+    with pytest.raises(ModelLoadError, match="unknown preset 'huge'; known presets: paper, quality, tiny"):
         presets.models_for("huge")
-    with pytest.raises(ModelLoadError, match="unknown preset 'huge'"):
+    with pytest.raises(ModelLoadError, match="unknown preset 'huge'; known presets: paper, tiny"):
         loading.build_open_seg("huge")
 
 

@@ -27,6 +27,7 @@ def _row(attempt: int) -> dict:
         "label": Image.fromarray(label, mode="L"), "classes": ["cat"], "prompt": "a cat",
         "counterfactual_prompt": "", "seed": attempt, "counterfactual_seed": attempt,
         "boxes": [[4.0, 4.0, 12.0, 12.0]], "box_labels": [0], "box_scores": [0.9], "counterfactual_score": 0.1,
+        "class_scores": [0.3],
     }
 
 

@@ -36,7 +36,15 @@ from magicseg_hf.folder import (
     FolderStats,
     atomic_write_bytes,
 )
-from magicseg_hf.schema import DATASET_FEATURES, DROP_REASONS, GENERATION_FILE, PREVIEW_FILE, VOCABULARY_FILE
+from magicseg_hf.licenses import model_license
+from magicseg_hf.schema import (
+    DATASET_FEATURES,
+    DROP_REASONS,
+    GENERATION_FILE,
+    PREVIEW_FILE,
+    VOCABULARY_FILE,
+    folder_features,
+)
 from magicseg_hf.visualization import class_histogram_chart
 
 logger = logging.getLogger(__name__)
@@ -65,6 +73,8 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "box_labels": "index into `classes` of each box",
     "box_scores": "detector score of each box",
     "counterfactual_score": "highest detector score of any target class on the counterfactual (lower = cleaner)",
+    "class_scores": "per class, CLIP cosine similarity of its masked crop with its name (higher = more clearly "
+                    "shown); NaN for a class with no labelled pixel",
 }
 
 #: How the card's count table names each filter of :data:`~magicseg_hf.schema.DROP_REASONS`.
@@ -72,6 +82,7 @@ DROP_DESCRIPTIONS: dict[str, str] = {
     "blank_image": "blank image (safety checker output)",
     "no_detection": "no detection of a target class",
     "mask_area": "labelled area outside the bounds",
+    "class_score": "a labelled class's masked crop scores below the CLIP threshold",
     "counterfactual": "counterfactual still shows a target class",
     "error": "the attempt raised an error (logged by the run)",
 }
@@ -92,24 +103,10 @@ MODEL_ROLES = (
     ("diffusion_model", "Text-to-image diffusion"),
     ("inpainting_model", "Inpainting diffusion (counterfactuals)"),
     ("detector_model", "Open-vocabulary detector"),
-    ("segmenter_model", "Segmenter (SAM)"),
+    ("segmenter_model", "Segmenter (SAM / SAM 2)"),
+    ("class_score_model", "Class check (CLIP)"),
 )
 
-# Licenses of known generators (Hub license identifiers); the images inherit them.
-_GENERATOR_LICENSES: tuple[tuple[str, str, str], ...] = (
-    # (substring of the lower-cased model id, Hub license id, human name)
-    ("stable-diffusion-v1", "creativeml-openrail-m", "CreativeML OpenRAIL-M"),
-    ("stable-diffusion-inpainting", "creativeml-openrail-m", "CreativeML OpenRAIL-M"),
-    ("compvis/stable-diffusion", "creativeml-openrail-m", "CreativeML OpenRAIL-M"),
-    ("stable-diffusion-2", "openrail++", "CreativeML OpenRAIL++-M"),
-    ("stable-diffusion-xl", "openrail++", "CreativeML OpenRAIL++-M"),
-)
-_ANNOTATOR_LICENSES: tuple[tuple[str, str], ...] = (
-    ("grounding-dino", "Apache-2.0"),
-    ("groundingdino", "Apache-2.0"),
-    ("owlv2", "Apache-2.0"),
-    ("sam", "Apache-2.0"),
-)
 _SIZE_BUCKETS = (
     (1_000, "n<1K"),
     (10_000, "1K<n<10K"),
@@ -133,31 +130,24 @@ def size_category(num_rows: int) -> str:
 
 
 def generator_license(model_id: str | None) -> tuple[str, str]:
-    """(Hub license id, human name) of the images made by diffusion model ``model_id``.
-
-    The tiny preset's random weights are built by this package (Apache-2.0); an unknown model
-    gives ``("other", ...)`` and the card tells readers to check the generator's model card.
-    """
-    if not model_id:
-        return "other", "the license of the generating model"
-    lowered = str(model_id).lower()
-    if lowered.startswith("tiny:"):
-        return "apache-2.0", "Apache-2.0 (random tiny weights built by magicseg-hf)"
-    for needle, license_id, name in _GENERATOR_LICENSES:
-        if needle in lowered:
-            return license_id, name
-    return "other", f"the license of `{model_id}` (see its model card)"
+    """(Hub license id, human name) of the images made by diffusion model ``model_id``: the
+    generator's own licence (:func:`magicseg_hf.licenses.model_license`); the tiny preset's random
+    weights are built by this package (Apache-2.0); an unknown model gives ``("other", ...)`` and
+    the card tells readers to check the generator's model card."""
+    return model_license(model_id)
 
 
 def annotator_license(model_id: str | None) -> str:
-    """The license name of detector or segmenter ``model_id`` ("see its model card" when unknown)."""
-    lowered = str(model_id or "").lower()
-    if lowered.startswith("tiny:"):
-        return "Apache-2.0"
-    for needle, name in _ANNOTATOR_LICENSES:
-        if needle in lowered:
-            return name
-    return "see its model card"
+    """The license name of detector or segmenter ``model_id`` ("unknown: see the model's card" when unknown)."""
+    return model_license(model_id)[1]
+
+
+def recorded_license(generation: dict[str, Any], role: str, model_id: str | None) -> str:
+    """The licence name of ``role``'s model: as ``generation.json`` recorded it, else looked up."""
+    entry = (generation.get("models") or {}).get(role)
+    if isinstance(entry, dict) and entry.get("license"):
+        return str(entry["license"])
+    return model_license(model_id)[1]
 
 
 def model_entry(generation: dict[str, Any], role: str) -> tuple[str, str] | None:
@@ -174,9 +164,13 @@ def model_entry(generation: dict[str, Any], role: str) -> tuple[str, str] | None
         model_id, revision = str(config[role]), config.get(f"{role}_revision")
     else:
         return None
+    commit = entry.get("commit") if isinstance(entry, dict) else None
+    loaded = f" (commit `{str(commit)[:12]}`)" if commit else ""
     if revision:
-        return model_id, f"`{revision}`"
-    return model_id, "— (built offline)" if model_id.startswith("tiny:") else "default branch (not pinned)"
+        return model_id, f"`{revision}`{loaded}"
+    if model_id.startswith("tiny:"):
+        return model_id, "— (built offline)"
+    return model_id, f"default branch{loaded}" if loaded else "default branch (not pinned)"
 
 
 def vocabulary_phrase(config: dict[str, Any], vocabulary: list[str]) -> str:
@@ -250,7 +244,7 @@ def card_data(
         data
     )
     info = datasets.DatasetInfo(
-        features=DATASET_FEATURES,
+        features=folder_card_features(stats),
         splits=datasets.SplitDict.from_split_dict(
             [{"name": "train", "num_bytes": stats.dataset_size, "num_examples": stats.num_rows}]
         ),
@@ -287,6 +281,9 @@ class DatasetCardValues:
     counts: list[tuple[str, str]]
     num_boxes: int
     mean_counterfactual_score: str | None
+    has_class_scores: bool
+    mean_class_score: str | None
+    class_score_threshold: str | None
     classes_present: int
     vocabulary_size: int
     top_count: int
@@ -320,12 +317,7 @@ def _model_rows(generation: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             continue
         if role == "inpainting_model" and mode != "inpaint" and role not in models:
             continue
-        if role in ("detector_model", "segmenter_model"):
-            license_text = annotator_license(entry[0])
-        elif role == "prompt_model":
-            license_text = "see its model card"
-        else:
-            license_text = generator_license(entry[0])[1]
+        license_text = recorded_license(generation, role, entry[0])
         rows.append((title, _md(entry[0]), _md(entry[1]), _md(license_text)))
     return rows
 
@@ -348,6 +340,7 @@ def _settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
         ("counterfactual threshold", config.get("counterfactual_threshold")),
         ("mask area bounds (fraction of image)",
          f"{_fmt(config.get('min_mask_area'))} – {_fmt(config.get('max_mask_area'))}"),
+        ("class score threshold (CLIP, -1 = off)", config.get("class_score_threshold")),
         ("master seed", config.get("seed")),
         ("pairs asked / max attempts", f"{_fmt(config.get('num_pairs'))} / {_fmt(config.get('max_attempts'))}"),
         ("batch size / shard size", f"{_fmt(config.get('batch_size'))} / {_fmt(config.get('shard_size'))}"),
@@ -355,6 +348,21 @@ def _settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
         ("magicseg-hf", generation.get("package_version", "—")),
     ]
     return [(key, _md(_fmt(value))) for key, value in settings]
+
+
+def folder_card_features(stats: FolderStats) -> datasets.Features:
+    """The features the card declares: the shards' own schema (:func:`magicseg_hf.schema.folder_features`;
+    an older folder's lacks the columns added since), :data:`DATASET_FEATURES` without shards."""
+    return (folder_features(stats.columns) if stats.columns else None) or DATASET_FEATURES
+
+
+def _class_score_threshold(config: dict[str, Any]) -> str | None:
+    """The class check's threshold as the card shows it; None when the check was off (-1) or the
+    run predates it."""
+    threshold = config.get("class_score_threshold")
+    if not isinstance(threshold, (int, float)) or threshold <= -1:  # -1: no cosine similarity is below it
+        return None
+    return _fmt(threshold)
 
 
 def _count_rows(summary: dict[str, Any], num_rows: int) -> list[tuple[str, str]]:
@@ -399,7 +407,7 @@ def card_values(
     diffusion = model_entry(generation, "diffusion_model")
     detector = model_entry(generation, "detector_model")
     segmenter = model_entry(generation, "segmenter_model")
-    image_license = generator_license(diffusion[0] if diffusion else None)[1]
+    image_license = recorded_license(generation, "diffusion_model", diffusion[0] if diffusion else None)
     missing = [name for name in vocabulary if name not in stats.rows_per_class]
     missing_text = None
     if missing:
@@ -413,7 +421,7 @@ def card_values(
         is_tiny=is_tiny,
         preview_file=PREVIEW_FILE if folder.preview_path.is_file() else None,
         columns=[(column, feature_name(feature), _md(COLUMN_DESCRIPTIONS.get(column, "")))
-                 for column, feature in DATASET_FEATURES.items()],
+                 for column, feature in folder_card_features(stats).items()],
         image_size=f"{stats.image_size[0]}×{stats.image_size[1]} px" if stats.image_size else "—",
         max_classes_per_prompt=_fmt(config.get("max_classes_per_prompt")),
         prompt_backend=_fmt(config.get("prompt_backend")),
@@ -428,6 +436,9 @@ def card_values(
         num_boxes=stats.num_boxes,
         mean_counterfactual_score=(f"{stats.mean_counterfactual_score:.3f}"
                                    if stats.mean_counterfactual_score is not None else None),
+        has_class_scores="class_scores" in folder_card_features(stats),
+        mean_class_score=f"{stats.mean_class_score:.3f}" if stats.mean_class_score is not None else None,
+        class_score_threshold=_class_score_threshold(config),
         classes_present=len(stats.rows_per_class),
         vocabulary_size=len(vocabulary),
         top_count=min(HISTOGRAM_TOP_K, len(stats.rows_per_class)),
@@ -439,9 +450,9 @@ def card_values(
         image_license=image_license,
         openrail="OpenRAIL" in image_license,
         detector_model=detector[0] if detector else "the detector",
-        detector_license=annotator_license(detector[0] if detector else None),
+        detector_license=recorded_license(generation, "detector_model", detector[0] if detector else None),
         segmenter_model=segmenter[0] if segmenter else "SAM",
-        segmenter_license=annotator_license(segmenter[0] if segmenter else None),
+        segmenter_license=recorded_license(generation, "segmenter_model", segmenter[0] if segmenter else None),
         citation=PAPER_CITATION,
     )
 

@@ -2,11 +2,12 @@
 
 One small function per step:
 
-* a detector (:class:`GroundingDinoDetector` or :class:`Owlv2Detector`) runs a whole list of
-  images in ONE batched forward and returns, per image, :class:`Detections` whose ``labels``
-  index that image's class list;
-* a segmenter (:class:`TransformersSamSegmenter` or :class:`SegmentAnythingSegmenter`) turns
-  ALL boxes of one image into masks in ONE call with ONE image embedding;
+* a detector (:class:`GroundingDinoDetector`, :class:`MMGroundingDinoDetector` or
+  :class:`Owlv2Detector`) runs a whole list of images in ONE batched forward and returns, per
+  image, :class:`Detections` whose ``labels`` index that image's class list;
+* a segmenter (:class:`TransformersSamSegmenter`, :class:`Sam2Segmenter` or
+  :class:`SegmentAnythingSegmenter`) turns ALL boxes of one image into masks in ONE call with ONE
+  image embedding;
 * :func:`label_map` paints the masks into a ``uint8`` map (0 background, ``i`` = class ``i-1``),
   overlaps going to the higher-scoring mask;
 * :class:`Annotator` chains them, and scores counterfactual images with the same detector.
@@ -260,6 +261,18 @@ class GroundingDinoDetector(_ModelWithProcessor):
         return results
 
 
+class MMGroundingDinoDetector(GroundingDinoDetector):
+    """MM-Grounding-DINO (``MMGroundingDinoForObjectDetection`` + its ``GroundingDinoProcessor``).
+
+    MM-Grounding-DINO (Zhao et al., 2024) is Grounding DINO's architecture retrained by OpenMMLab on
+    more grounding data; its class head adds a learnt bias to the query-token similarities. Its
+    outputs are Grounding DINO's — ``logits`` (B, Q, 256) over the text tokens (padding ``-inf``)
+    and ``pred_boxes`` (B, Q, 4) normalised cxcywh — and so is its processor, so the detection,
+    the box-to-class assignment (:func:`assign_grounding_dino_boxes`) and the class-name length
+    check are :class:`GroundingDinoDetector`'s, unchanged.
+    """
+
+
 # ----------------------------------------------------------------------------------------------
 # OWLv2
 # ----------------------------------------------------------------------------------------------
@@ -333,6 +346,35 @@ class TransformersSamSegmenter(_ModelWithProcessor):
             outputs.pred_masks.float().cpu(), original_sizes, reshaped_sizes
         )[0]  # (N, 1, H, W)
         return masks[:, 0].bool()
+
+
+class Sam2Segmenter(_ModelWithProcessor):
+    """transformers ``Sam2Model`` + ``Sam2Processor`` (SAM 2): all boxes of an image, one image embedding.
+
+    The processor resizes the image to the model's square input (no padding) and scales the boxes
+    with it; the Hiera image encoder runs once, then the prompt encoder and mask decoder take all N
+    boxes as one batch of prompts (one mask per box, ``multimask_output=False``), and the N
+    low-resolution mask logits are resized to the image and thresholded at 0. Pixels run in the
+    model's dtype; the boxes stay float32 (the prompt encoder casts them after normalising, so
+    float16/bfloat16 do not round pixel coordinates).
+    """
+
+    @torch.inference_mode()
+    def segment(self, image: Image.Image, boxes: torch.Tensor) -> torch.Tensor:
+        """``boxes`` (N, 4) xyxy pixels -> masks (N, H, W) bool, one decoder call for all N boxes."""
+        image = _rgb(image)
+        if len(boxes) == 0:
+            return torch.zeros((0, image.height, image.width), dtype=torch.bool)
+        inputs = self.processor(images=image, input_boxes=[boxes.float().tolist()], return_tensors="pt")
+        pixel_values = inputs["pixel_values"].to(device=self.device, dtype=self.dtype)  # (1, 3, S, S)
+        input_boxes = inputs["input_boxes"].to(self.device)  # (1, N, 4) xyxy in the S x S input
+        # SAM 2's image embedding is a list: two high-resolution FPN maps and the (1, C, S/16, S/16) one.
+        embeddings = self.model.get_image_embeddings(pixel_values)
+        outputs = self.model(image_embeddings=embeddings, input_boxes=input_boxes, multimask_output=False)
+        masks = self.processor.post_process_masks(
+            outputs.pred_masks.float().cpu(), inputs["original_sizes"]
+        )[0]  # (N, 1, H, W) bool
+        return masks[:, 0]
 
 
 class SegmentAnythingSegmenter:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from magicseg_hf.errors import InputError
+from magicseg_hf.families import diffusion_model_info
 from magicseg_hf.generation.annotate import (
     Annotator,
     Detector,
@@ -54,6 +55,7 @@ from magicseg_hf.generation.prompts import (
     TemplatePromptBackend,
     TransformersPromptBackend,
 )
+from magicseg_hf.licenses import loaded_commit, model_license
 from magicseg_hf.loading import (
     check_model_available,
     load_causal_lm,
@@ -75,6 +77,7 @@ __all__ = [
     "check_class_names",
     "check_device",
     "check_models",
+    "diffusion_record",
     "models_record",
 ]
 
@@ -93,27 +96,66 @@ def _require_resolved(config: GenerationConfig) -> None:
 # What the run loads, and whether it can
 # ----------------------------------------------------------------------------------------------
 def models_record(config: GenerationConfig) -> ModelsRecord:
-    """Role -> ``{"id", "revision"}`` of every model the run loads, as ``generation.json`` records it.
+    """Role -> ``{"id", "revision", "commit", "license"}`` of every model the run loads, as
+    ``generation.json`` and the card record it.
 
     The inpainting model only where the counterfactual mode uses it, the prompt model only for
     the LLM backends; a segment-anything segmenter is recorded as its ``.pth`` file and model type
-    (or the tiny twin).
+    (or the tiny twin). ``commit`` is the commit of the local Hub cache that the revision resolves
+    to (None for ``tiny:`` twins, folders and uncached repos); ``license`` the licence's name
+    (:func:`magicseg_hf.licenses.model_license`), since the models' licences bind the data.
     """
     _require_resolved(config)
     roles = ["diffusion_model", "detector_model"]
     if counterfactual_mode(config.counterfactual).uses_inpainting_model:
         roles.append("inpainting_model")
-    if config.segmenter == "transformers":
+    if config.segmenter != "segment-anything":
         roles.append("segmenter_model")
+    roles.append("class_score_model")
     if config.prompt_backend in ("transformers", "openai"):
         roles.append("prompt_model")
-    record = {role: {"id": getattr(config, role), "revision": getattr(config, f"{role}_revision")} for role in roles}
+    record: ModelsRecord = {}
+    for role in roles:
+        model_id, revision = getattr(config, role), getattr(config, f"{role}_revision")
+        commit = None if role == "prompt_model" and config.prompt_backend == "openai" else loaded_commit(model_id, revision)
+        record[role] = {"id": model_id, "revision": revision, "commit": commit, "license": model_license(model_id, revision)[1]}
     if config.segmenter == "segment-anything":  # a .pth file and its architecture, or the tiny twin
         record["segmenter_model"] = (
-            {"id": config.sam_checkpoint, "revision": config.sam_model_type}
+            {"id": config.sam_checkpoint, "revision": config.sam_model_type, "commit": None,
+             "license": model_license("facebook/sam-vit-")[1]}
             if config.sam_checkpoint
-            else {"id": TINY_SEGMENT_ANYTHING, "revision": "tiny"}
+            else {"id": TINY_SEGMENT_ANYTHING, "revision": "tiny", "commit": None, "license": model_license(TINY_SEGMENT_ANYTHING)[1]}
         )
+    return record
+
+
+def diffusion_record(config: GenerationConfig) -> dict[str, Any]:
+    """How the run's pairs are made, for ``generation.json``: the generator's family and pipeline
+    classes, its kind of guidance, and what steers the counterfactual away from the classes —
+    the negative prompt where the family has one and classifier-free guidance is on, otherwise
+    the edited prompt alone (FLUX's distilled guidance takes no negative prompt)."""
+    _require_resolved(config)
+    info = diffusion_model_info(config.diffusion_model, config.diffusion_model_revision)
+    family = info.family
+    negative = family.uses_negative_prompt(config.guidance_scale)
+    record: dict[str, Any] = {
+        "family": family.name,
+        "pipeline": info.pipeline_class,
+        "guidance": family.guidance,
+        "negative_prompt": negative,
+        "counterfactual_steering": "edited prompt + class names as negative prompt" if negative else "edited prompt only",
+    }
+    if counterfactual_mode(config.counterfactual).uses_inpainting_model:
+        record["inpainting_pipeline"] = diffusion_model_info(
+            config.inpainting_model, config.inpainting_model_revision, inpainting=True
+        ).pipeline_class
+    if not negative:
+        reason = (
+            f"{family.title} has distilled guidance and takes no negative prompt"
+            if not family.negative_prompt
+            else f"classifier-free guidance is off at --guidance-scale {config.guidance_scale}"
+        )
+        record["note"] = f"no negative prompt: {reason}; the counterfactual relies on the edited prompt alone"
     return record
 
 
@@ -281,6 +323,7 @@ def build_pair_generator(config: GenerationConfig, device: str) -> PairImageGene
             device=device,
             safety_checker=config.safety_checker,
         )
+    family = diffusion_model_info(config.diffusion_model, config.diffusion_model_revision).family
     return PairImageGenerator(
         pipe,
         inpaint_pipe=inpaint_pipe,
@@ -288,6 +331,8 @@ def build_pair_generator(config: GenerationConfig, device: str) -> PairImageGene
         guidance_scale=config.guidance_scale,
         height=config.height,
         width=config.width,
+        family=family,
+        max_sequence_length=config.max_sequence_length,
     )
 
 

@@ -27,13 +27,23 @@ from typing import Any
 from urllib.parse import urlparse
 
 from magicseg_hf.errors import InputError
+from magicseg_hf.families import check_pairing, diffusion_model_info
 from magicseg_hf.hub_access import url_has_credentials
-from magicseg_hf.presets import PRESETS, generation_defaults, models_for
+from magicseg_hf.presets import (
+    PRESETS,
+    detector_model_for,
+    generation_defaults,
+    inpainting_model_for,
+    is_tiny,
+    segmenter_model_for,
+)
 
 COUNTERFACTUAL_MODES = ("prompt", "inpaint", "paper")
+#: Counterfactual modes that load the inpainting model.
+INPAINTING_MODES = ("inpaint",)
 PROMPT_BACKENDS = ("template", "transformers", "openai")
-DETECTORS = ("grounding-dino", "owlv2")
-SEGMENTERS = ("transformers", "segment-anything")
+DETECTORS = ("grounding-dino", "mm-grounding-dino", "owlv2")
+SEGMENTERS = ("transformers", "sam2", "segment-anything")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 #: Most rows one run may be asked for (a larger --num-pairs is refused up front, not run until killed).
@@ -71,8 +81,11 @@ class GenerationConfig:
     max_classes_per_prompt: int = _f(
         2, f"Each prompt names 1..this many classes (paper: 1-2; at most {MAX_CLASSES_PER_PROMPT})."
     )
-    preset: str = _f("paper", "Component set: 'paper' (real checkpoints) or 'tiny' (random, offline).",
-                     choices=PRESETS)
+    preset: str = _f(
+        "paper", "Component set: 'paper' (the published models), 'quality' (current models: FLUX.1, "
+        "MM-Grounding-DINO, SAM 2) or 'tiny' (random, offline).",
+        choices=PRESETS,
+    )
 
     # --- prompts ------------------------------------------------------------------------
     prompt_backend: str | None = _f(
@@ -87,9 +100,15 @@ class GenerationConfig:
     prompts_per_request: int = _f(10, "Scene descriptions asked of the LLM per request (paper: 10).")
 
     # --- diffusion ------------------------------------------------------------------------
-    diffusion_model: str | None = _f(None, "Text-to-image Stable Diffusion model (Hub id or folder).")
+    diffusion_model: str | None = _f(
+        None, "Text-to-image diffusers pipeline: Stable Diffusion 1.x/2.x, SDXL, SD3/3.5 or FLUX.1 "
+        "(Hub id, folder, or tiny:stable-diffusion|sdxl|sd3|flux); its family sets the defaults below."
+    )
     diffusion_model_revision: str | None = _f(None, "Revision of --diffusion-model.")
-    inpainting_model: str | None = _f(None, "Inpainting model for --counterfactual inpaint.")
+    inpainting_model: str | None = _f(
+        None, "Inpainting pipeline for --counterfactual inpaint, of the --diffusion-model's family "
+        "(SD inpainting, SDXL inpainting, SD3, FLUX Fill); default: the preset's for that family."
+    )
     inpainting_model_revision: str | None = _f(None, "Revision of --inpainting-model.")
     counterfactual: str = _f(
         "prompt",
@@ -97,19 +116,33 @@ class GenerationConfig:
         "positive's mask), paper (the released code: independent sample, class -> 'nothing').",
         choices=COUNTERFACTUAL_MODES,
     )
-    num_inference_steps: int | None = _f(None, f"Denoising steps, 1..{MAX_INFERENCE_STEPS}.")
-    guidance_scale: float = _f(7.5, "Classifier-free guidance scale, a finite number >= 0 (<= 1 turns guidance off).")
-    height: int | None = _f(None, "Image height in pixels (multiple of 8).")
-    width: int | None = _f(None, "Image width in pixels (multiple of 8).")
+    num_inference_steps: int | None = _f(
+        None, f"Denoising steps, 1..{MAX_INFERENCE_STEPS} (default: the generator family's, e.g. SD 50, FLUX 28)."
+    )
+    guidance_scale: float | None = _f(
+        None, "Guidance scale, a finite number >= 0 (default: the family's, e.g. SD 7.5, SDXL 5, FLUX 3.5); "
+        "for classifier-free guidance <= 1 turns it off, and with it the negative prompt."
+    )
+    height: int | None = _f(None, "Image height in pixels, a multiple of 8 (16 for SD3/FLUX); default: the family's.")
+    width: int | None = _f(None, "Image width in pixels, a multiple of 8 (16 for SD3/FLUX); default: the family's.")
+    max_sequence_length: int | None = _f(
+        None, "Text tokens of the T5 encoder of SD3/FLUX, 1..512 (default: the family's, SD3 256, FLUX 512); "
+        "not used by SD/SDXL."
+    )
     safety_checker: bool = _f(True, "Keep the pipeline's safety checker (blank images are dropped).")
 
     # --- annotation -------------------------------------------------------------------------
-    detector: str = _f("grounding-dino", "Open-vocabulary detector.", choices=DETECTORS)
+    detector: str | None = _f(
+        None, "Open-vocabulary detector.",
+        choices=DETECTORS,
+    )
     detector_model: str | None = _f(None, "Detector checkpoint (Hub id or folder).")
     detector_model_revision: str | None = _f(None, "Revision of --detector-model.")
-    segmenter: str = _f("transformers", "SAM backend: transformers SamModel or segment-anything.",
-                        choices=SEGMENTERS)
-    segmenter_model: str | None = _f(None, "SAM checkpoint for the transformers backend (Hub id or folder).")
+    segmenter: str | None = _f(
+        None, "Segmenter: transformers (SAM), sam2 (SAM 2) or segment-anything (the SAM package).",
+        choices=SEGMENTERS,
+    )
+    segmenter_model: str | None = _f(None, "SAM or SAM 2 checkpoint (Hub id or folder) for --segmenter transformers/sam2.")
     segmenter_model_revision: str | None = _f(None, "Revision of --segmenter-model.")
     sam_checkpoint: str | None = _f(None, "segment-anything .pth file (loaded with weights_only=True).")
     sam_model_type: str = _f("vit_h", "segment-anything model type for --sam-checkpoint.")
@@ -122,6 +155,14 @@ class GenerationConfig:
         None, "Drop a pair whose labelled area is below this fraction of the image (0 <= min < max <= 1)."
     )
     max_mask_area: float | None = _f(None, "Drop a pair whose labelled area is above this fraction of the image.")
+    class_score_model: str | None = _f(
+        None, "CLIP model that scores each class's masked crop against its name (the class_scores column)."
+    )
+    class_score_model_revision: str | None = _f(None, "Revision of --class-score-model.")
+    class_score_threshold: float | None = _f(
+        None, "Drop a pair where a labelled class's masked crop scores below this CLIP cosine similarity "
+        "with its name, in [-1, 1]; -1 turns the check off."
+    )
     counterfactual_threshold: float | None = _f(
         None, "Drop a pair whose counterfactual still scores above this for a target class, >= 0 "
         "(scores lie in [0, 1]: 1 or more keeps every pair)."
@@ -182,7 +223,14 @@ class GenerationConfig:
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 8):
                 raise InputError(f"--{name} must be a positive multiple of 8 (got {value})")
-        if self.guidance_scale < 0:
+        if self.max_sequence_length is not None and not 1 <= self.max_sequence_length <= 512:
+            raise InputError(f"--max-sequence-length must be in 1..512 (got {self.max_sequence_length})")
+        if self.class_score_threshold is not None and not -1.0 <= self.class_score_threshold <= 1.0:
+            raise InputError(
+                f"--class-score-threshold must be in [-1, 1] (got {self.class_score_threshold}): it is a cosine "
+                "similarity; -1 turns the check off"
+            )
+        if self.guidance_scale is not None and self.guidance_scale < 0:
             raise InputError(f"--guidance-scale must be >= 0 (got {self.guidance_scale})")
         for name in ("box_threshold", "text_threshold"):
             value = getattr(self, name)
@@ -199,13 +247,11 @@ class GenerationConfig:
             raise InputError(f"need 0 <= --min-mask-area < --max-mask-area <= 1 (got {low}, {high})")
         choices = {
             "counterfactual": COUNTERFACTUAL_MODES,
-            "detector": DETECTORS,
-            "segmenter": SEGMENTERS,
             "dtype": DTYPES,
             "preset": PRESETS,
         }
-        if self.prompt_backend is not None:
-            choices["prompt_backend"] = PROMPT_BACKENDS
+        optional_choices = {"prompt_backend": PROMPT_BACKENDS, "detector": DETECTORS, "segmenter": SEGMENTERS}
+        choices.update({name: allowed for name, allowed in optional_choices.items() if getattr(self, name) is not None})
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
@@ -218,42 +264,102 @@ class GenerationConfig:
         if self.device is not None and not self.device.strip():
             raise InputError(f"--device must name a device such as cpu, cuda or cuda:0 (got {self.device!r})")
 
-    def resolved(self) -> GenerationConfig:
-        """A validated copy with every ``None`` preset-dependent field filled from the preset.
+    def _fill_defaults(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Fill the ``None`` preset- and family-dependent fields of ``values`` in place, in the order
+        they depend on each other; returns every default that applied (field -> value).
 
-        The detector checkpoint is the preset's one for the chosen ``detector``; ``max_attempts``
-        defaults to ``4 * num_pairs``. Resolving a resolved config changes nothing.
+        Order: the preset's own values (generator, prompt and class-check models, thresholds, the
+        detector and segmenter kinds); the preset's checkpoint of the chosen detector and segmenter
+        kind; the generator's family defaults (steps, guidance, size, text length; ``tiny:``
+        generators run small); the inpainting model of the generator's family. A revision default
+        applies only where the model is the default one.
+        """
+        preset = values["preset"]
+        used: dict[str, Any] = {}
+
+        def fill(role: str, default: Any) -> None:
+            used[role] = default
+            if values.get(role) is None:
+                values[role] = default
+
+        def fill_model(role: str, model: tuple[str, str | None]) -> None:
+            fill(role, model[0])
+            if values[role] == model[0]:
+                fill(f"{role}_revision", model[1])
+
+        for key, value in generation_defaults(preset).items():
+            if key.endswith("_model_revision"):
+                continue
+            if key.endswith("_model"):
+                fill_model(key, (value, generation_defaults(preset)[f"{key}_revision"]))
+            else:
+                fill(key, value)
+        fill_model("detector_model", detector_model_for(preset, values["detector"]))
+        fill_model("segmenter_model", segmenter_model_for(preset, values["segmenter"]))
+        info = diffusion_model_info(values["diffusion_model"], values["diffusion_model_revision"])
+        for key, value in info.family.defaults(tiny=is_tiny(values["diffusion_model"])).items():
+            fill(key, value)
+        fill_model(
+            "inpainting_model",
+            inpainting_model_for(preset, info.family.name, info.family.tiny_inpainting_id, values["diffusion_model"]),
+        )
+        return used
+
+    def resolved(self) -> GenerationConfig:
+        """A validated copy with every ``None`` preset-dependent field filled.
+
+        From the preset: the models, thresholds and the detector/segmenter kinds, the checkpoint of
+        the chosen kind; from the generator's family (:mod:`magicseg_hf.families`, read from the
+        model's ``model_index.json`` unless it is a ``tiny:`` twin or a known checkpoint): steps,
+        guidance, size and T5 text length, and the inpainting model. ``max_attempts`` defaults to
+        ``4 * num_pairs``. Resolving a resolved config changes nothing.
 
         Raises:
-            InputError: a setting is unusable (see :meth:`validate`).
+            InputError: a setting is unusable (see :meth:`validate`), the generator is not of a
+                supported family, the inpainting model is of another family than the generator,
+                or a size or text length does not fit the family.
+            ModelLoadError: the generator's ``model_index.json`` cannot be read.
         """
         self.validate()
-        defaults = generation_defaults(self.preset)
-        if self.detector == "owlv2":
-            defaults["detector_model"], defaults["detector_model_revision"] = models_for(self.preset)["owlv2_model"]
         values = self.to_dict()
-        for key, value in defaults.items():
-            if values.get(key) is None:
-                values[key] = value
+        self._fill_defaults(values)
         if values["max_attempts"] is None:
             values["max_attempts"] = min(4 * self.num_pairs, MAX_ATTEMPTS)
-        return GenerationConfig(**values)
+        config = GenerationConfig(**values)
+        config._check_family()
+        return config
+
+    def _check_family(self) -> None:
+        """The checks that need the generator's family (on a filled config)."""
+        info = diffusion_model_info(self.diffusion_model, self.diffusion_model_revision)
+        family = info.family
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value % family.size_multiple:
+                raise InputError(
+                    f"--{name} must be a multiple of {family.size_multiple} for a {family.title} generator (got {value})"
+                )
+        if self.max_sequence_length is not None and family.max_sequence_length is None:
+            raise InputError(
+                f"--max-sequence-length applies to generators with a T5 text encoder (SD3, FLUX); "
+                f"{self.diffusion_model!r} is {family.title} (got {self.max_sequence_length})"
+            )
+        if self.counterfactual in INPAINTING_MODES:
+            inpainting = diffusion_model_info(self.inpainting_model, self.inpainting_model_revision, inpainting=True)
+            check_pairing(info, inpainting, self.diffusion_model, self.inpainting_model)
 
     def unresolved(self) -> GenerationConfig:
-        """A copy with every preset-dependent field that holds its preset's value (and a
+        """A copy with every preset- or family-dependent field that holds its default (and a
         ``max_attempts`` that is the default multiple) back at ``None``: the settings a user gave.
 
         ``unresolved().resolved()`` equals ``resolved()``; it is how saved settings are combined with
         flags given on resume (:func:`settings_for_resume`), so that a changed ``--preset`` or
         ``--num-pairs`` takes its own defaults instead of the saved ones.
         """
-        values = self.to_dict()
-        defaults = self.resolved().to_dict()
-        preset_values = generation_defaults(self.preset)
-        if self.detector == "owlv2":
-            preset_values["detector_model"], preset_values["detector_model_revision"] = models_for(self.preset)["owlv2_model"]
-        for key, value in preset_values.items():
-            if values.get(key) == value == defaults.get(key):
+        values = self.resolved().to_dict()
+        defaults = self._fill_defaults(dict(values))
+        for key, default in defaults.items():
+            if values.get(key) == default:
                 values[key] = None
         if values["max_attempts"] == min(4 * self.num_pairs, MAX_ATTEMPTS):
             values["max_attempts"] = None

@@ -68,6 +68,7 @@ from magicseg_hf.cards import write_dataset_card
 from magicseg_hf.errors import InputError, MagicSegError, first_line
 from magicseg_hf.folder import REMOVED_WORK_DIR, DatasetFolder, FolderLock
 from magicseg_hf.generation.annotate import Annotation
+from magicseg_hf.generation.class_scores import fails_class_check
 from magicseg_hf.generation.components import (
     Components,
     ModelsRecord,
@@ -75,6 +76,7 @@ from magicseg_hf.generation.components import (
     check_class_names,
     check_device,
     check_models,
+    diffusion_record,
     models_record,
 )
 from magicseg_hf.generation.config import GenerationConfig
@@ -143,6 +145,7 @@ def _generation_record(config: GenerationConfig, models: ModelsRecord) -> dict[s
     return {
         "config": config.to_dict(),
         "models": models,
+        "diffusion": diffusion_record(config),
         "package_version": __version__,
         "library_versions": _library_versions(),
         "summary": None,
@@ -360,9 +363,14 @@ class _Engine:
         )
         logger.debug("the error of attempt %d", attempt.index, exc_info=error)
 
-    # ---- one batch: images -> annotation -> counterfactual -> score -> rows ---------------------
+    # ---- one batch: images -> annotation -> class check -> counterfactual -> score -> rows -------
     def run_batch(self, attempts: list[_Attempt]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Returns (kept rows, per-attempt records) for a batch of attempts."""
+        """Returns (kept rows, per-attempt records) for a batch of attempts.
+
+        The filters, in :data:`~magicseg_hf.schema.DROP_REASONS` order: a blank positive, no
+        detection, the labelled area, the class check (each class's masked crop scored by CLIP
+        against its name, one scorer call for the batch's live positives), then the counterfactual.
+        """
         cfg = self.config
         images, annotator = self.parts.images, self.parts.annotator
         self.write_prompts(attempts)
@@ -382,6 +390,14 @@ class _Engine:
             area = float((label > 0).mean())
             if not cfg.min_mask_area <= area <= cfg.max_mask_area:
                 status[i] = "mask_area"
+        live = [i for i in live if i not in status]
+
+        class_scores = dict(zip(live, self.parts.class_scorer.score(
+            [positives[i] for i in live], [annotations[i].label for i in live], [attempts[i].names for i in live]
+        ))) if live else {}
+        for i in live:
+            if fails_class_check(class_scores[i], cfg.class_score_threshold):
+                status[i] = "class_score"
         live = [i for i in live if i not in status]
 
         repainted = self.mode.repaint(
@@ -406,12 +422,13 @@ class _Engine:
             records.append({"attempt": attempt.index, "status": status.get(i, KEPT)})
             if i in status:
                 continue
-            rows.append(_row(attempt, positives[i], counterfactuals[i], annotations[i], scores[i], cfg.seed))
+            rows.append(_row(attempt, positives[i], counterfactuals[i], annotations[i], scores[i], class_scores[i],
+                             cfg.seed))
         return rows, records
 
 
 def _row(attempt: _Attempt, image: Image.Image, counterfactual: Image.Image, annotation: Annotation,
-         score: float, run_seed: int) -> dict[str, Any]:
+         score: float, class_scores: list[float], run_seed: int) -> dict[str, Any]:
     return {
         "id": f"s{run_seed}-a{attempt.index:08d}",
         "image": image,
@@ -426,6 +443,7 @@ def _row(attempt: _Attempt, image: Image.Image, counterfactual: Image.Image, ann
         "box_labels": [int(v) for v in annotation.box_labels],
         "box_scores": [float(v) for v in annotation.box_scores],
         "counterfactual_score": float(score),
+        "class_scores": [float(v) for v in class_scores],
     }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from magicseg_hf.generation.config import GenerationConfig, generation_fields, settings_for_resume
-from magicseg_hf.presets import generation_defaults
+from magicseg_hf.presets import PRESETS, generation_defaults
 
 #: Namespace attribute listing the settings named on the command line (the others kept their defaults).
 GIVEN_ATTRIBUTE = "given_settings"
@@ -70,12 +70,15 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per :class:`GenerationConfig` field (help text from the field)."""
-    paper, tiny = generation_defaults("paper"), generation_defaults("tiny")
+    by_preset = {preset: generation_defaults(preset) for preset in PRESETS}
     for field in generation_fields():
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")
-        if field.name in paper:  # the .0s hides argparse's own "(default: None)"
-            help_text += f" (default by --preset: paper {paper[field.name]}, tiny {tiny[field.name]})%(default).0s"
+        if field.name in by_preset["paper"]:  # the .0s hides argparse's own "(default: None)"
+            shown = ", ".join(f"{preset} {values[field.name]}" for preset, values in by_preset.items())
+            help_text += f" (default by --preset: {shown})%(default).0s"
+        elif field.default is None and "default" in help_text:
+            help_text += "%(default).0s"
         elif field.default is None:
             help_text += " (default: none)%(default).0s"
         kind = _field_type(field)
