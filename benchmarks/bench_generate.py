@@ -9,7 +9,8 @@ Optimised = :class:`~magicseg_hf.generation.images.PairImageGenerator` (a batch 
 one pipeline call: positive and counterfactual share their noise and go through the UNet as one
 batch of 2B). Naive = one image per pipeline call, positive and counterfactual as separate calls.
 
-Annotation (:func:`bench_annotation`): the same tiny Grounding DINO and SamModel, the same images,
+Annotation (:func:`bench_annotation`): for each pair of tiny models — Grounding DINO + SamModel
+(``annotation_*``) and MM-Grounding-DINO + SAM 2 (``annotation_mm_sam2_*``) — the same images,
 the same thresholds. Optimised = :class:`~magicseg_hf.generation.annotate.Annotator` (one
 batched detector forward for all images; per image one SAM call with all boxes and one image
 embedding). Naive = the released code's loops (detector one image at a time; SAM one box per
@@ -66,36 +67,55 @@ def _bench_images(count: int, size: int, seed: int = 0) -> list[Image.Image]:
     return images
 
 
+def naive_sam_masks(sam_model: Any, sam_processor: Any, image: Image.Image, box: list[float]) -> torch.Tensor:
+    """The released code's SAM call for ONE box: the image preprocessed and embedded again; (1, H, W) bool."""
+    device = next(sam_model.parameters()).device
+    dtype = next(sam_model.parameters()).dtype
+    inputs = sam_processor(images=image, input_boxes=[[box]], return_tensors="pt")
+    with torch.inference_mode():
+        outputs = sam_model(
+            pixel_values=inputs["pixel_values"].to(device, dtype),
+            input_boxes=inputs["input_boxes"].to(device, dtype),
+            multimask_output=False,
+        )
+    mask = sam_processor.image_processor.post_process_masks(
+        outputs.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    )[0]
+    return mask[:, 0]
+
+
+def naive_sam2_masks(sam_model: Any, sam_processor: Any, image: Image.Image, box: list[float]) -> torch.Tensor:
+    """The same per-box loop with SAM 2 (``Sam2Model`` called on pixels, so the Hiera encoder runs
+    for every box); (1, H, W) bool."""
+    device = next(sam_model.parameters()).device
+    dtype = next(sam_model.parameters()).dtype
+    inputs = sam_processor(images=image, input_boxes=[[box]], return_tensors="pt")
+    with torch.inference_mode():
+        outputs = sam_model(
+            pixel_values=inputs["pixel_values"].to(device, dtype),
+            input_boxes=inputs["input_boxes"].to(device),
+            multimask_output=False,
+        )
+    mask = sam_processor.post_process_masks(outputs.pred_masks.float().cpu(), inputs["original_sizes"])[0]
+    return mask[:, 0]
+
+
 def naive_annotate(
     detector: Any,
-    sam_model: Any,
-    sam_processor: Any,
+    box_masks: Callable[[Image.Image, list[float]], torch.Tensor],
     images: list[Image.Image],
     class_names: list[list[str]],
     box_threshold: float,
     text_threshold: float,
 ) -> list[np.ndarray]:
-    """The released code's annotation loop: detector per image, SAM per box with re-embedding."""
+    """The released code's annotation loop: detector per image, ``box_masks`` (a SAM call with
+    re-embedding) per box."""
     from magicseg_hf.generation.annotate import label_map
 
-    device = next(sam_model.parameters()).device
-    dtype = next(sam_model.parameters()).dtype
     labels = []
     for image, names in zip(images, class_names):
         found = detector.detect([image], [names], box_threshold, text_threshold)[0]
-        masks = []
-        for box in found.boxes.tolist():
-            inputs = sam_processor(images=image, input_boxes=[[box]], return_tensors="pt")
-            with torch.inference_mode():
-                outputs = sam_model(
-                    pixel_values=inputs["pixel_values"].to(device, dtype),
-                    input_boxes=inputs["input_boxes"].to(device, dtype),
-                    multimask_output=False,
-                )
-            mask = sam_processor.image_processor.post_process_masks(
-                outputs.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
-            )[0]
-            masks.append(mask[:, 0])
+        masks = [box_masks(image, box) for box in found.boxes.tolist()]
         if masks:
             labels.append(label_map(torch.cat(masks), found.labels, found.scores, len(names)))
         else:
@@ -103,24 +123,36 @@ def naive_annotate(
     return labels
 
 
-def bench_annotation(quick: bool) -> dict[str, Any]:
-    """Optimised vs naive annotation with the tiny Grounding DINO + tiny SamModel.
+#: The annotation combinations measured: (key prefix, detector kind, segmenter backend).
+ANNOTATION_CASES = (
+    ("annotation", "grounding-dino", "transformers"),
+    ("annotation_mm_sam2", "mm-grounding-dino", "sam2"),
+)
 
-    8 images of 128 px with 1-3 classes each; the tiny detector has 5 queries and the tiny
-    preset's thresholds are 0.0, so every image gets 5 boxes (40 SAM prompts in all). Returns
-    ``annotation_speedup`` (naive seconds / optimised seconds) and the timings behind it.
-    """
-    from magicseg_hf.generation.annotate import Annotator, GroundingDinoDetector, TransformersSamSegmenter
+
+def _bench_annotation_case(prefix: str, detector_kind: str, segmenter: str, quick: bool) -> dict[str, Any]:
+    """Optimised vs naive annotation with one tiny detector + segmenter; keys start with ``prefix``."""
+    from magicseg_hf.generation.annotate import (
+        Annotator,
+        GroundingDinoDetector,
+        MMGroundingDinoDetector,
+        Sam2Segmenter,
+        TransformersSamSegmenter,
+    )
     from magicseg_hf.loading import load_detector, load_segmenter
-    from magicseg_hf.presets import generation_defaults
+    from magicseg_hf.presets import TINY_DETECTORS, TINY_SEGMENTERS, generation_defaults
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     defaults = generation_defaults("tiny")
     box_threshold, text_threshold = defaults["box_threshold"], defaults["text_threshold"]
-    detector = GroundingDinoDetector(*load_detector("grounding-dino", defaults["detector_model"], device=device))
-    sam_model, sam_processor = load_segmenter("transformers", defaults["segmenter_model"], device=device)
-    annotator = Annotator(detector, TransformersSamSegmenter(sam_model, sam_processor), box_threshold, text_threshold)
+    detector_cls = MMGroundingDinoDetector if detector_kind == "mm-grounding-dino" else GroundingDinoDetector
+    detector = detector_cls(*load_detector(detector_kind, TINY_DETECTORS[detector_kind], device=device))
+    sam_model, sam_processor = load_segmenter(segmenter, TINY_SEGMENTERS[segmenter], device=device)
+    segmenter_cls, naive_masks = (
+        (Sam2Segmenter, naive_sam2_masks) if segmenter == "sam2" else (TransformersSamSegmenter, naive_sam_masks)
+    )
+    annotator = Annotator(detector, segmenter_cls(sam_model, sam_processor), box_threshold, text_threshold)
 
     vocabulary = ["cat", "dog", "traffic light", "person", "bicycle", "bow (weapon)"]
     num_images = 8
@@ -133,7 +165,8 @@ def bench_annotation(quick: bool) -> dict[str, Any]:
 
     def naive() -> list[np.ndarray]:
         return naive_annotate(
-            detector, sam_model, sam_processor, images, class_names, box_threshold, text_threshold
+            detector, lambda image, box: naive_masks(sam_model, sam_processor, image, box),
+            images, class_names, box_threshold, text_threshold,
         )
 
     optimised()  # warm-up
@@ -142,31 +175,46 @@ def bench_annotation(quick: bool) -> dict[str, Any]:
     agreement = float(np.mean([np.mean(a == b) for a, b in zip(naive_labels, optimised_labels)]))
     num_boxes = sum(len(a.boxes) for a in annotator.annotate(images, class_names))
 
-    # Where the time goes: one image embedding vs one all-boxes decode.
-    segmenter = annotator.segmenter
+    # Where the time goes: one image embedding vs one all-boxes segment call.
+    segmenter_part = annotator.segmenter
     inputs = sam_processor(images=images[0], return_tensors="pt")
     pixel_values = inputs["pixel_values"].to(device, next(sam_model.parameters()).dtype)
     with torch.inference_mode():
         sam_model.get_image_embeddings(pixel_values)
         embed_s, _ = _timed(lambda: sam_model.get_image_embeddings(pixel_values), repeats)
     boxes = torch.tensor([[8.0, 8.0, 64.0, 64.0]] * 4)
-    segment_s, _ = _timed(lambda: segmenter.segment(images[0], boxes), repeats)
+    segment_s, _ = _timed(lambda: segmenter_part.segment(images[0], boxes), repeats)
 
     result = {
-        "annotation_speedup": naive_s / optimised_s,
-        "annotation_naive_s": naive_s,
-        "annotation_optimised_s": optimised_s,
-        "annotation_images": num_images,
-        "annotation_boxes": num_boxes,
-        "annotation_label_agreement": agreement,
-        "annotation_sam_embed_s": embed_s,
-        "annotation_sam_segment_4_boxes_s": segment_s,
-        "annotation_device": device,
+        f"{prefix}_speedup": naive_s / optimised_s,
+        f"{prefix}_naive_s": naive_s,
+        f"{prefix}_optimised_s": optimised_s,
+        f"{prefix}_images": num_images,
+        f"{prefix}_boxes": num_boxes,
+        f"{prefix}_label_agreement": agreement,
+        f"{prefix}_sam_embed_s": embed_s,
+        f"{prefix}_sam_segment_4_boxes_s": segment_s,
+        f"{prefix}_device": device,
     }
     logger.info(
-        "annotation: %d images, %d boxes: naive %.3f s, optimised %.3f s -> %.2fx (labels agree on %.4f of pixels)",
-        num_images, num_boxes, naive_s, optimised_s, naive_s / optimised_s, agreement,
+        "%s + %s: %d images, %d boxes: naive %.3f s, optimised %.3f s -> %.2fx (labels agree on %.4f of pixels)",
+        detector_kind, segmenter, num_images, num_boxes, naive_s, optimised_s, naive_s / optimised_s, agreement,
     )
+    return result
+
+
+def bench_annotation(quick: bool) -> dict[str, Any]:
+    """Optimised vs naive annotation for each of :data:`ANNOTATION_CASES` (tiny models).
+
+    8 images of 128 px with 1-3 classes each; the tiny detectors have 5 queries and the tiny
+    preset's thresholds are 0.0, so every image gets 5 boxes (40 SAM prompts in all). Returns, per
+    case, ``<prefix>_speedup`` (naive seconds / optimised seconds) and the timings behind it:
+    ``annotation_*`` for Grounding DINO + SamModel, ``annotation_mm_sam2_*`` for MM-Grounding-DINO
+    + SAM 2.
+    """
+    result: dict[str, Any] = {}
+    for prefix, detector_kind, segmenter in ANNOTATION_CASES:
+        result.update(_bench_annotation_case(prefix, detector_kind, segmenter, quick))
     return result
 
 

@@ -128,6 +128,29 @@ def _check_tiny_id(model_id: str, expected: str, what: str) -> None:
 
 
 # ---- diffusion -----------------------------------------------------------------------------------
+#: Pipeline classes of a supported family that diffusers 0.42's ``AutoPipelineForInpainting`` has
+#: no mapping for (it raises "AutoPipeline can't find a pipeline linked to FluxFillPipeline"):
+#: such a checkpoint loads as the class its ``model_index.json`` names.
+_INPAINTING_OUTSIDE_AUTO_PIPELINES = frozenset({"FluxFillPipeline"})
+
+
+def _tiny_diffusion_pipeline(model_id: str, inpainting: bool, what: str) -> Any:
+    """The ``tiny:`` twin ``model_id``, checked to be a twin of the role asked for."""
+    from magicseg_hf.families import TINY_DIFFUSION_MODELS, family_of_class
+
+    roles = {name: family_of_class(cls).inpainting for name, cls in TINY_DIFFUSION_MODELS.items()}
+    wanted = ", ".join(name for name, role in roles.items() if role == inpainting)
+    if model_id not in roles:
+        raise ModelLoadError(f"unknown tiny {what} {model_id!r}; the tiny {what}s are {wanted}")
+    if roles[model_id] != inpainting:
+        kind = "an inpainting" if roles[model_id] else "a text-to-image"
+        raise ModelLoadError(
+            f"tiny {what} {model_id!r} is {kind} twin ({TINY_DIFFUSION_MODELS[model_id]}); "
+            f"the tiny {what}s are {wanted}"
+        )
+    return tiny.tiny_diffusion_pipeline(model_id)
+
+
 def load_diffusion_pipeline(
     model_id: str,
     revision: str | None = None,
@@ -139,26 +162,36 @@ def load_diffusion_pipeline(
 ) -> Any:
     """A text-to-image (or inpainting) diffusers pipeline from a Hub id, folder or ``tiny:`` id.
 
-    Real checkpoints load through ``AutoPipelineForText2Image`` / ``AutoPipelineForInpainting``
-    (``safety_checker=False`` drops the checker). The pipeline is moved to ``device`` in ``dtype``
-    and has its progress bar disabled.
+    Any family of :mod:`magicseg_hf.families` loads: Stable Diffusion 1.x/2.x, SDXL, SD3 and
+    FLUX.1. A ``tiny:`` id is built by :func:`magicseg_hf.tiny.tiny_diffusion_pipeline` and must be
+    a twin of the role asked for (a text-to-image twin where ``inpainting`` is asked is a
+    :class:`ModelLoadError`). Real checkpoints load through ``AutoPipelineForText2Image`` /
+    ``AutoPipelineForInpainting`` — a FLUX Fill checkpoint, which diffusers' auto pipelines do not
+    map, as its own ``FluxFillPipeline``. ``safety_checker=False`` drops the checker of a pipeline
+    that has one (Stable Diffusion 1.x/2.x; SDXL, SD3 and FLUX have none, and are given nothing).
+    The pipeline is moved to ``device`` in ``dtype`` and has its progress bar disabled.
+
+    Raises:
+        ModelLoadError: an unknown ``tiny:`` id or one of the other role; a checkpoint that is
+            missing, unreachable or does not load.
     """
     torch_dtype = resolve_dtype(dtype, device)
     what = "inpainting model" if inpainting else "diffusion model"
     if is_tiny(model_id):
-        _check_tiny_id(
-            model_id, TINY_MODELS["inpainting_model" if inpainting else "diffusion_model"][0], what
-        )
-        pipe = tiny.tiny_stable_diffusion(inpainting=inpainting)
+        pipe = _tiny_diffusion_pipeline(model_id, inpainting, what)
         if torch_dtype != torch.float32:
             pipe = pipe.to(dtype=torch_dtype)
     else:
-        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image, DiffusionPipeline
 
         check_model_available(model_id, revision, what)
+        with load_errors(model_id, what):
+            index = DiffusionPipeline.load_config(model_id, revision=revision)  # model_index.json
         cls = AutoPipelineForInpainting if inpainting else AutoPipelineForText2Image
+        if inpainting and index.get("_class_name") in _INPAINTING_OUTSIDE_AUTO_PIPELINES:
+            cls = DiffusionPipeline
         kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype}
-        if not safety_checker:
+        if not safety_checker and "safety_checker" in index:  # only pipelines with a checker slot
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         with load_errors(model_id, what):
             pipe = cls.from_pretrained(model_id, **kwargs)
@@ -207,6 +240,8 @@ def _check_model_type(
     if model_type in accepted:
         return
     expected = " or ".join(repr(t) for t in accepted)
+    if not model_type:
+        raise ModelLoadError(f"{what} {model_id!r}: its config.json names no model_type, expected {expected}")
     hint = f"; for this model use {hints[model_type]}" if model_type in hints else ""
     raise ModelLoadError(f"{what} {model_id!r} holds a {model_type!r} model, expected model_type {expected}{hint}")
 

@@ -25,10 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from magicseg_hf.errors import ModelLoadError
+from magicseg_hf.families import TINY_DIFFUSION_MODELS
 from magicseg_hf.presets import TINY_OPEN_SEG, TINY_OPEN_SEG_CLIP
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from diffusers import (
+        FluxFillPipeline,
+        FluxPipeline,
+        StableDiffusion3InpaintPipeline,
+        StableDiffusion3Pipeline,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLInpaintPipeline,
+        StableDiffusionXLPipeline,
+    )
     from segment_anything.modeling import Sam
     from transformers import (
         BertTokenizer,
@@ -47,6 +58,7 @@ if TYPE_CHECKING:
         Sam2Processor,
         SamModel,
         SamProcessor,
+        T5Config,
     )
 
     from magicseg_hf.modeling import CLIPForOpenSegmentation
@@ -320,6 +332,342 @@ def tiny_stable_diffusion(
     }
     text_config = tiny_clip_text_config(tiny_clip_tokenizer())
     return random_stable_diffusion(unet, vae, text_config, inpainting=inpainting, seed=seed)
+
+
+def _scheduler(kind: str) -> Any:
+    """A deterministic scheduler with a family's settings (no noise drawn while stepping):
+
+    - ``euler``: SDXL's ``EulerDiscreteScheduler`` (SD-1.x/SDXL noise schedule, leading spacing);
+    - ``flow``: SD3's ``FlowMatchEulerDiscreteScheduler`` (shift 3);
+    - ``flow-dynamic``: FLUX.1's, whose shift grows with the image's token count (0.5 at 256
+      tokens to 1.15 at 4096).
+    """
+    from diffusers import EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+
+    if kind == "euler":
+        return EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        )
+    if kind == "flow":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+
+
+def tiny_t5_tokenizer() -> CLIPTokenizer:
+    """The tokenizer of the tiny twins' T5 slot (SD3's ``tokenizer_3``, FLUX's ``tokenizer_2``):
+    the tiny CLIP BPE with ``model_max_length`` 512, T5's longest text. The pipelines only call it,
+    so any tokenizer whose ids fit the text encoder works."""
+    return _clip_bpe_tokenizer(shift_ids=False, model_max_length=512)
+
+
+def tiny_t5_config(tokenizer: Any, d_model: int = 32, num_layers: int = 2) -> T5Config:
+    """A small ``T5Config`` (4 heads, gated-GELU feed-forward like T5 v1.1) whose vocabulary size
+    and special ids are ``tokenizer``'s."""
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=d_model // 4,
+        d_ff=2 * d_model,
+        num_layers=num_layers,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+
+
+def random_sdxl(
+    unet: dict[str, Any],
+    vae: dict[str, Any],
+    text_config: Any,
+    text_config_2: Any,
+    *,
+    inpainting: bool = False,
+    seed: int = 0,
+) -> StableDiffusionXLPipeline | StableDiffusionXLInpaintPipeline:
+    """A Stable Diffusion XL pipeline with random weights from architecture settings, built offline.
+
+    Args:
+        unet: ``UNet2DConditionModel`` settings with SDXL's ``text_time`` added conditioning:
+            ``cross_attention_dim`` = the two text encoders' widths summed,
+            ``projection_class_embeddings_input_dim`` = ``text_config_2.projection_dim`` + 6 x
+            ``addition_time_embed_dim`` (``in_channels`` is set here: 9 for inpainting, else 4).
+        vae: ``AutoencoderKL`` settings.
+        text_config, text_config_2: ``CLIPTextConfig`` of the ``CLIPTextModel`` and of the
+            ``CLIPTextModelWithProjection``, ids fitting :func:`tiny_clip_tokenizer`.
+        inpainting: build a ``StableDiffusionXLInpaintPipeline``.
+        seed: weights are drawn under this seed, so every process builds the same model.
+
+    Euler discrete scheduler (SDXL's); no watermarker; empty prompts encoded, not zeroed.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        StableDiffusionXLInpaintPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    with seeded(seed):
+        unet_model = UNet2DConditionModel(**{**unet, "in_channels": 9 if inpainting else 4})
+        vae_model = AutoencoderKL(**vae)
+        text_encoder = CLIPTextModel(text_config)
+        text_encoder_2 = CLIPTextModelWithProjection(text_config_2)
+    components: dict[str, Any] = {
+        "vae": vae_model.eval(),
+        "text_encoder": text_encoder.eval(),
+        "text_encoder_2": text_encoder_2.eval(),
+        "tokenizer": tiny_clip_tokenizer(),
+        "tokenizer_2": tiny_clip_tokenizer(),
+        "unet": unet_model.eval(),
+        "scheduler": _scheduler("euler"),
+        "add_watermarker": False,
+    }
+    if inpainting:
+        return StableDiffusionXLInpaintPipeline(**components, requires_aesthetics_score=False)
+    return StableDiffusionXLPipeline(**components)
+
+
+def random_sd3(
+    transformer: dict[str, Any],
+    vae: dict[str, Any],
+    text_config: Any,
+    text_config_2: Any,
+    t5_config: Any,
+    *,
+    inpainting: bool = False,
+    seed: int = 0,
+) -> StableDiffusion3Pipeline | StableDiffusion3InpaintPipeline:
+    """A Stable Diffusion 3 pipeline with random weights from architecture settings, built offline.
+
+    Args:
+        transformer: ``SD3Transformer2DModel`` settings: ``in_channels`` = the VAE's 16 latent
+            channels (SD3's inpainting pipeline requires 16), ``joint_attention_dim`` = the T5 width
+            (at least the two CLIP widths summed: CLIP features are zero-padded to it),
+            ``pooled_projection_dim`` = the two CLIP projections summed, ``caption_projection_dim``
+            = heads x head width.
+        vae: ``AutoencoderKL`` settings (16 latent channels).
+        text_config, text_config_2: the two ``CLIPTextModelWithProjection`` configs.
+        t5_config: the ``T5EncoderModel`` config (ids fitting :func:`tiny_t5_tokenizer`).
+        inpainting: build a ``StableDiffusion3InpaintPipeline`` (the same components: SD3 inpaints
+            with its text-to-image transformer, blending the known region at each step).
+        seed: weights are drawn under this seed, so every process builds the same model.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        SD3Transformer2DModel,
+        StableDiffusion3InpaintPipeline,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection, T5EncoderModel
+
+    with seeded(seed):
+        transformer_model = SD3Transformer2DModel(**transformer)
+        vae_model = AutoencoderKL(**vae)
+        text_encoder = CLIPTextModelWithProjection(text_config)
+        text_encoder_2 = CLIPTextModelWithProjection(text_config_2)
+        text_encoder_3 = T5EncoderModel(t5_config)
+    cls = StableDiffusion3InpaintPipeline if inpainting else StableDiffusion3Pipeline
+    return cls(
+        transformer=transformer_model.eval(),
+        scheduler=_scheduler("flow"),
+        vae=vae_model.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=tiny_clip_tokenizer(),
+        text_encoder_3=text_encoder_3.eval(),
+        tokenizer_3=tiny_t5_tokenizer(),
+    )
+
+
+def random_flux(
+    transformer: dict[str, Any],
+    vae: dict[str, Any],
+    text_config: Any,
+    t5_config: Any,
+    *,
+    fill: bool = False,
+    seed: int = 0,
+) -> FluxPipeline | FluxFillPipeline:
+    """A FLUX.1 pipeline with random weights from architecture settings, built offline.
+
+    Args:
+        transformer: ``FluxTransformer2DModel`` settings: ``joint_attention_dim`` = the T5 width,
+            ``pooled_projection_dim`` = the CLIP width, ``axes_dims_rope`` summing to
+            ``attention_head_dim`` (``in_channels``/``out_channels`` are set here from the VAE:
+            4 x latent channels, as 2 x 2 patches are packed into tokens; FLUX Fill's input adds the
+            packed masked-image latents and the packed mask, ``4 * s * s`` for VAE scale ``s``).
+        vae: ``AutoencoderKL`` settings.
+        text_config: the ``CLIPTextModel`` config (its pooled output is the pooled projection).
+        t5_config: the ``T5EncoderModel`` config (ids fitting :func:`tiny_t5_tokenizer`).
+        fill: build a ``FluxFillPipeline``.
+        seed: weights are drawn under this seed, so every process builds the same model.
+    """
+    from diffusers import AutoencoderKL, FluxFillPipeline, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    packed = 4 * vae["latent_channels"]  # one token: a 2 x 2 patch of latents
+    scale = 2 ** (len(vae["block_out_channels"]) - 1)
+    channels = {"in_channels": 2 * packed + 4 * scale * scale, "out_channels": packed} if fill else {
+        "in_channels": packed,
+        "out_channels": None,
+    }
+    with seeded(seed):
+        transformer_model = FluxTransformer2DModel(**{**transformer, **channels})
+        vae_model = AutoencoderKL(**vae)
+        text_encoder = CLIPTextModel(text_config)
+        text_encoder_2 = T5EncoderModel(t5_config)
+    cls = FluxFillPipeline if fill else FluxPipeline
+    return cls(
+        scheduler=_scheduler("flow-dynamic"),
+        vae=vae_model.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=tiny_t5_tokenizer(),
+        transformer=transformer_model.eval(),
+    )
+
+
+def _tiny_vae(latent_channels: int, **settings: Any) -> dict[str, Any]:
+    """The tiny twins' 4-block VAE (scale factor 8: 128 px <-> 16 x 16 latents)."""
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": latent_channels,
+        "block_out_channels": (8, 8, 16, 16),
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "sample_size": 128,
+        **settings,
+    }
+
+
+def tiny_sdxl(inpainting: bool = False, seed: int = 0) -> StableDiffusionXLPipeline | StableDiffusionXLInpaintPipeline:
+    """The ``tiny:sdxl`` (or ``-inpainting``) pipeline: 128 px from 16 x 16 x 4 latents, a 2-block
+    UNet with SDXL's layout (attention in the second block, linear projections, ``text_time``
+    conditioning on the pooled text + 6 size/crop numbers), two tiny CLIP text encoders (32 wide
+    each, so cross-attention width 64)."""
+    tokenizer = tiny_clip_tokenizer()
+    text_config = tiny_clip_text_config(tokenizer)
+    text_config_2 = tiny_clip_text_config(tokenizer, projection_dim=32)
+    time_dim = 8
+    unet = {
+        "sample_size": 16,
+        "out_channels": 4,
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "transformer_layers_per_block": (1, 1),
+        "attention_head_dim": (2, 4),
+        "use_linear_projection": True,
+        "cross_attention_dim": text_config.hidden_size + text_config_2.hidden_size,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": time_dim,
+        "projection_class_embeddings_input_dim": text_config_2.projection_dim + 6 * time_dim,
+        "norm_num_groups": 8,
+    }
+    # force_upcast off: SDXL's real VAE overflows in float16; the tiny one runs in float32 and
+    # would otherwise be re-cast (with a warning) on every inpainting call.
+    vae = _tiny_vae(4, scaling_factor=0.13025, force_upcast=False)
+    return random_sdxl(unet, vae, text_config, text_config_2, inpainting=inpainting, seed=seed)
+
+
+def tiny_sd3(inpainting: bool = False, seed: int = 0) -> StableDiffusion3Pipeline | StableDiffusion3InpaintPipeline:
+    """The ``tiny:sd3`` (or ``-inpainting``) pipeline: 128 px from 16 x 16 x 16 latents in 2 x 2
+    patches (64 image tokens), a 2-block MMDiT 32 wide, two tiny CLIP encoders with projection and a
+    2-layer T5 64 wide (the joint text width)."""
+    tokenizer = tiny_clip_tokenizer()
+    text_config = tiny_clip_text_config(tokenizer)
+    text_config_2 = tiny_clip_text_config(tokenizer)
+    t5_config = tiny_t5_config(tiny_t5_tokenizer(), d_model=text_config.hidden_size + text_config_2.hidden_size)
+    transformer = {
+        "sample_size": 16,
+        "patch_size": 2,
+        "in_channels": 16,
+        "out_channels": 16,
+        "num_layers": 2,
+        "attention_head_dim": 8,
+        "num_attention_heads": 4,
+        "caption_projection_dim": 32,
+        "joint_attention_dim": t5_config.d_model,
+        "pooled_projection_dim": text_config.projection_dim + text_config_2.projection_dim,
+        "pos_embed_max_size": 16,
+    }
+    vae = _tiny_vae(
+        16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False
+    )
+    return random_sd3(transformer, vae, text_config, text_config_2, t5_config, inpainting=inpainting, seed=seed)
+
+
+def tiny_flux(fill: bool = False, seed: int = 0) -> FluxPipeline | FluxFillPipeline:
+    """The ``tiny:flux`` (or ``tiny:flux-fill``) pipeline: 128 px from 16 x 16 x 16 latents packed
+    into 64 tokens of 64 channels, one double-stream and one single-stream block 32 wide with
+    guidance embedding (FLUX.1-dev's distilled guidance), the tiny CLIP text encoder and a 2-layer
+    T5 32 wide."""
+    tokenizer = tiny_clip_tokenizer()
+    text_config = tiny_clip_text_config(tokenizer)
+    t5_config = tiny_t5_config(tiny_t5_tokenizer(), d_model=32)
+    transformer = {
+        "patch_size": 1,
+        "num_layers": 1,
+        "num_single_layers": 1,
+        "attention_head_dim": 16,
+        "num_attention_heads": 2,
+        "joint_attention_dim": t5_config.d_model,
+        "pooled_projection_dim": text_config.hidden_size,
+        "guidance_embeds": True,
+        "axes_dims_rope": (4, 6, 6),
+    }
+    vae = _tiny_vae(
+        16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False
+    )
+    return random_flux(transformer, vae, text_config, t5_config, fill=fill, seed=seed)
+
+
+def tiny_diffusion_pipeline(model_id: str, seed: int = 0) -> Any:
+    """The ``tiny:`` diffusion twin ``model_id`` (any id of
+    :data:`~magicseg_hf.families.TINY_DIFFUSION_MODELS`), weights drawn under ``seed``.
+
+    Raises:
+        ModelLoadError: ``model_id`` is not a tiny diffusion twin.
+    """
+    builders = {
+        "tiny:stable-diffusion": partial(tiny_stable_diffusion, inpainting=False),
+        "tiny:stable-diffusion-inpainting": partial(tiny_stable_diffusion, inpainting=True),
+        "tiny:sdxl": partial(tiny_sdxl, inpainting=False),
+        "tiny:sdxl-inpainting": partial(tiny_sdxl, inpainting=True),
+        "tiny:sd3": partial(tiny_sd3, inpainting=False),
+        "tiny:sd3-inpainting": partial(tiny_sd3, inpainting=True),
+        "tiny:flux": partial(tiny_flux, fill=False),
+        "tiny:flux-fill": partial(tiny_flux, fill=True),
+    }
+    if model_id not in builders:
+        raise ModelLoadError(
+            f"unknown tiny diffusion model {model_id!r}; the tiny diffusion twins are {', '.join(TINY_DIFFUSION_MODELS)}"
+        )
+    return builders[model_id](seed=seed)
 
 
 # ---- prompts -------------------------------------------------------------------------------------

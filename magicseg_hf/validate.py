@@ -213,7 +213,7 @@ def _check_class_scores(
     """``class_scores`` against the (H, W) label map: one per class, NaN exactly where the class has
     no pixel, the others within [-1, 1] (cosine similarities)."""
     if len(scores) != num_classes:
-        report.add(f"{where}: {len(scores)} class_scores for {num_classes} classes (expected one per class)")
+        report.add(f"{where}: {len(scores)} class_scores for {num_classes} class(es) (expected one per class)")
         return
     present = set(np.unique(label).tolist())
     for position, score in enumerate(scores):
@@ -355,7 +355,7 @@ def _check_card(folder: DatasetFolder, shards: list[Path], num_rows: int, report
             if features != expected:
                 diff = [c for c in expected if features.get(c) != expected[c]]
                 extra = [c for c in features if c not in expected]
-                report.add(f"{CARD_FILE}: dataset_info.features differ from the shards' schema in {diff + extra}")
+                report.add(f"{CARD_FILE}: dataset_info.features differ from the schema in {diff + extra}")
             elif features._to_yaml_list() != info.get("features"):
                 report.add(f"{CARD_FILE}: dataset_info.features do not round-trip through datasets")
         splits = {s.get("name"): s for s in info.get("splits") or [] if isinstance(s, dict)}

@@ -250,7 +250,7 @@ def test_mm_grounding_dino_is_its_own_model_and_boxes_fit_each_image(mm_groundin
 
     assert isinstance(mm_grounding_dino.model, MMGroundingDinoForObjectDetection)
     assert not isinstance(grounding_dino.model, MMGroundingDinoForObjectDetection)
-    assert isinstance(mm_grounding_dino.model, GroundingDinoForObjectDetection)  # same outputs, same post-processing
+    assert not isinstance(mm_grounding_dino.model, GroundingDinoForObjectDetection)
     sizes = [(160, 96), (128, 128), (100, 180)]  # (width, height)
     images = [image.resize(size) for image, size in zip(_images(3), sizes)]
     names = [["cat", "dog"], ["traffic light"], ["bow (weapon)", "zebra", "person"]]
@@ -267,8 +267,8 @@ def test_check_class_names_covers_mm_grounding_dino(mm_grounding_dino) -> None:
     """The detector-text length check applies to MM-Grounding-DINO as to Grounding DINO (256 tokens)."""
     parts = SimpleNamespace(images=SimpleNamespace(pipe=None), annotator=SimpleNamespace(detector=mm_grounding_dino))
     check_class_names(parts, ["cat", "traffic light"], 2)
-    with pytest.raises(InputError, match="too long for the grounding-dino detector"):
-        check_class_names(parts, ["cat", " ".join(["zebra"] * 200)], 2)
+    with pytest.raises(InputError, match="too long for the mm-grounding-dino detector"):
+        check_class_names(parts, ["cat", " ".join(["zebra"] * 300)], 2)
 
 
 def test_owlv2_labels_index_each_images_own_classes(owlv2) -> None:
@@ -324,18 +324,26 @@ def test_sam_segmenters_embed_the_image_once(transformers_sam, sam2, segment_any
 
 def test_sam2_masks_at_the_image_size_and_in_reduced_precision(sam2) -> None:
     """A non-square image: masks come back (N, H, W) at its size; each follows its box (a mask for
-    a box in one corner differs from one for the opposite corner). bfloat16 weights give the same
-    shapes and nearly the same masks (inputs follow the model's dtype)."""
+    a box in one corner differs from one for the opposite corner). bfloat16 weights run (inputs
+    follow the model's dtype) and give nearly the float32 masks.
+
+    The comparison turns off SAM 2's "dynamic multimask via stability" on both copies: with random
+    weights the stability of the candidate masks sits at its threshold, so bfloat16 rounding flips
+    which candidate is returned; that choice is the model's, not the segmenter's numerics."""
     image = _images(1)[0].resize((160, 96))
     boxes = torch.tensor([[0.0, 0.0, 60.0, 40.0], [100.0, 56.0, 160.0, 96.0]])
     masks = sam2.segment(image, boxes)
     assert masks.shape == (2, 96, 160) and masks.dtype == torch.bool
     assert not torch.equal(masks[0], masks[1])
-    model, processor = loading.load_segmenter("sam2", "tiny:sam2", dtype="bfloat16")
-    assert next(model.parameters()).dtype == torch.bfloat16
-    reduced = Sam2Segmenter(model, processor).segment(image, boxes)
+    segmenters = {}
+    for dtype in ("float32", "bfloat16"):
+        model, processor = loading.load_segmenter("sam2", "tiny:sam2", dtype=dtype)
+        model.mask_decoder.dynamic_multimask_via_stability = False
+        segmenters[dtype] = Sam2Segmenter(model, processor)
+    assert segmenters["bfloat16"].dtype == torch.bfloat16
+    full, reduced = (segmenters[dtype].segment(image, boxes) for dtype in ("float32", "bfloat16"))
     assert reduced.shape == (2, 96, 160) and reduced.dtype == torch.bool
-    assert (reduced == masks).float().mean() > 0.95
+    assert (reduced == full).float().mean() > 0.95
 
 
 def test_segment_anything_checkpoint_roundtrip_with_weights_only(tmp_path, segment_anything_sam, monkeypatch) -> None:

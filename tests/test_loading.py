@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from magicseg_hf import hub_access, loading, presets, tiny
 from magicseg_hf.errors import ModelLoadError
@@ -62,9 +63,9 @@ def test_offline_mode_and_reachability_are_read_when_checking(monkeypatch) -> No
 
 
 def test_tiny_ids_are_checked_against_the_preset() -> None:
-    with pytest.raises(ModelLoadError, match="unknown tiny diffusion model 'tiny:sdxl'"):
-        loading.load_diffusion_pipeline("tiny:sdxl")
-    with pytest.raises(ModelLoadError, match="the tiny preset has 'tiny:stable-diffusion-inpainting'"):
+    with pytest.raises(ModelLoadError, match="unknown tiny diffusion model 'tiny:sdxl-turbo'"):
+        loading.load_diffusion_pipeline("tiny:sdxl-turbo")
+    with pytest.raises(ModelLoadError, match="'tiny:stable-diffusion' is a text-to-image twin"):
         loading.load_diffusion_pipeline("tiny:stable-diffusion", inpainting=True)
     with pytest.raises(ModelLoadError, match="unknown tiny prompt model"):
         loading.load_causal_lm("tiny:llama")
@@ -105,3 +106,120 @@ def test_load_open_seg_refuses_another_model_type(tmp_path):
     assert CLIPConfig.from_pretrained(tmp_path).model_type == "clip"
     with pytest.raises(ModelLoadError, match="is a 'clip' model, not a CLIPForOpenSegmentation"):
         load_open_seg(str(tmp_path))
+
+
+# ---- detectors and segmenters: tiny ids, folders, model types ------------------------------------
+# Tiny twins saved as folders once per module: "real" checkpoints for from_pretrained, offline.
+_SAVED_TWINS = {
+    "owlv2": tiny.tiny_owlv2,
+    "grounding-dino": tiny.tiny_grounding_dino,
+    "mm-grounding-dino": tiny.tiny_mm_grounding_dino,
+    "sam": tiny.tiny_transformers_sam,
+    "sam2": tiny.tiny_sam2,
+}
+
+
+@pytest.fixture(scope="module")
+def saved_twins(tmp_path_factory) -> dict[str, str]:
+    """model_type -> a folder holding that tiny twin and its processor (save_pretrained)."""
+    root = tmp_path_factory.mktemp("twins")
+    folders = {}
+    for name, build in _SAVED_TWINS.items():
+        model, processor = build()
+        folder = root / name
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        folders[name] = str(folder)
+    return folders
+
+
+def _one_line_error(call, match: str) -> str:
+    with pytest.raises(ModelLoadError, match=match) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_new_kinds_check_their_tiny_ids() -> None:
+    _one_line_error(
+        lambda: loading.load_detector("mm-grounding-dino", "tiny:grounding-dino"),
+        "unknown tiny mm-grounding-dino detector 'tiny:grounding-dino'; the tiny preset has 'tiny:mm-grounding-dino'",
+    )
+    _one_line_error(lambda: loading.load_segmenter("sam2", "tiny:sam"), "unknown tiny SAM 2 model 'tiny:sam'")
+    _one_line_error(lambda: loading.load_segmenter("transformers", "tiny:sam2"), "unknown tiny SAM model")
+    _one_line_error(lambda: loading.load_segmenter("sam2", None), "the sam2 segmenter backend needs")
+    _one_line_error(
+        lambda: loading.load_segmenter("sam3", "tiny:sam"), "known: transformers, sam2, segment-anything"
+    )
+
+
+@pytest.mark.parametrize(
+    "role,kind,folder,hint",
+    [
+        # transformers would fail deep inside the constructor ...
+        ("detector", "mm-grounding-dino", "owlv2", "--detector owlv2"),
+        ("detector", "owlv2", "mm-grounding-dino", "--detector mm-grounding-dino"),
+        # ... or, for these, load with part of the weights drawn at random and only a warning.
+        ("detector", "mm-grounding-dino", "grounding-dino", "--detector grounding-dino"),
+        ("detector", "grounding-dino", "mm-grounding-dino", "--detector mm-grounding-dino"),
+        ("segmenter", "transformers", "grounding-dino", None),
+        ("segmenter", "sam2", "sam", "--segmenter transformers"),
+        ("segmenter", "transformers", "sam2", "--segmenter sam2"),
+    ],
+)
+def test_a_folder_of_another_model_type_is_one_line(role, kind, folder, hint, saved_twins) -> None:
+    load = loading.load_detector if role == "detector" else loading.load_segmenter
+    message = _one_line_error(lambda: load(kind, saved_twins[folder]), f"holds a '{folder}' model, expected model_type")
+    if hint:
+        assert message.endswith(f"for this model use {hint}")
+
+
+def test_saved_twins_load_back_identical(saved_twins) -> None:
+    """A saved MM-Grounding-DINO / SAM 2 folder loads like a Hub checkpoint (from_pretrained +
+    the processor) with the same weights as the twin it was saved from."""
+    from transformers import GroundingDinoProcessor, Sam2Processor
+
+    for load, name in (
+        (lambda f: loading.load_detector("mm-grounding-dino", f), "mm-grounding-dino"),
+        (lambda f: loading.load_segmenter("sam2", f), "sam2"),
+    ):
+        model, processor = load(saved_twins[name])
+        twin, _ = _SAVED_TWINS[name]()
+        assert type(model) is type(twin) and not model.training
+        expected = twin.state_dict()
+        assert model.state_dict().keys() == expected.keys()
+        assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items()), name
+        assert isinstance(processor, GroundingDinoProcessor if name == "mm-grounding-dino" else Sam2Processor)
+
+
+def test_sam2_accepts_the_hubs_sam2_video_checkpoints(tmp_path) -> None:
+    """SAM 2.1 on the Hub is saved as ``sam2_video`` (the video model, a superset): the sam2
+    segmenter loads its image parts into a Sam2Model, every weight from the file."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    twin, processor = tiny.tiny_sam2()
+    config = twin.config
+    video_config = Sam2VideoConfig(
+        vision_config=config.vision_config,
+        prompt_encoder_config=config.prompt_encoder_config.to_dict(),
+        mask_decoder_config=config.mask_decoder_config.to_dict(),
+        image_size=256,
+        memory_attention_hidden_size=32,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=[16, 16],
+        memory_encoder_hidden_size=32,
+        memory_encoder_output_channels=16,
+        mask_downsampler_embed_dim=32,
+        memory_fuser_embed_dim=32,
+        memory_fuser_intermediate_dim=64,
+    )
+    with tiny.seeded(1):
+        video = Sam2VideoModel(video_config)
+    video.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    model, _ = loading.load_segmenter("sam2", str(tmp_path))
+    saved = video.state_dict()
+    assert type(model).__name__ == "Sam2Model" and model.config.model_type == "sam2_video"
+    assert all(torch.equal(value, saved[key]) for key, value in model.state_dict().items())

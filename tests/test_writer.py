@@ -62,7 +62,8 @@ def test_finalize_keeps_the_first_n_kept_attempts_in_order(tmp_path: Path):
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train-00000.parquet", "train-00001.parquet"]
     # counted up to the 3rd kept attempt (attempt 7): 8 attempts, attempt 8 is not counted
     assert (summary.num_rows, summary.attempts, summary.shortfall) == (3, 8, 0)
-    assert summary.dropped == {"blank_image": 1, "no_detection": 2, "mask_area": 1, "counterfactual": 1, "error": 0}
+    assert summary.dropped == {"blank_image": 1, "no_detection": 2, "mask_area": 1, "class_score": 0, "counterfactual": 1,
+                               "error": 0}
     saved = json.loads((tmp_path / "generation.json").read_text())["summary"]
     assert saved["attempts"] == 8 and "output_dir" not in saved
     assert (tmp_path / "preview.png").is_file()

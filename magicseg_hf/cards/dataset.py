@@ -322,6 +322,13 @@ def _model_rows(generation: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _family_text(diffusion: dict[str, Any] | None) -> str | None:
+    """``"flux (FluxPipeline; distilled guidance)"`` from generation.json's ``diffusion`` record."""
+    if not diffusion:
+        return None
+    return f"{diffusion.get('family')} ({diffusion.get('pipeline')}; {diffusion.get('guidance')} guidance)"
+
+
 def _settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
     config = generation.get("config") or {}
     summary = generation.get("summary") or {}
@@ -329,12 +336,15 @@ def _settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
         ("vocabulary", config.get("vocabulary") or "`--classes` (see `vocabulary.txt`)"),
         ("prompt backend", config.get("prompt_backend")),
         ("counterfactual mode", config.get("counterfactual", "prompt")),
+        ("generator family / pipeline", _family_text(generation.get("diffusion"))),
+        ("counterfactual steered by", (generation.get("diffusion") or {}).get("counterfactual_steering")),
         ("denoising steps", config.get("num_inference_steps")),
         ("guidance scale", config.get("guidance_scale")),
         ("image size (h × w)", f"{_fmt(config.get('height'))} × {_fmt(config.get('width'))}"),
         ("safety checker", config.get("safety_checker")),
         ("detector", config.get("detector")),
-        ("segmenter backend", config.get("segmenter")),
+        ("segmenter", config.get("segmenter")),
+        ("T5 text tokens (SD3/FLUX)", config.get("max_sequence_length")),
         ("box threshold", config.get("box_threshold")),
         ("text threshold", config.get("text_threshold")),
         ("counterfactual threshold", config.get("counterfactual_threshold")),

@@ -39,7 +39,9 @@ from magicseg_hf.generation.annotate import (
     Annotator,
     Detector,
     GroundingDinoDetector,
+    MMGroundingDinoDetector,
     Owlv2Detector,
+    Sam2Segmenter,
     SegmentAnythingSegmenter,
     Segmenter,
     TransformersSamSegmenter,
@@ -253,6 +255,7 @@ def check_class_names(parts: Components, vocabulary: Sequence[str], max_classes_
             )
     detector = parts.annotator.detector
     if isinstance(detector, GroundingDinoDetector):
+        detector_kind = "mm-grounding-dino" if isinstance(detector, MMGroundingDinoDetector) else "grounding-dino"
         limit = int(getattr(detector.model.config, "max_text_len", 0) or 0) or _text_limit(detector.processor.tokenizer)
         if limit is None:
             return
@@ -263,7 +266,7 @@ def check_class_names(parts: Components, vocabulary: Sequence[str], max_classes_
         if needed > limit:
             longest = order[0]
             raise InputError(
-                f"class name {_shown(vocabulary[longest])} is too long for the grounding-dino detector: "
+                f"class name {_shown(vocabulary[longest])} is too long for the {detector_kind} detector: "
                 f"{counts[longest]} tokens, and a detector text of up to {k} class(es) needs {needed} of the "
                 f"{limit} it reads; shorten the class names or lower --max-classes-per-prompt"
             )
@@ -343,11 +346,12 @@ def build_annotator(config: GenerationConfig, device: str) -> Annotator:
     model, processor = load_detector(
         config.detector, config.detector_model, config.detector_model_revision, device=device, dtype=config.dtype
     )
-    detector: Detector
-    if config.detector == "owlv2":
-        detector = Owlv2Detector(model, processor, device)
-    else:
-        detector = GroundingDinoDetector(model, processor, device)
+    detector_class: type = {
+        "owlv2": Owlv2Detector,
+        "mm-grounding-dino": MMGroundingDinoDetector,
+        "grounding-dino": GroundingDinoDetector,
+    }[config.detector]
+    detector: Detector = detector_class(model, processor, device)
 
     sam, sam_processor = load_segmenter(
         config.segmenter,
@@ -361,6 +365,8 @@ def build_annotator(config: GenerationConfig, device: str) -> Annotator:
     segmenter: Segmenter
     if config.segmenter == "segment-anything":
         segmenter = SegmentAnythingSegmenter(sam, device)
+    elif config.segmenter == "sam2":
+        segmenter = Sam2Segmenter(sam, sam_processor, device)
     else:
         segmenter = TransformersSamSegmenter(sam, sam_processor, device)
     logger.info(
