@@ -4,10 +4,12 @@ Run ``python benchmarks/bench_generate.py [--quick]``; the last line of stdout i
 merging every benchmark's dict (``annotation_speedup``, ...). Everything runs on the ``tiny``
 preset, offline, on CPU unless a GPU is present.
 
-Diffusion (:func:`bench_diffusion`): the same tiny Stable Diffusion pipeline, steps and size.
+Diffusion (:func:`bench_diffusion`): for each family's tiny twin (``--families``: Stable
+Diffusion, SDXL, SD3, FLUX), the same pipeline, steps, size, guidance and text length.
 Optimised = :class:`~magicseg_hf.generation.images.PairImageGenerator` (a batch of B pairs in
-one pipeline call: positive and counterfactual share their noise and go through the UNet as one
-batch of 2B). Naive = one image per pipeline call, positive and counterfactual as separate calls.
+one pipeline call: positive and counterfactual share their noise and go through the denoiser as
+one batch of 2B). Naive = one image per pipeline call, positive and counterfactual as separate
+calls. Reported as ``diffusion_speedup_<family>`` (and the unsuffixed ``diffusion_*`` for SD).
 
 Annotation (:func:`bench_annotation`): for each pair of tiny models — Grounding DINO + SamModel
 (``annotation_*``) and MM-Grounding-DINO + SAM 2 (``annotation_mm_sam2_*``) — the same images,
@@ -20,6 +22,7 @@ call, the image re-preprocessed and re-embedded for every box).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -220,27 +223,50 @@ def bench_annotation(quick: bool) -> dict[str, Any]:
 
 def naive_pairs(
     pipe: Any, prompts: list[str], counterfactual_prompts: list[str], negatives: list[str], seeds: list[int],
-    steps: int, size: int,
+    steps: int, size: int, family: Any = None, guidance_scale: float = 7.5, max_sequence_length: int | None = None,
 ) -> list[np.ndarray]:
-    """The released code's way: one image per pipeline call, positive and counterfactual apart."""
+    """The released code's way: one image per pipeline call, positive and counterfactual apart
+    (each from its own seeded generator; a negative prompt only where the family has one)."""
     images = []
+    extra: dict[str, Any] = {}
+    if family is not None and family.max_sequence_length is not None and max_sequence_length is not None:
+        extra["max_sequence_length"] = max_sequence_length
+    with_negative = family is None or family.negative_prompt
     for prompt, cf_prompt, negative, seed in zip(prompts, counterfactual_prompts, negatives, seeds):
         for text, neg in ((prompt, ""), (cf_prompt, negative)):
             generator = torch.Generator("cpu").manual_seed(seed)
-            images.append(pipe(text, negative_prompt=neg, generator=generator, num_inference_steps=steps,
-                               height=size, width=size, output_type="np").images[0])
+            if with_negative:
+                extra["negative_prompt"] = neg
+            images.append(pipe(text, generator=generator, num_inference_steps=steps, guidance_scale=guidance_scale,
+                               height=size, width=size, output_type="np", **extra).images[0])
     return images
 
 
-def bench_diffusion(quick: bool) -> dict[str, Any]:
-    """Batched shared-noise pairs (one UNet batch of 2B) against one call per image."""
+#: Every family's tiny twin is measured unless ``--families`` names fewer.
+DIFFUSION_FAMILIES = ("stable-diffusion", "sdxl", "sd3", "flux")
+
+
+def bench_diffusion_family(family_name: str, quick: bool) -> dict[str, Any]:
+    """One family's tiny twin: batched shared-noise pairs (one denoiser batch of 2B) against one
+    call per image, at the same steps (4), size (128 px), guidance and text length.
+
+    Returns ``diffusion_speedup_<family>`` (naive seconds / batched seconds), the two timings and
+    the batched pairs/s.
+    """
+    from magicseg_hf.families import FAMILIES
     from magicseg_hf.generation.images import PairImageGenerator
     from magicseg_hf.loading import load_diffusion_pipeline
 
+    family = FAMILIES[family_name]
+    defaults = family.defaults(tiny=True)
     pairs = 4 if quick else 8
     steps, size = 4, 128
-    pipe = load_diffusion_pipeline("tiny:stable-diffusion")
-    maker = PairImageGenerator(pipe, num_inference_steps=steps, height=size, width=size)
+    guidance, max_sequence_length = defaults["guidance_scale"], defaults["max_sequence_length"]
+    pipe = load_diffusion_pipeline(family.tiny_id)
+    maker = PairImageGenerator(
+        pipe, num_inference_steps=steps, height=size, width=size, guidance_scale=guidance,
+        family=family, max_sequence_length=max_sequence_length,
+    )
     prompts = [f"a photo of a cat number {i} on a sofa" for i in range(pairs)]
     counterfactual_prompts = ["a photo of a sofa"] * pairs
     negatives = ["cat"] * pairs
@@ -250,22 +276,53 @@ def bench_diffusion(quick: bool) -> dict[str, Any]:
         maker.generate_pairs(prompts, counterfactual_prompts, negatives, seeds)
 
     def naive() -> None:
-        naive_pairs(pipe, prompts, counterfactual_prompts, negatives, seeds, steps, size)
+        naive_pairs(pipe, prompts, counterfactual_prompts, negatives, seeds, steps, size,
+                    family=family, guidance_scale=guidance, max_sequence_length=max_sequence_length)
 
     optimised()  # warm-up: first-call allocations and lazy initialisation
     naive()
-    naive_s, _ = _timed(naive, repeats=2 if quick else 3)
-    optimised_s, _ = _timed(optimised, repeats=2 if quick else 3)
+    (naive_s, optimised_s), (naive_cpu, optimised_cpu) = _timed_wall_and_cpu([naive, optimised], 3 if quick else 5)
+    name = family.name
+    logger.info(
+        "diffusion %s: %d pairs: naive %.3f s, batched %.3f s -> %.2fx (%.1f pairs/s); CPU time %.3f / %.3f s -> %.2fx",
+        name, pairs, naive_s, optimised_s, naive_s / optimised_s, pairs / optimised_s,
+        naive_cpu, optimised_cpu, naive_cpu / optimised_cpu,
+    )
     return {
-        "diffusion_pairs": pairs,
-        "diffusion_naive_s": round(naive_s, 4),
-        "diffusion_batched_s": round(optimised_s, 4),
-        "diffusion_pairs_per_s": round(pairs / optimised_s, 2),
-        "diffusion_speedup": round(naive_s / optimised_s, 2),
+        f"diffusion_pairs_{name}": pairs,
+        f"diffusion_naive_s_{name}": round(naive_s, 4),
+        f"diffusion_batched_s_{name}": round(optimised_s, 4),
+        f"diffusion_pairs_per_s_{name}": round(pairs / optimised_s, 2),
+        f"diffusion_speedup_{name}": round(naive_s / optimised_s, 2),
+        f"diffusion_cpu_speedup_{name}": round(naive_cpu / optimised_cpu, 2),
     }
 
 
-BENCHMARKS: list[Callable[[bool], dict[str, Any]]] = [bench_diffusion, bench_annotation]
+def _timed_wall_and_cpu(fns: list[Callable[[], Any]], repeats: int) -> tuple[list[float], list[float]]:
+    """Median wall time and median CPU time (this process, all threads) of each of ``fns`` over
+    ``repeats`` rounds, taking turns within a round. On a machine shared with other jobs the CPU
+    time is the steadier figure: time-slicing stretches wall time, not the work done."""
+    wall: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[i].append(time.perf_counter() - start_wall)
+            cpu[i].append(time.process_time() - start_cpu)
+    return [statistics.median(t) for t in wall], [statistics.median(t) for t in cpu]
+
+
+def bench_diffusion(quick: bool, families: tuple[str, ...] = DIFFUSION_FAMILIES) -> dict[str, Any]:
+    """:func:`bench_diffusion_family` for each of ``families``. The Stable Diffusion figures are
+    also reported under the unsuffixed names (``diffusion_speedup``, ...) of earlier runs."""
+    result: dict[str, Any] = {}
+    for name in families:
+        result.update(bench_diffusion_family(name, quick))
+    if "stable-diffusion" in families:
+        for key in ("pairs", "naive_s", "batched_s", "pairs_per_s", "speedup", "cpu_speedup"):
+            result[f"diffusion_{key}"] = result[f"diffusion_{key}_stable-diffusion"]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,16 +332,30 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None,
         help="torch CPU threads (default: torch's choice; 1 gives steadier figures on a shared machine)",
     )
+    parser.add_argument(
+        "--families", default=",".join(DIFFUSION_FAMILIES),
+        help=f"comma-separated diffusion families whose tiny twins are measured (default: {','.join(DIFFUSION_FAMILIES)})",
+    )
+    parser.add_argument(
+        "--only", choices=["diffusion", "annotation"], default=None, help="run one benchmark only",
+    )
     args = parser.parse_args(argv)
+    families = tuple(name.strip() for name in args.families.split(",") if name.strip())
+    unknown = [name for name in families if name not in DIFFUSION_FAMILIES]
+    if unknown:
+        parser.error(f"--families must name families among {', '.join(DIFFUSION_FAMILIES)} (got {', '.join(unknown)})")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     logger.info("torch %s, %d CPU threads", torch.__version__, torch.get_num_threads())
     merged: dict[str, Any] = {}
-    for bench in BENCHMARKS:
+    benchmarks = {"diffusion": functools.partial(bench_diffusion, families=families), "annotation": bench_annotation}
+    for name, bench in benchmarks.items():
+        if args.only not in (None, name):
+            continue
         start = time.perf_counter()
         merged.update(bench(args.quick))
-        logger.info("%s took %.1f s", bench.__name__, time.perf_counter() - start)
+        logger.info("%s took %.1f s", name, time.perf_counter() - start)
     sys.stdout.write(json.dumps(merged, sort_keys=True) + "\n")
     return 0
 

@@ -114,6 +114,8 @@ def test_each_family_two_processes_equal_one(straight, tmp_path):
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_each_family_inpaints_with_its_own_twin(family, tmp_path, capsys):
+    """The run loads the family's inpainting twin and repaints each positive (that only the mask
+    region changes is checked per family in test_images.py: the tiny labels cover ~90% of a picture)."""
     out = tmp_path / "inpaint"
     assert main([*args_for(family, out), "--counterfactual", "inpaint", "--num-pairs", "2"]) == 0
     assert main(["validate", str(out)]) == 0, capsys.readouterr().out
@@ -121,16 +123,9 @@ def test_each_family_inpaints_with_its_own_twin(family, tmp_path, capsys):
     assert generation["models"]["inpainting_model"]["id"] == {
         "sdxl": "tiny:sdxl-inpainting", "sd3": "tiny:sd3-inpainting", "flux": "tiny:flux-fill"
     }[family]
-    for row in read_rows(out):
-        image, counterfactual, label = (picture(row[c]) for c in ("image", "counterfactual_image", "label"))
-        # pixel-aligned: far from the labelled region the two pictures are identical
-        far = label == 0
-        for _ in range(6):  # beyond the ~2% dilation of the repainted region
-            grown = ~far
-            grown[1:] |= grown[:-1]
-            grown[:-1] |= grown[1:]
-            grown[:, 1:] |= grown[:, :-1]
-            grown[:, :-1] |= grown[:, 1:]
-            far = ~grown
-        if far.any():
-            assert np.array_equal(image[far], counterfactual[far])
+    assert generation["diffusion"]["inpainting_pipeline"] == {
+        "sdxl": "StableDiffusionXLInpaintPipeline", "sd3": "StableDiffusion3InpaintPipeline", "flux": "FluxFillPipeline"
+    }[family]
+    rows = read_rows(out)
+    assert len(rows) == 2
+    assert all(row["image"]["bytes"] != row["counterfactual_image"]["bytes"] for row in rows)

@@ -5,9 +5,9 @@ Public names: :class:`GenerationConfig`, :func:`generate`, :class:`GenerationSum
 ``import magicseg_hf.generation`` is cheap.
 
 The stages, in data-flow order: ``vocabulary`` -> ``names`` (class-name matching) -> ``prompts``
--> ``counterfactual`` (prompt text) -> ``images`` -> ``annotate`` -> ``modes`` (each
-counterfactual mode's steps) -> ``components`` (the assembler) -> ``pipeline`` (``generate()``)
--> ``writer``; ``config`` holds the settings.
+-> ``counterfactual`` (prompt text) -> ``images`` -> ``annotate`` -> ``class_scores`` (the CLIP
+class check) -> ``modes`` (each counterfactual mode's steps) -> ``components`` (the assembler)
+-> ``pipeline`` (``generate()``) -> ``writer``; ``config`` holds the settings.
 """
 
 from __future__ import annotations

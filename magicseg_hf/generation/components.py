@@ -47,6 +47,7 @@ from magicseg_hf.generation.annotate import (
     TransformersSamSegmenter,
     grounding_dino_text,
 )
+from magicseg_hf.generation.class_scores import ClassScorer
 from magicseg_hf.generation.config import GenerationConfig
 from magicseg_hf.generation.images import PairImageGenerator
 from magicseg_hf.generation.modes import CounterfactualMode, counterfactual_mode
@@ -61,6 +62,7 @@ from magicseg_hf.licenses import loaded_commit, model_license
 from magicseg_hf.loading import (
     check_model_available,
     load_causal_lm,
+    load_clip_scorer,
     load_detector,
     load_diffusion_pipeline,
     load_segmenter,
@@ -73,6 +75,7 @@ __all__ = [
     "Components",
     "ModelsRecord",
     "build_annotator",
+    "build_class_scorer",
     "build_components",
     "build_pair_generator",
     "build_prompt_backend",
@@ -379,6 +382,16 @@ def build_annotator(config: GenerationConfig, device: str) -> Annotator:
     )
 
 
+def build_class_scorer(config: GenerationConfig, device: str) -> ClassScorer:
+    """The CLIP of ``config.class_score_model`` on ``device`` (in ``config.dtype``) in a
+    :class:`ClassScorer`: it fills the ``class_scores`` column whether or not the check drops pairs."""
+    _require_resolved(config)
+    model, processor = load_clip_scorer(
+        config.class_score_model, config.class_score_model_revision, device=device, dtype=config.dtype
+    )
+    return ClassScorer(model, processor, device)
+
+
 @dataclass
 class Components:
     """The loaded parts of a run, built once per process by :func:`build_components`."""
@@ -387,6 +400,7 @@ class Components:
     images: PairImageGenerator
     annotator: Annotator
     mode: CounterfactualMode
+    class_scorer: ClassScorer
 
 
 def build_components(config: GenerationConfig, device: str) -> Components:
@@ -402,4 +416,5 @@ def build_components(config: GenerationConfig, device: str) -> Components:
         images=build_pair_generator(config, device),
         annotator=build_annotator(config, device),
         mode=counterfactual_mode(config.counterfactual),
+        class_scorer=build_class_scorer(config, device),
     )
