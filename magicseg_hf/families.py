@@ -60,11 +60,18 @@ class DiffusionFamily:
     guidance: str
     #: Heights and widths must be multiples of this.
     size_multiple: int
-    #: Whether the pipeline's ``latents`` argument takes packed (sequence) latents.
+    #: Whether the pipeline's ``latents`` argument takes packed (sequence) latents. (FLUX: true of
+    #: ``FluxPipeline`` and ``FluxFillPipeline``; diffusers' ``FluxInpaintPipeline`` takes them
+    #: unpacked and packs them itself, which ``generation.images`` accounts for.)
     packed_latents: bool
     #: The ``tiny:`` twins of the family (text-to-image, inpainting).
     tiny_id: str
     tiny_inpainting_id: str
+    #: Guidance of the family's dedicated inpainting pipeline (the first of ``inpainting``) where it
+    #: differs from the text-to-image model's: FLUX.1 Fill [dev] is run at 30 (``FluxFillPipeline``'s
+    #: default and its model card's), while a FLUX text-to-image checkpoint loaded as
+    #: ``FluxInpaintPipeline`` keeps the text-to-image guidance. ``None``: the same.
+    inpainting_guidance_scale: float | None = None
 
     def defaults(self, tiny: bool) -> dict[str, Any]:
         """The generation settings this family's model takes unless a flag sets them.
@@ -161,6 +168,7 @@ FAMILIES: dict[str, DiffusionFamily] = {
             packed_latents=True,
             tiny_id="tiny:flux",
             tiny_inpainting_id="tiny:flux-fill",
+            inpainting_guidance_scale=30.0,
         ),
     )
 }

@@ -254,8 +254,19 @@ def tiny_clip(seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
 
 
 # ---- diffusion -----------------------------------------------------------------------------------
+def _drawing_on(device: str | None) -> contextlib.AbstractContextManager[Any]:
+    """Build modules on ``device`` (torch's default device for the block); ``None``: as usual."""
+    return torch.device(device) if device is not None else contextlib.nullcontext()
+
+
 def random_stable_diffusion(
-    unet: dict[str, Any], vae: dict[str, Any], text_config: Any, *, inpainting: bool = False, seed: int = 0
+    unet: dict[str, Any],
+    vae: dict[str, Any],
+    text_config: Any,
+    *,
+    inpainting: bool = False,
+    seed: int = 0,
+    device: str | None = None,
 ) -> StableDiffusionPipeline | StableDiffusionInpaintPipeline:
     """A Stable Diffusion pipeline with random weights from architecture settings, built offline.
 
@@ -265,6 +276,7 @@ def random_stable_diffusion(
         text_config: a ``CLIPTextConfig`` whose ids fit :func:`tiny_clip_tokenizer`.
         inpainting: build a ``StableDiffusionInpaintPipeline``.
         seed: weights are drawn under this seed, so every process builds the same model.
+        device: where the weights are drawn (default: the CPU); a real-size model is drawn on its GPU.
 
     The ``tiny`` preset uses it with small settings; ``benchmarks/bench_generate_real_size.py``
     with SD-1.5's. DDIM scheduler with SD-1.x's noise schedule; no safety checker.
@@ -278,7 +290,7 @@ def random_stable_diffusion(
     )
     from transformers import CLIPTextModel
 
-    with seeded(seed):
+    with seeded(seed), _drawing_on(device):
         unet_model = UNet2DConditionModel(**{**unet, "in_channels": 9 if inpainting else 4})
         vae_model = AutoencoderKL(**vae)
         text_encoder = CLIPTextModel(text_config)
@@ -401,6 +413,7 @@ def random_sdxl(
     *,
     inpainting: bool = False,
     seed: int = 0,
+    device: str | None = None,
 ) -> StableDiffusionXLPipeline | StableDiffusionXLInpaintPipeline:
     """A Stable Diffusion XL pipeline with random weights from architecture settings, built offline.
 
@@ -414,6 +427,7 @@ def random_sdxl(
             ``CLIPTextModelWithProjection``, ids fitting :func:`tiny_clip_tokenizer`.
         inpainting: build a ``StableDiffusionXLInpaintPipeline``.
         seed: weights are drawn under this seed, so every process builds the same model.
+        device: where the weights are drawn (default: the CPU).
 
     Euler discrete scheduler (SDXL's); no watermarker; empty prompts encoded, not zeroed.
     """
@@ -425,7 +439,7 @@ def random_sdxl(
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    with seeded(seed):
+    with seeded(seed), _drawing_on(device):
         unet_model = UNet2DConditionModel(**{**unet, "in_channels": 9 if inpainting else 4})
         vae_model = AutoencoderKL(**vae)
         text_encoder = CLIPTextModel(text_config)
@@ -454,6 +468,7 @@ def random_sd3(
     *,
     inpainting: bool = False,
     seed: int = 0,
+    device: str | None = None,
 ) -> StableDiffusion3Pipeline | StableDiffusion3InpaintPipeline:
     """A Stable Diffusion 3 pipeline with random weights from architecture settings, built offline.
 
@@ -469,6 +484,7 @@ def random_sd3(
         inpainting: build a ``StableDiffusion3InpaintPipeline`` (the same components: SD3 inpaints
             with its text-to-image transformer, blending the known region at each step).
         seed: weights are drawn under this seed, so every process builds the same model.
+        device: where the weights are drawn (default: the CPU).
     """
     from diffusers import (
         AutoencoderKL,
@@ -478,7 +494,7 @@ def random_sd3(
     )
     from transformers import CLIPTextModelWithProjection, T5EncoderModel
 
-    with seeded(seed):
+    with seeded(seed), _drawing_on(device):
         transformer_model = SD3Transformer2DModel(**transformer)
         vae_model = AutoencoderKL(**vae)
         text_encoder = CLIPTextModelWithProjection(text_config)
@@ -506,6 +522,7 @@ def random_flux(
     *,
     fill: bool = False,
     seed: int = 0,
+    device: str | None = None,
 ) -> FluxPipeline | FluxFillPipeline:
     """A FLUX.1 pipeline with random weights from architecture settings, built offline.
 
@@ -520,6 +537,7 @@ def random_flux(
         t5_config: the ``T5EncoderModel`` config (ids fitting :func:`tiny_t5_tokenizer`).
         fill: build a ``FluxFillPipeline``.
         seed: weights are drawn under this seed, so every process builds the same model.
+        device: where the weights are drawn (default: the CPU).
     """
     from diffusers import AutoencoderKL, FluxFillPipeline, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5EncoderModel
@@ -530,7 +548,7 @@ def random_flux(
         "in_channels": packed,
         "out_channels": None,
     }
-    with seeded(seed):
+    with seeded(seed), _drawing_on(device):
         transformer_model = FluxTransformer2DModel(**{**transformer, **channels})
         vae_model = AutoencoderKL(**vae)
         text_encoder = CLIPTextModel(text_config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -155,6 +156,16 @@ def folder_digest(folder: str | Path) -> str:
             digest.update(path.read_bytes())
         digest.update(b"\1")
     return digest.hexdigest()
+
+
+def same_nan(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (read from parquet) with every NaN class score replaced by the one object
+    ``math.nan``: list equality checks identity before ``==``, so two reads of the same rows
+    compare equal although NaN != NaN (the values stay floats)."""
+    for row in rows:
+        if row.get("class_scores") is not None:
+            row["class_scores"] = [math.nan if v != v else v for v in row["class_scores"]]
+    return rows
 
 
 def comparable(row: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import subprocess_env
+from helpers import same_nan, subprocess_env
 from PIL import Image
 
 from magicseg_hf.cli import main
@@ -40,7 +40,7 @@ def read_rows(folder: Path) -> list[dict]:
     """Every row of the folder's final shards, in order (raw parquet values: image bytes)."""
     rows = []
     for path in sorted((folder / "data").glob("train-*.parquet")):
-        rows += pq.read_table(path).to_pylist()
+        rows += same_nan(pq.read_table(path).to_pylist())
     return rows
 
 
@@ -303,7 +303,8 @@ def test_local_model_folders_take_the_real_loading_path(straight_run: Path, tmp_
     # Same weights, same code path: the text, seeds and classes are identical; pixels may differ by
     # float rounding only (loaded weights can take other CPU kernels: ~1e-6 in the VAE output).
     loaded, built = read_rows(out), read_rows(straight_run)
-    float_columns = ("image", "counterfactual_image", "label", "boxes", "box_scores", "counterfactual_score")
+    float_columns = ("image", "counterfactual_image", "label", "boxes", "box_scores", "counterfactual_score",
+                     "class_scores")
 
     def exact_part(row: dict) -> dict:
         return {k: v for k, v in row.items() if k not in float_columns}
@@ -318,6 +319,7 @@ def test_local_model_folders_take_the_real_loading_path(straight_run: Path, tmp_
             else:
                 assert np.abs(x - y).max() <= 1 and (x == y).mean() > 0.999
         assert np.allclose(a["box_scores"], b["box_scores"], atol=1e-3)
+        assert np.allclose(a["class_scores"], b["class_scores"], atol=1e-3, equal_nan=True)
 
 
 @pytest.mark.parametrize(

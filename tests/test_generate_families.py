@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import subprocess_env
+from helpers import same_nan, subprocess_env
 from PIL import Image
 
 from magicseg_hf.cli import main
@@ -38,7 +38,7 @@ def args_for(family: str, out: Path, *extra: str) -> list[str]:
 def read_rows(folder: Path) -> list[dict]:
     rows = []
     for path in sorted((folder / "data").glob("train-*.parquet")):
-        rows += pq.read_table(path).to_pylist()
+        rows += same_nan(pq.read_table(path).to_pylist())
     return rows
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import same_nan
 
 from magicseg_hf.cli import main
 
@@ -66,7 +67,7 @@ def llm_server(monkeypatch):
 
 
 def _rows(folder: Path) -> list[dict]:
-    return [r for p in sorted((folder / "data").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    return [r for p in sorted((folder / "data").glob("*.parquet")) for r in same_nan(pq.read_table(p).to_pylist())]
 
 
 def _args(out: Path, server: ThreadingHTTPServer) -> list[str]:

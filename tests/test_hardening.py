@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import folder_digest, subprocess_env, write_dataset_folder
+from helpers import folder_digest, same_nan, subprocess_env, write_dataset_folder
 
 from magicseg_hf import hub_access, loading, publish
 from magicseg_hf.cli import main
@@ -51,7 +51,8 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
 
 
 def read_rows(folder: Path) -> list[dict]:
-    return [row for path in sorted((folder / "data").glob("train-*.parquet")) for row in pq.read_table(path).to_pylist()]
+    return [row for path in sorted((folder / "data").glob("train-*.parquet"))
+            for row in same_nan(pq.read_table(path).to_pylist())]
 
 
 def assert_one_line(err: str) -> None:

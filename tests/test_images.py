@@ -213,3 +213,30 @@ def test_a_pipeline_of_another_family_is_refused():
     flux_fill = load_diffusion_pipeline("tiny:flux-fill", inpainting=True)
     with pytest.raises(ValueError, match="inpainting pipeline must be a Stable Diffusion 1.x/2.x one"):
         PairImageGenerator(pipe, inpaint_pipe=flux_fill, num_inference_steps=2, height=128, width=128)
+
+
+def test_a_flux_text_to_image_checkpoint_inpaints_from_the_pairs_noise(tmp_path):
+    # AutoPipelineForInpainting makes a FluxInpaintPipeline of a FLUX text-to-image checkpoint; it
+    # takes unpacked latents (it packs them itself) and must still start from the positive's noise.
+    from magicseg_hf import tiny
+
+    tiny.tiny_diffusion_pipeline("tiny:flux").save_pretrained(tmp_path)
+    family = FAMILIES["flux"]
+    pipe = load_diffusion_pipeline("tiny:flux")
+    inpaint_pipe = load_diffusion_pipeline(str(tmp_path), inpainting=True)
+    assert type(inpaint_pipe).__name__ == "FluxInpaintPipeline"
+    maker = PairImageGenerator(pipe, inpaint_pipe=inpaint_pipe, num_inference_steps=3, height=SIZE, width=SIZE,
+                               guidance_scale=3.5, family=family, max_sequence_length=32)
+    steps: list[torch.Tensor] = []  # the denoiser's input at each step: 3 of each call
+
+    def keep(_module, _args, kwargs) -> None:
+        steps.append(kwargs["hidden_states"].clone())
+
+    hooks = [denoiser(p).register_forward_pre_hook(keep, with_kwargs=True) for p in (pipe, inpaint_pipe)]
+    positive = maker.generate_images(["a cat on a sofa"], seeds=[3]).positives[0]
+    repainted, _ = maker.inpaint([positive], [MASK], ["a sofa"], ["cat"], seeds=[3])
+    for hook in hooks:
+        hook.remove()
+    assert len(steps) == 6 and steps[0].equal(steps[3])  # each call's first step: the same packed noise
+    before, after = _arrays([positive, repainted[0]])
+    assert np.array_equal(before[~MASK], after[~MASK]) and np.abs(before[MASK] - after[MASK]).mean() > 1
