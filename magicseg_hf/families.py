@@ -76,7 +76,8 @@ class DiffusionFamily:
     def defaults(self, tiny: bool) -> dict[str, Any]:
         """The generation settings this family's model takes unless a flag sets them.
 
-        ``tiny``: the ``tiny:`` twins run small (4 steps, 128 px, 32 text tokens) whatever the preset.
+        ``tiny``: small settings (4 steps, 128 px, 32 text tokens), for the ``tiny:`` twins and the
+        ``tiny`` preset.
         """
         if tiny:
             return {
@@ -245,6 +246,7 @@ def _read_model_index(model_id: str, revision: str | None, what: str) -> dict[st
 
     from magicseg_hf import hub_access
 
+    hub_access.check_model_available(model_id, revision, what)
     try:
         file = hf_hub_download(model_id, "model_index.json", revision=revision, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached: ask the Hub below, if we may

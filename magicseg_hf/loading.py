@@ -22,6 +22,7 @@ import torch
 
 from magicseg_hf import hub_access, tiny
 from magicseg_hf.errors import ModelLoadError, first_line
+from magicseg_hf.hub_access import check_model_available
 from magicseg_hf.presets import (
     OPEN_SEG_PRESETS,
     PAPER_MODELS,
@@ -48,40 +49,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
     if dtype == "auto":
         return torch.float16 if torch.device(device).type == "cuda" else torch.float32
     return _DTYPES[dtype]
-
-
-def check_model_available(model_id: str, revision: str | None = None, what: str = "model") -> None:
-    """Raise :class:`ModelLoadError` at once if ``model_id`` cannot possibly be loaded.
-
-    A ``tiny:`` id always can. A local folder must exist; a Hub id must be in the local cache, or
-    offline mode must be off (read now, see :func:`magicseg_hf.hub_access.hub_offline`) and the Hub
-    reachable. This turns a 20-45 s retry loop into an immediate one-line error.
-    """
-    if is_tiny(model_id):
-        return
-    path = Path(model_id).expanduser()
-    if path.exists():
-        return
-    looks_like_path = model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace(
-        "/", "", 1
-    )
-    if looks_like_path or model_id.count("/") > 1:
-        raise ModelLoadError(f"{what} {model_id!r}: no such folder")
-    from huggingface_hub import snapshot_download
-
-    with contextlib.suppress(Exception):
-        snapshot_download(model_id, revision=revision, local_files_only=True)
-        return
-    if hub_access.hub_offline():
-        raise ModelLoadError(
-            f"{what} {model_id!r} is not in the local cache and HF_HUB_OFFLINE=1; "
-            "download it first or pass a local folder"
-        )
-    if not hub_access.hub_reachable():
-        raise ModelLoadError(
-            f"{what} {model_id!r}: the Hugging Face Hub is unreachable and the model is not cached; "
-            "pass a local folder or check the network"
-        )
 
 
 def _weight_file_errors() -> tuple[type[BaseException], ...]:

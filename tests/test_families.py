@@ -43,12 +43,13 @@ def pipeline_folder(tmp_path: Path, class_name: str, name: str = "model") -> str
 def test_the_generator_family_sets_the_defaults_and_the_inpainting_model(
     model, family, inpainting, steps, guidance, size, text_length
 ):
-    config = resolved(preset="tiny", diffusion_model=model)
+    preset = "tiny" if model.startswith("tiny:") else "paper"  # the tiny preset runs any generator small
+    config = resolved(preset=preset, diffusion_model=model)
     assert families.diffusion_model_info(model).family.name == family
     assert (config.inpainting_model, config.num_inference_steps, config.guidance_scale) == (inpainting, steps, guidance)
     assert (config.height, config.width, config.max_sequence_length) == (size, size, text_length)
     # a flag wins over the family's default, and the config stays resolved
-    flagged = resolved(preset="tiny", diffusion_model=model, num_inference_steps=2, guidance_scale=1.0)
+    flagged = resolved(preset=preset, diffusion_model=model, num_inference_steps=2, guidance_scale=1.0)
     assert (flagged.num_inference_steps, flagged.guidance_scale) == (2, 1.0) and flagged.is_resolved()
     assert config.unresolved().resolved() == config
 
@@ -84,6 +85,9 @@ def test_a_local_pipeline_folder_is_read_for_its_family(tmp_path):
     config = resolved(preset="paper", diffusion_model=folder)
     assert (config.guidance_scale, config.height) == (5.0, 1024)
     assert config.inpainting_model == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+    # the tiny preset runs any generator at the tiny size (a saved tiny twin, say)
+    small = resolved(preset="tiny", diffusion_model=folder)
+    assert (small.guidance_scale, small.height, small.num_inference_steps) == (5.0, 128, 4)
 
 
 @pytest.mark.parametrize(

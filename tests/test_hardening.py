@@ -475,11 +475,11 @@ def test_an_output_dir_that_cannot_be_written_is_one_line(where, tmp_path, capsy
         ({"num_pairs": 2.5}, "num_pairs", "an integer (got 2.5, a float)"),
         ({"num_pairs": True}, "num_pairs", "an integer (got True, a bool)"),
         ({"batch_size": 0.5}, "batch_size", "an integer"),
-        ({"guidance_scale": "high"}, "guidance_scale", "a number (got 'high', a str)"),
+        ({"guidance_scale": "high"}, "guidance_scale", "a number or None (got 'high', a str)"),
         ({"box_threshold": "0.3"}, "box_threshold", "a number or None (got '0.3', a str)"),
         ({"seed": "1"}, "seed", "an integer"),
         ({"safety_checker": "yes"}, "safety_checker", "True or False"),
-        ({"detector": 3}, "detector", "a string (got 3, a int)"),
+        ({"detector": 3}, "detector", "a string or None (got 3, a int)"),
         ({"height": 64.0}, "height", "an integer or None"),
     ],
 )

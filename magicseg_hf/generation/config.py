@@ -270,8 +270,8 @@ class GenerationConfig:
 
         Order: the preset's own values (generator, prompt and class-check models, thresholds, the
         detector and segmenter kinds); the preset's checkpoint of the chosen detector and segmenter
-        kind; the generator's family defaults (steps, guidance, size, text length; ``tiny:``
-        generators run small); the inpainting model of the generator's family. A revision default
+        kind; the generator's family defaults (steps, guidance, size, text length; small ones
+        under the ``tiny`` preset or for a ``tiny:`` generator); the inpainting model of the generator's family. A revision default
         applies only where the model is the default one.
         """
         preset = values["preset"]
@@ -297,7 +297,8 @@ class GenerationConfig:
         fill_model("detector_model", detector_model_for(preset, values["detector"]))
         fill_model("segmenter_model", segmenter_model_for(preset, values["segmenter"]))
         info = diffusion_model_info(values["diffusion_model"], values["diffusion_model_revision"])
-        for key, value in info.family.defaults(tiny=is_tiny(values["diffusion_model"])).items():
+        small = preset == "tiny" or is_tiny(values["diffusion_model"])
+        for key, value in info.family.defaults(tiny=small).items():
             fill(key, value)
         fill_model(
             "inpainting_model",
@@ -311,7 +312,8 @@ class GenerationConfig:
         From the preset: the models, thresholds and the detector/segmenter kinds, the checkpoint of
         the chosen kind; from the generator's family (:mod:`magicseg_hf.families`, read from the
         model's ``model_index.json`` unless it is a ``tiny:`` twin or a known checkpoint): steps,
-        guidance, size and T5 text length, and the inpainting model. ``max_attempts`` defaults to
+        guidance, size and T5 text length (small ones under the ``tiny`` preset or for a ``tiny:``
+        generator), and the inpainting model. ``max_attempts`` defaults to
         ``4 * num_pairs``. Resolving a resolved config changes nothing.
 
         Raises:
