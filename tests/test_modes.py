@@ -123,10 +123,11 @@ def test_inpaint_mode_repaints_the_grown_label_after_annotation() -> None:
 @pytest.mark.parametrize(
     ("settings", "roles"),
     [
-        ({}, {"diffusion_model", "detector_model", "segmenter_model"}),
-        ({"counterfactual": "inpaint"}, {"diffusion_model", "detector_model", "segmenter_model", "inpainting_model"}),
+        ({}, {"diffusion_model", "detector_model", "segmenter_model", "class_score_model"}),
+        ({"counterfactual": "inpaint"},
+         {"diffusion_model", "detector_model", "segmenter_model", "class_score_model", "inpainting_model"}),
         ({"counterfactual": "paper", "prompt_backend": "transformers"},
-         {"diffusion_model", "detector_model", "segmenter_model", "prompt_model"}),
+         {"diffusion_model", "detector_model", "segmenter_model", "class_score_model", "prompt_model"}),
     ],
 )
 def test_models_record_names_what_the_mode_and_backend_load(settings: dict, roles: set[str]) -> None:
@@ -134,13 +135,18 @@ def test_models_record_names_what_the_mode_and_backend_load(settings: dict, role
     record = models_record(config)
     assert set(record) == roles
     if "inpainting_model" in roles:
-        assert record["inpainting_model"] == {"id": "tiny:stable-diffusion-inpainting", "revision": None}
+        assert record["inpainting_model"]["id"] == "tiny:stable-diffusion-inpainting"
+    for entry in record.values():  # the cached commit (none for tiny twins) and the licence that binds the data
+        assert entry["revision"] is None and entry["commit"] is None
+        assert entry["license"] == "Apache-2.0 (random tiny weights built by magicseg-hf)"
 
 
 def test_models_record_of_segment_anything() -> None:
     tiny = GenerationConfig(classes=["cat"], preset="tiny", segmenter="segment-anything").resolved()
-    assert models_record(tiny)["segmenter_model"] == {"id": "tiny:segment-anything", "revision": "tiny"}
+    assert models_record(tiny)["segmenter_model"]["id"] == "tiny:segment-anything"
+    assert models_record(tiny)["segmenter_model"]["revision"] == "tiny"
     own = GenerationConfig(classes=["cat"], preset="tiny", segmenter="segment-anything",
                            sam_checkpoint="/models/sam_vit_b.pth", sam_model_type="vit_b").resolved()
-    assert models_record(own)["segmenter_model"] == {"id": "/models/sam_vit_b.pth", "revision": "vit_b"}
+    entry = models_record(own)["segmenter_model"]
+    assert (entry["id"], entry["revision"], entry["license"]) == ("/models/sam_vit_b.pth", "vit_b", "Apache-2.0")
 
