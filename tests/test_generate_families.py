@@ -126,6 +126,9 @@ def test_each_family_inpaints_with_its_own_twin(family, tmp_path, capsys):
     assert generation["diffusion"]["inpainting_pipeline"] == {
         "sdxl": "StableDiffusionXLInpaintPipeline", "sd3": "StableDiffusion3InpaintPipeline", "flux": "FluxFillPipeline"
     }[family]
+    # FLUX.1 Fill runs at its own guidance (30); the others inpaint at the text-to-image guidance
+    assert generation["diffusion"]["inpainting_guidance_scale"] == (30.0 if family == "flux" else
+                                                                    generation["config"]["guidance_scale"])
     rows = read_rows(out)
     assert len(rows) == 2
     assert all(row["image"]["bytes"] != row["counterfactual_image"]["bytes"] for row in rows)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from magicseg_hf.errors import InputError
-from magicseg_hf.families import diffusion_model_info
+from magicseg_hf.families import DiffusionFamily, diffusion_model_info
 from magicseg_hf.generation.annotate import (
     Annotator,
     Detector,
@@ -151,9 +151,10 @@ def diffusion_record(config: GenerationConfig) -> dict[str, Any]:
         "counterfactual_steering": "edited prompt + class names as negative prompt" if negative else "edited prompt only",
     }
     if counterfactual_mode(config.counterfactual).uses_inpainting_model:
-        record["inpainting_pipeline"] = diffusion_model_info(
-            config.inpainting_model, config.inpainting_model_revision, inpainting=True
-        ).pipeline_class
+        inpainting = diffusion_model_info(config.inpainting_model, config.inpainting_model_revision, inpainting=True)
+        record["inpainting_pipeline"] = inpainting.pipeline_class
+        dedicated = inpainting.pipeline_class == family.inpainting[0] and family.inpainting_guidance_scale is not None
+        record["inpainting_guidance_scale"] = family.inpainting_guidance_scale if dedicated else config.guidance_scale
     if not negative:
         reason = (
             f"{family.title} has distilled guidance and takes no negative prompt"
@@ -333,6 +334,7 @@ def build_pair_generator(config: GenerationConfig, device: str) -> PairImageGene
     return PairImageGenerator(
         pipe,
         inpaint_pipe=inpaint_pipe,
+        inpaint_guidance_scale=inpainting_guidance(family, inpaint_pipe),
         num_inference_steps=config.num_inference_steps,
         guidance_scale=config.guidance_scale,
         height=config.height,
@@ -340,6 +342,14 @@ def build_pair_generator(config: GenerationConfig, device: str) -> PairImageGene
         family=family,
         max_sequence_length=config.max_sequence_length,
     )
+
+
+def inpainting_guidance(family: DiffusionFamily, inpaint_pipe: Any) -> float | None:
+    """The guidance scale of ``inpaint_pipe``: the family's dedicated inpainting model's own (FLUX.1
+    Fill runs at 30) when it is one, else None (the text-to-image guidance)."""
+    if inpaint_pipe is None or family.inpainting_guidance_scale is None:
+        return None
+    return family.inpainting_guidance_scale if type(inpaint_pipe).__name__ == family.inpainting[0] else None
 
 
 def build_annotator(config: GenerationConfig, device: str) -> Annotator:
