@@ -76,7 +76,8 @@ class DiffusionFamily:
     def defaults(self, tiny: bool) -> dict[str, Any]:
         """The generation settings this family's model takes unless a flag sets them.
 
-        ``tiny``: small settings (4 steps, 128 px, 32 text tokens), for the ``tiny:`` twins and the
+        ``tiny``: small settings (4 steps, 128 px, 77 text tokens: a template prompt fits the tiny
+        tokenizer, whose unknown words split into letters), for the ``tiny:`` twins and the
         ``tiny`` preset.
         """
         if tiny:
@@ -85,7 +86,7 @@ class DiffusionFamily:
                 "guidance_scale": self.guidance_scale,
                 "height": 128,
                 "width": 128,
-                "max_sequence_length": 32 if self.max_sequence_length is not None else None,
+                "max_sequence_length": 77 if self.max_sequence_length is not None else None,
             }
         return {
             "num_inference_steps": self.num_inference_steps,

@@ -32,8 +32,8 @@ def pipeline_folder(tmp_path: Path, class_name: str, name: str = "model") -> str
     [
         ("tiny:stable-diffusion", "stable-diffusion", "tiny:stable-diffusion-inpainting", 4, 7.5, 128, None),
         ("tiny:sdxl", "sdxl", "tiny:sdxl-inpainting", 4, 5.0, 128, None),
-        ("tiny:sd3", "sd3", "tiny:sd3-inpainting", 4, 3.5, 128, 32),
-        ("tiny:flux", "flux", "tiny:flux-fill", 4, 3.5, 128, 32),
+        ("tiny:sd3", "sd3", "tiny:sd3-inpainting", 4, 3.5, 128, 77),
+        ("tiny:flux", "flux", "tiny:flux-fill", 4, 3.5, 128, 77),
         ("stabilityai/stable-diffusion-xl-base-1.0", "sdxl", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
          50, 5.0, 1024, None),
         ("stabilityai/stable-diffusion-3.5-large", "sd3", "stabilityai/stable-diffusion-3.5-large", 28, 3.5, 1024, 256),
