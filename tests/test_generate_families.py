@@ -78,6 +78,8 @@ def test_each_family_writes_a_valid_folder_with_its_components(straight, capsys)
         assert len(row["class_scores"]) == len(row["classes"])
     card = (out / "README.md").read_text()
     assert FAMILIES[family] in card and "tiny:mm-grounding-dino" in card and "tiny:sam2" in card
+    assert "`class_scores` were computed by `tiny:clip`" in card  # the licence of every model that made a column
+    assert ("edited prompt only" in card) is (family == "flux")
 
 
 def test_each_family_kill_and_resume_equals_a_straight_run(straight, tmp_path):

@@ -298,6 +298,8 @@ class DatasetCardValues:
     detector_license: str
     segmenter_model: str
     segmenter_license: str
+    class_score_model: str | None
+    class_score_license: str | None
     citation: str
     paper_url: str = PAPER_URL
     vocabulary_file: str = VOCABULARY_FILE
@@ -417,6 +419,7 @@ def card_values(
     diffusion = model_entry(generation, "diffusion_model")
     detector = model_entry(generation, "detector_model")
     segmenter = model_entry(generation, "segmenter_model")
+    class_scorer = model_entry(generation, "class_score_model")
     image_license = recorded_license(generation, "diffusion_model", diffusion[0] if diffusion else None)
     missing = [name for name in vocabulary if name not in stats.rows_per_class]
     missing_text = None
@@ -463,6 +466,8 @@ def card_values(
         detector_license=recorded_license(generation, "detector_model", detector[0] if detector else None),
         segmenter_model=segmenter[0] if segmenter else "SAM",
         segmenter_license=recorded_license(generation, "segmenter_model", segmenter[0] if segmenter else None),
+        class_score_model=class_scorer[0] if class_scorer else None,
+        class_score_license=recorded_license(generation, "class_score_model", class_scorer[0]) if class_scorer else None,
         citation=PAPER_CITATION,
     )
 
