@@ -1,4 +1,4 @@
-"""The real-checkpoint paths: the paper's CLIP model and one pair generated with preset ``paper``.
+"""The real-checkpoint paths: the paper's CLIP model and one pair generated with presets ``paper`` and ``quality``.
 
 These tests download real checkpoints from the Hugging Face Hub (several GB for ``generate
 --preset paper``), so they are marked ``slow`` and skipped by default. The suite runs offline
@@ -140,3 +140,27 @@ def test_generate_one_pair_with_the_paper_preset(tmp_path: Path) -> None:
     label = np.asarray(row["label"])
     assert set(np.unique(label)) <= {0, 1} and (label == 1).any(), "the dog is labelled"
     assert row["boxes"] and set(row["box_labels"]) == {0}
+
+
+def test_generate_one_pair_with_the_quality_preset(tmp_path: Path) -> None:
+    """FLUX.1 [dev] (gated: accept its licence on the Hub first), MM-Grounding-DINO, SAM 2.1 and the
+    CLIP class check, through the same command; needs a GPU with ~40 GB for FLUX in bfloat16."""
+    import json
+
+    import datasets
+
+    output = tmp_path / "dataset"
+    command = [sys.executable, "-m", "magicseg_hf", "generate", "--preset", "quality", "--classes", "dog",
+               "--num-pairs", "1", "--max-attempts", "8", "--dtype", "bfloat16", "--output-dir", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    validated = subprocess.run(
+        [sys.executable, "-m", "magicseg_hf", "validate", str(output)], capture_output=True, text=True
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    generation = json.loads((output / GENERATION_FILE).read_text())
+    assert generation["diffusion"]["family"] == "flux" and generation["diffusion"]["negative_prompt"] is False
+    assert all(entry["commit"] for entry in generation["models"].values()), "the loaded commits are recorded"
+    row = datasets.load_dataset(str(output), split="train")[0]
+    assert row["image"].size == (1024, 1024)
+    assert len(row["class_scores"]) == 1 and row["class_scores"][0] >= 0.2  # the quality preset's threshold
