@@ -121,6 +121,8 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
 def run(args: argparse.Namespace) -> int:
     """Generate the folder; the run logs its own summary."""
     from magicseg_hf.generation.pipeline import generate
+    from magicseg_hf.processes import finish_process_group
 
     generate(config_from_args(args), args.output_dir, resume=args.resume)
+    finish_process_group()
     return 0

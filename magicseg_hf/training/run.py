@@ -22,6 +22,7 @@ from typing import Any
 
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults
+from magicseg_hf.processes import finish_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     extra = list(getattr(args, "extra", []) or [])
     arguments = training_arguments(config, extra)
     train(config, arguments)
+    finish_process_group()
     return 0
 
 
