@@ -383,7 +383,7 @@ def build_annotator(config: GenerationConfig, device: str) -> Annotator:
     else:
         segmenter = TransformersSamSegmenter(sam, sam_processor, device)
     logger.info(
-        "annotator: %s %s + %s SAM %s (box >= %s, text >= %s)",
+        "annotator: detector %s %s, segmenter %s %s (box >= %s, text >= %s)",
         config.detector, config.detector_model, config.segmenter, config.sam_checkpoint or config.segmenter_model,
         config.box_threshold, config.text_threshold,
     )
