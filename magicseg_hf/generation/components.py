@@ -230,6 +230,17 @@ def _text_limit(tokenizer: Any) -> int | None:
     return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
 
 
+def _longest_name_over(tokenizer: Any, names: Sequence[str]) -> tuple[int, int, int] | None:
+    """(index, tokens, limit) of the name with the most tokens when it does not fit ``tokenizer``'s
+    bound with the start and end tokens; None when every name fits or there is no real bound."""
+    limit = _text_limit(tokenizer)
+    if tokenizer is None or limit is None:
+        return None
+    counts = _token_counts(tokenizer, names)
+    worst = max(range(len(names)), key=counts.__getitem__)
+    return (worst, counts[worst], limit) if counts[worst] + 2 > limit else None
+
+
 def check_class_names(parts: Components, vocabulary: Sequence[str], max_classes_per_prompt: int) -> None:
     """Refuse, before anything is written, a class name that the loaded text encoders cannot read.
 
@@ -246,17 +257,13 @@ def check_class_names(parts: Components, vocabulary: Sequence[str], max_classes_
         InputError: naming the longest class name, its token count and the encoder's bound.
     """
     names = [bare_name(name) for name in vocabulary]
-    pipe = getattr(parts.images, "pipe", None)
-    tokenizer = getattr(pipe, "tokenizer", None)
-    limit = _text_limit(tokenizer)
-    if tokenizer is not None and limit is not None:
-        counts = _token_counts(tokenizer, names)
-        worst = max(range(len(names)), key=counts.__getitem__)
-        if counts[worst] + 2 > limit:
-            raise InputError(
-                f"class name {_shown(vocabulary[worst])} is too long for the diffusion model's text encoder: "
-                f"{counts[worst]} tokens, at most {limit - 2} fit in a prompt; shorten it"
-            )
+    too_long = _longest_name_over(getattr(getattr(parts.images, "pipe", None), "tokenizer", None), names)
+    if too_long is not None:
+        worst, count, limit = too_long
+        raise InputError(
+            f"class name {_shown(vocabulary[worst])} is too long for the diffusion model's text encoder: "
+            f"{count} tokens, at most {limit - 2} fit in a prompt; shorten it"
+        )
     detector = parts.annotator.detector
     if isinstance(detector, GroundingDinoDetector):
         detector_kind = "mm-grounding-dino" if isinstance(detector, MMGroundingDinoDetector) else "grounding-dino"
@@ -275,15 +282,11 @@ def check_class_names(parts: Components, vocabulary: Sequence[str], max_classes_
                 f"{limit} it reads; shorten the class names or lower --max-classes-per-prompt"
             )
     elif isinstance(detector, Owlv2Detector):
-        tokenizer = getattr(detector.processor, "tokenizer", None)
-        limit = _text_limit(tokenizer)
-        if tokenizer is None or limit is None:
-            return
-        counts = _token_counts(tokenizer, names)
-        worst = max(range(len(names)), key=counts.__getitem__)
-        if counts[worst] + 2 > limit:
+        too_long = _longest_name_over(getattr(detector.processor, "tokenizer", None), names)
+        if too_long is not None:
+            worst, count, limit = too_long
             raise InputError(
-                f"class name {_shown(vocabulary[worst])} is too long for the owlv2 detector: {counts[worst]} tokens, "
+                f"class name {_shown(vocabulary[worst])} is too long for the owlv2 detector: {count} tokens, "
                 f"at most {limit - 2} fit in one of its queries; shorten it"
             )
 
