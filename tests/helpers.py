@@ -345,3 +345,34 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     return env
+
+
+def read_rows(folder: str | Path) -> list[dict[str, Any]]:
+    """Every row of a folder's final shards, in order (raw parquet values: image bytes), NaN scores
+    made comparable (:func:`same_nan`)."""
+    import pyarrow.parquet as pq
+
+    return [row for path in sorted((Path(folder) / "data").glob("train-*.parquet"))
+            for row in same_nan(pq.read_table(path).to_pylist())]
+
+
+def sigkill_after_first_shard(command: list[str], out: Path, timeout: float = 240) -> None:
+    """Start ``command`` (a `magicseg generate` writing ``out``) and SIGKILL it as soon as its first
+    shard is finished; fails the test if the run ends before, or had already finished."""
+    import signal
+    import subprocess
+    import time
+
+    import pytest
+
+    done = out / ".work" / "shard-00000.json"
+    proc = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not done.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"generate ended before the kill: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done.exists()
+    assert not (out / "README.md").exists(), "killed too late: the run had already finished"

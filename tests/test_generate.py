@@ -10,16 +10,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
-from helpers import same_nan, subprocess_env
+from helpers import read_rows, sigkill_after_first_shard, subprocess_env
 from PIL import Image
 
 from magicseg_hf.cli import main
@@ -34,15 +32,6 @@ TINY = ["--preset", "tiny"]
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
     code = main(args)
     return code, capsys.readouterr().err
-
-
-def read_rows(folder: Path) -> list[dict]:
-    """Every row of the folder's final shards, in order (raw parquet values: image bytes)."""
-    rows = []
-    for path in sorted((folder / "data").glob("train-*.parquet")):
-        rows += same_nan(pq.read_table(path).to_pylist())
-    return rows
-
 
 
 @pytest.fixture(scope="module")
@@ -113,16 +102,7 @@ def test_sigkill_then_resume_gives_the_same_rows(straight_run: Path, tmp_path: P
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "magicseg_hf", "generate", "--classes", "cat", "dog", "traffic light",
             "--num-pairs", "8", "--output-dir", str(out), "--shard-size", "4", "--batch-size", "2", "--seed", "3", *TINY]
-    proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (out / ".work" / "shard-00000.json").exists():
-        if proc.poll() is not None:
-            pytest.fail(f"generate ended before the kill: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert (out / ".work" / "shard-00000.json").exists()
-    assert not (out / "README.md").exists(), "killed too late: the run had already finished"
+    sigkill_after_first_shard(args, out)
     done_before = (out / ".work" / "shard-00000.json").read_bytes()
 
     # without --resume the folder is refused, and nothing in it is touched

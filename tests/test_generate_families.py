@@ -12,16 +12,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
-from helpers import same_nan, subprocess_env
+from helpers import read_rows, sigkill_after_first_shard, subprocess_env
 from PIL import Image
 
 from magicseg_hf.cli import main
@@ -33,13 +30,6 @@ def args_for(family: str, out: Path, *extra: str) -> list[str]:
     return ["generate", "--preset", "tiny", "--diffusion-model", FAMILIES[family], "--detector", "mm-grounding-dino",
             "--segmenter", "sam2", "--classes", "cat", "dog", "--num-pairs", "4", "--shard-size", "2",
             "--batch-size", "2", "--seed", "5", "--output-dir", str(out), *extra]
-
-
-def read_rows(folder: Path) -> list[dict]:
-    rows = []
-    for path in sorted((folder / "data").glob("train-*.parquet")):
-        rows += same_nan(pq.read_table(path).to_pylist())
-    return rows
 
 
 def picture(cell: dict) -> np.ndarray:
@@ -86,15 +76,7 @@ def test_each_family_kill_and_resume_equals_a_straight_run(straight, tmp_path):
     family, reference = straight
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "magicseg_hf", *args_for(family, out)]
-    proc = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (out / ".work" / "shard-00000.json").exists():
-        if proc.poll() is not None:
-            pytest.fail(f"generate ended before the kill: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (out / "README.md").exists(), "killed too late: the run had already finished"
+    sigkill_after_first_shard(command, out)
     assert main([*args_for(family, out), "--resume"]) == 0
     assert read_rows(out) == read_rows(reference)
 

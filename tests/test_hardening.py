@@ -21,10 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import folder_digest, same_nan, subprocess_env, write_dataset_folder
+from helpers import folder_digest, read_rows, subprocess_env, write_dataset_folder
 
 from magicseg_hf import hub_access, loading, publish
 from magicseg_hf.cli import main
@@ -48,11 +47,6 @@ def generate_args(out: Path, *extra: str) -> list[str]:
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
     code = main(args)
     return code, capsys.readouterr().err
-
-
-def read_rows(folder: Path) -> list[dict]:
-    return [row for path in sorted((folder / "data").glob("train-*.parquet"))
-            for row in same_nan(pq.read_table(path).to_pylist())]
 
 
 def assert_one_line(err: str) -> None:
