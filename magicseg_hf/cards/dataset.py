@@ -129,19 +129,6 @@ def size_category(num_rows: int) -> str:
     return "1B<n<10B"
 
 
-def generator_license(model_id: str | None) -> tuple[str, str]:
-    """(Hub license id, human name) of the images made by diffusion model ``model_id``: the
-    generator's own licence (:func:`magicseg_hf.licenses.model_license`); the tiny preset's random
-    weights are built by this package (Apache-2.0); an unknown model gives ``("other", ...)`` and
-    the card tells readers to check the generator's model card."""
-    return model_license(model_id)
-
-
-def annotator_license(model_id: str | None) -> str:
-    """The license name of detector or segmenter ``model_id`` ("unknown: see the model's card" when unknown)."""
-    return model_license(model_id)[1]
-
-
 def recorded_license(generation: dict[str, Any], role: str, model_id: str | None) -> str:
     """The licence name of ``role``'s model: as ``generation.json`` recorded it, else looked up."""
     entry = (generation.get("models") or {}).get(role)
@@ -500,7 +487,7 @@ def render_dataset_card(folder: str | Path | DatasetFolder, repo_id: str | None 
     stats = folder.stats()
     config = generation.get("config") or {}
     diffusion = model_entry(generation, "diffusion_model")
-    license_id, _ = generator_license(diffusion[0] if diffusion else None)
+    license_id, _ = model_license(diffusion[0] if diffusion else None)  # the images inherit the generator's
     values = card_values(folder, generation, vocabulary, stats, repo_id)
     template = resources.files(__package__) / DATASET_CARD_TEMPLATE
     with resources.as_file(template) as template_path:
