@@ -5,6 +5,8 @@ Self-contained: imports only transformers, so this folder can be pushed to the H
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers import CLIPConfig, PreTrainedConfig
 from transformers.utils import logging
 
@@ -66,6 +68,21 @@ def format_class_prompts(
         if template.count("{}") != 1:
             raise ValueError(f"each template must contain exactly one '{{}}' placeholder (got {template!r})")
     return [template.format(name) for name in names for template in templates]
+
+
+#: How the label -1 ("no class reached the threshold") reads in `id2label`.
+NO_CLASS_NAME = "no class"
+
+
+class LabelNames(dict):
+    """`id2label`: class position -> name, where -1 (no class reached the decision threshold) reads as
+    `NO_CLASS_NAME`, so transformers' `image-segmentation` pipeline names the pixels left unlabelled instead of
+    failing on them."""
+
+    def __missing__(self, key: Any) -> str:
+        if key == -1:
+            return NO_CLASS_NAME
+        raise KeyError(key)
 
 
 class CLIPOpenSegConfig(PreTrainedConfig):
@@ -158,7 +175,7 @@ class CLIPOpenSegConfig(PreTrainedConfig):
         self.vocabulary = list(self.vocabulary)
         self.lora_target_modules = list(self.lora_target_modules)
         if self.vocabulary:
-            self.id2label = dict(enumerate(self.vocabulary))
+            self.id2label = LabelNames(enumerate(self.vocabulary))
             self.label2id = {name: i for i, name in enumerate(self.vocabulary)}
         self.validate_architecture()
 

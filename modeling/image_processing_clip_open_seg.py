@@ -19,6 +19,8 @@ from transformers.image_utils import (
 )
 from transformers.utils import logging
 
+from .inference_clip_open_seg import DEFAULT_THRESHOLD, apply_threshold
+
 logger = logging.get_logger(__name__)
 
 
@@ -29,7 +31,10 @@ class CLIPOpenSegImageProcessor(TorchvisionBackend):
     Each image is resized so that it fits inside `size` (`{"max_height", "max_width"}`, aspect ratio kept; the
     longer side becomes 512 by default), normalised with CLIP's mean and std, and padded at the bottom/right to
     `pad_size` (512 x 512), so a batch stacks into `pixel_values` of shape `(batch_size, 3, 512, 512)`.
-    `post_process_semantic_segmentation` undoes the padding and resizing.
+    `post_process_semantic_segmentation` undoes the padding and resizing of one forward and decides each pixel as
+    the `threshold` rule does. This one-forward geometry is what `model(**processor(images))` and transformers'
+    `image-segmentation` pipeline use; `segment_images` (the `open-vocabulary-segmentation` pipeline, `magicseg
+    predict`, `magicseg evaluate`) resizes the short side and slides windows instead.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -67,7 +72,7 @@ class CLIPOpenSegImageProcessor(TorchvisionBackend):
         self,
         outputs: Any,
         target_sizes: list[tuple[int, int]] | torch.Tensor | None = None,
-        threshold: float | None = None,
+        threshold: float | None = DEFAULT_THRESHOLD,
     ) -> list[torch.Tensor]:
         """Turn model outputs into one class map per image.
 
@@ -75,8 +80,9 @@ class CLIPOpenSegImageProcessor(TorchvisionBackend):
             outputs: a [`CLIPOpenSegOutput`] (or dict) whose `logits` have shape `(batch_size, C, H, W)`.
             target_sizes: `(height, width)` of each original image. The padding added by this processor is
                 removed and the logits are resized (bilinear) before the decision. `None` keeps `(H, W)`.
-            threshold: pixels whose best class probability (sigmoid) is below it get -1 ("no class").
-                `None` takes the plain argmax (every pixel gets a class).
+            threshold: pixels whose best class probability (sigmoid) is below it get -1 ("no class"); 0.5 by
+                default, the score each class's sigmoid is trained to separate at (the `threshold` rule of
+                `segment_images`). `None` takes the plain argmax (every pixel gets a class).
         Returns:
             A list of `(height, width)` int64 tensors: class position `0..C-1`, or -1 below the threshold.
         """
@@ -96,9 +102,7 @@ class CLIPOpenSegImageProcessor(TorchvisionBackend):
                     image_logits = image_logits[..., :valid_height, :valid_width]
                 image_logits = F.interpolate(image_logits, size=target, mode="bilinear", align_corners=False)
             scores, classes = image_logits[0].sigmoid().max(dim=0)  # (H, W) each
-            if threshold is not None:
-                classes = torch.where(scores >= threshold, classes, torch.full_like(classes, -1))
-            results.append(classes)
+            results.append(apply_threshold(classes, scores, threshold))
         return results
 
 

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer, CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
-from .configuration_clip_open_seg import CLIPOpenSegConfig
+from .configuration_clip_open_seg import CLIPOpenSegConfig, LabelNames
 from .processing_clip_open_seg import tokenize_class_prompts
 
 logger = logging.get_logger(__name__)
@@ -654,7 +654,7 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         embeds = self.encode_classes(names, templates=templates, tokenizer=tokenizer)
         self.vocabulary_embeds = embeds.detach().clone()
         self.config.vocabulary = names
-        self.config.id2label = dict(enumerate(names))
+        self.config.id2label = LabelNames(enumerate(names))
         self.config.label2id = {name: i for i, name in enumerate(names)}
 
     def _resolve_class_embeds(
@@ -753,6 +753,34 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         tokens = self.clip.visual_projection(vision.post_layernorm(tokens))  # (B, 1 + N, D)
         tokens = F.normalize(tokens, dim=-1)
         return tokens[:, 0], tokens[:, 1:], (height // patch, width // patch)
+
+    def mask_logits(
+        self, pixel_values: torch.Tensor, class_embeds: torch.Tensor, classes_per_chunk: int | None = None
+    ) -> torch.Tensor:
+        """Per-class mask logits on the patch grid, before `forward`'s upsampling; the inference path's model call.
+
+        The vision tower runs once; the decoder runs on `classes_per_chunk` classes at a time (its class queries
+        never attend to each other, so chunks give the classes' logits as one call would), which bounds the
+        memory of a large vocabulary.
+
+        Args:
+            pixel_values: `(B, 3, H, W)` normalised images, H and W multiples of the patch size.
+            class_embeds: `(C, D)` class embeddings shared by the batch.
+            classes_per_chunk: classes per decoder call (default: all).
+        Returns:
+            `(B, C, H / patch, W / patch)` mask logits.
+        """
+        batch_size = pixel_values.shape[0]
+        image_embeds, patch_embeds, grid = self.get_image_embeddings(pixel_values)
+        class_embeds = self._resolve_class_embeds(batch_size, None, None, class_embeds)  # (B, C, D)
+        step = classes_per_chunk or class_embeds.shape[1]
+        return torch.cat(
+            [
+                self.decoder(patch_embeds, image_embeds, class_embeds[:, start : start + step], grid)
+                for start in range(0, class_embeds.shape[1], step)
+            ],
+            dim=1,
+        )  # (B, C, h, w)
 
     # ---- forward -----------------------------------------------------------------------------------------
     def forward(

@@ -14,24 +14,9 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
 from .configuration_clip_open_seg import DEFAULT_TEMPLATES, format_class_prompts
+from .inference_clip_open_seg import DEFAULT_THRESHOLD, check_class_names
 
 logger = logging.get_logger(__name__)
-
-
-def check_class_names(names: Any, what: str = "class names") -> list[str]:
-    """Validate one list of class names: non-empty, strings, no blanks, no duplicates. Returns it as a list."""
-    if isinstance(names, str):
-        names = [names]
-    names = list(names) if names is not None else []
-    if not names:
-        raise ValueError(f"{what} must hold at least one class name (got an empty list)")
-    bad = [name for name in names if not isinstance(name, str) or not name.strip()]
-    if bad:
-        raise ValueError(f"{what} must be non-empty strings (got {bad!r})")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"{what} must name each class once (got duplicates: {duplicates})")
-    return names
 
 
 def tokenize_class_prompts(
@@ -137,13 +122,15 @@ class CLIPOpenSegProcessor(ProcessorMixin):
                 data.update(self.tokenize_classes(text, templates))
         return BatchFeature(data=data)
 
-    def post_process_semantic_segmentation(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: Any = None, threshold: float | None = DEFAULT_THRESHOLD
+    ) -> list[torch.Tensor]:
         """See [`CLIPOpenSegImageProcessor.post_process_semantic_segmentation`].
 
-        `threshold` defaults to `None`: the plain argmax over classes, so every pixel gets a class position and
-        never -1 ("no class"); with a threshold, pixels whose best probability is below it get -1.
+        `threshold` defaults to 0.5 (the sigmoid the model is trained to separate at): pixels whose best class
+        probability is below it get -1 ("no class"); `threshold=None` takes the plain argmax.
         """
-        return self.image_processor.post_process_semantic_segmentation(*args, **kwargs)
+        return self.image_processor.post_process_semantic_segmentation(outputs, target_sizes, threshold)
 
     @property
     def model_input_names(self) -> list[str]:
