@@ -1,10 +1,12 @@
 """``magicseg predict``: segment pictures with a trained ``CLIPForOpenSegmentation``.
 
-The library part, :func:`predict_images`, runs a loaded model on PIL images in batches and
-returns one :class:`Prediction` per image: the class position of every pixel (or -1 where no
-class reaches the threshold) and, per class present, its area (fraction of the image) and score
-(mean probability inside its mask). ``magicseg demo`` and the Gradio Space reuse it; the pictures
-come from :mod:`magicseg_hf.visualization`.
+The library part, :func:`predict_images`, runs a loaded model on PIL images through the model's
+one inference path (``magicseg_hf.modeling.inference_clip_open_seg.segment_images``, which the
+``open-vocabulary-segmentation`` pipeline and ``magicseg evaluate`` also call) and returns one
+:class:`Prediction` per image: the class position of every pixel (or -1 where no class was chosen)
+and, per class present, its area (fraction of the image) and score (mean probability inside its
+mask). ``magicseg demo`` and the Gradio Space reuse it; the pictures come from
+:mod:`magicseg_hf.visualization`.
 
 Importing this module is cheap (no torch): ``magicseg predict --help`` answers at once; the model
 libraries are imported when :func:`run` or :func:`predict_images` runs.
@@ -17,7 +19,7 @@ Example::
 
     model, processor = load_open_seg("path/to/model")
     image = Image.open("street.jpg").convert("RGB")
-    [prediction] = predict_images(model, processor, [image], ["car", "tree", "road"], threshold=0.5)
+    [prediction] = predict_images(model, processor, [image], ["car", "tree", "road"])  # threshold 0.5
     prediction.overlay(image).save("overlay.png")
     for segment in prediction.segments:
         print(segment.label, segment.area, segment.score)
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.labels import UNKNOWN
@@ -51,24 +53,27 @@ or more images, batched, and prints per image the area (share of the image) and 
 probability inside its mask) of each class found. --output / --output-dir save the overlay with
 a legend; --json saves the table.
 
-Classes default to the vocabulary saved with the model. Without --threshold every pixel takes
-its most probable class; with one (e.g. 0.5), pixels whose best class probability is below it
-belong to no class.
+Classes default to the vocabulary saved with the model. A pixel takes its most probable class
+when that class's probability reaches --threshold (0.5 by default, where the model's per-class
+sigmoid is trained to separate); pixels no named class is sure of stay unlabelled. --decision
+argmax gives every pixel its best class instead; --decision background-class queries
+"background" (or --background-classes) beside the classes and leaves the pixels it wins
+unlabelled. Images are resized (short side 512) and segmented with sliding windows, exactly as
+the open-vocabulary-segmentation pipeline and `magicseg evaluate --protocol zegclip` do.
 
 Examples:
   magicseg predict --model model --image photo.jpg --output overlay.png
-  magicseg predict --model USER/NAME --image a.jpg b.jpg --classes cat dog --threshold 0.5 \\
-      --output-dir overlays --json segments.json"""
+  magicseg predict --model USER/NAME --image a.jpg b.jpg --classes cat dog \\
+      --output-dir overlays --json segments.json --label-dir labels"""
 
-#: Images per forward pass by default.
-DEFAULT_BATCH_SIZE = 4
+#: Sliding windows per forward pass by default (the model's inference path's default).
+DEFAULT_BATCH_SIZE = 8
 #: File name of an image's overlay in ``--output-dir``: ``<image stem>_overlay.png``.
 OVERLAY_SUFFIX = "_overlay.png"
+#: File name of an image's label map in ``--label-dir``: ``<image stem>_label.png``.
+LABEL_SUFFIX = "_label.png"
 #: Tint strength of the overlay (as in the dataset preview).
 OVERLAY_ALPHA = 0.55
-#: Probabilities held at once while an image's classes are decided (classes x pixels): bounds
-#: the memory of a large vocabulary on a large photo (1203 LVIS classes x 12 MP would be 58 GB).
-PROBABILITY_BUDGET = 1 << 26
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,6 +114,8 @@ class Prediction:
     threshold: float | None = None
     #: Where the image came from (a file path), when known.
     source: str | None = field(default=None)
+    #: The decision rule that chose the classes (``threshold``, ``background-class`` or ``argmax``).
+    decision: str = "threshold"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -118,7 +125,7 @@ class Prediction:
 
     @property
     def unassigned_area(self) -> float:
-        """Fraction of the pixels that no class reached (0 without a threshold)."""
+        """Fraction of the pixels left without a class (0 under the ``argmax`` rule)."""
         return float((self.segmentation < 0).mean()) if self.segmentation.size else 0.0
 
     def mask(self, label: str | int) -> np.ndarray:
@@ -141,6 +148,16 @@ class Prediction:
         for value, position in enumerate(present, start=1):
             label[self.segmentation == position] = value
         return label, [self.classes[position] for position in present]
+
+    def label_image(self) -> Image.Image:
+        """The segmentation as a PNG-ready label image: 0 no class, ``i`` = ``classes[i - 1]``.
+
+        Mode "L" below 255 classes, 16-bit ("I;16") above.
+        """
+        values = self.segmentation + 1  # -1 -> 0, position p -> p + 1
+        if len(self.classes) < UNKNOWN:
+            return Image.fromarray(values.astype(np.uint8), mode="L")
+        return Image.fromarray(values.astype(np.uint16), mode="I;16")
 
     def overlay(self, image: Image.Image, alpha: float = OVERLAY_ALPHA) -> Image.Image:
         """``image`` with each class's pixels tinted in its colour and a legend on the right."""
@@ -182,56 +199,33 @@ def check_classes(classes: Sequence[str] | None, vocabulary: Sequence[str]) -> l
         raise InputError(str(error)) from None
 
 
-def _check_threshold(threshold: float | None) -> None:
+def check_decision(
+    decision: str | None, threshold: float | None, background: Sequence[str] | None = None
+) -> tuple[Any, list[str]]:
+    """The decision rule and its background texts from the user's settings.
+
+    ``threshold`` None means the rule's default (0.5 for ``threshold``); ``background`` defaults to
+    ``["background"]`` for ``background-class`` and is refused with the other rules.
+
+    Raises:
+        InputError: an unknown rule, a threshold outside [0, 1] or one given to ``argmax``.
+    """
+    from magicseg_hf.modeling import Decision
+    from magicseg_hf.modeling.pipeline_clip_open_seg import DEFAULT_BACKGROUND
+
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise InputError(f"--threshold must lie in [0, 1] (got {threshold})")
-
-
-def _logits_at_size(logits: Any, size: tuple[int, int], image_processor: Any) -> Any:
-    """``(C, S, S)`` logits of one padded image -> ``(C, height, width)`` at the image's size.
-
-    The geometry of ``post_process_semantic_segmentation``: the padding is cut off, then the
-    logits are resized (bilinear) to ``size`` = ``(height, width)``.
-    """
-    import torch.nn.functional as F
-
-    if getattr(image_processor, "do_pad", False):
-        valid_height, valid_width = image_processor._valid_region(size)
-        logits = logits[:, :valid_height, :valid_width]
-    return F.interpolate(logits[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-
-
-def segment_logits(
-    logits: Any, size: tuple[int, int], image_processor: Any, threshold: float | None = None
-) -> tuple[Any, Any]:
-    """Decide each pixel's class from one image's ``(C, S, S)`` logits, a few classes at a time.
-
-    The same decision as the processor's ``post_process_semantic_segmentation`` (the class of
-    highest probability, or -1 where it is below ``threshold``), with the logits resized to ``size``
-    in chunks of classes so that a large vocabulary on a large image fits in memory.
-
-    Returns:
-        ``(segmentation, probability)``: ``(height, width)`` int64 class positions (or -1) and
-        ``(height, width)`` float32 probability of each pixel's most probable class.
-    """
-    import torch
-
-    height, width = size
-    chunk = max(1, PROBABILITY_BUDGET // max(1, height * width))
-    best_probability, best_class = None, None
-    for start in range(0, logits.shape[0], chunk):
-        probabilities = _logits_at_size(logits[start : start + chunk], size, image_processor).sigmoid()  # (c, H, W)
-        probability, position = probabilities.max(dim=0)  # (H, W) each
-        position = position + start
-        if best_probability is None:
-            best_probability, best_class = probability, position
-        else:  # strictly better only: ties keep the earlier class, as one argmax over all classes does
-            better = probability > best_probability
-            best_probability = torch.where(better, probability, best_probability)
-            best_class = torch.where(better, position, best_class)
-    if threshold is not None:
-        best_class = torch.where(best_probability >= threshold, best_class, torch.full_like(best_class, -1))
-    return best_class, best_probability
+    try:
+        rule = Decision.named(decision, threshold)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if rule.rule == "background-class":
+        texts = list(background) if background else list(DEFAULT_BACKGROUND)
+    elif background:
+        raise InputError(f"--background-classes is only used with --decision background-class (got {rule.rule})")
+    else:
+        texts = []
+    return rule, texts
 
 
 def predict_images(
@@ -242,52 +236,59 @@ def predict_images(
     threshold: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     sources: Sequence[str] | None = None,
+    decision: str | None = None,
+    background: Sequence[str] | None = None,
 ) -> list[Prediction]:
     """Segment ``images`` with ``model`` (a ``CLIPForOpenSegmentation``) and its ``processor``.
 
+    A thin caller of the model's one inference path
+    (:func:`magicseg_hf.modeling.inference_clip_open_seg.segment_images`): the same answer as
+    ``pipeline("open-vocabulary-segmentation")`` and ``magicseg evaluate --protocol zegclip``.
+
     Args:
         model: the model, on the device to run on (put in eval mode here).
-        processor: its ``CLIPOpenSegProcessor``: images are resized to fit the model's size and
-            padded, so a batch stacks into ``pixel_values`` of shape ``(B, 3, S, S)``.
-        images: PIL images of any sizes and modes (converted to RGB).
+        processor: its ``CLIPOpenSegProcessor`` (tokenizer, normalisation).
+        images: PIL images of any sizes and modes (EXIF-rotated, converted to RGB).
         classes: class names; default ``model.config.vocabulary``. Encoded once for all images.
-        threshold: pixels whose best class probability is below it get -1 (no class); ``None``
-            gives every pixel its most probable class.
-        batch_size: images per forward pass.
+        threshold: the lowest probability a pixel's best class needs; ``None``: the rule's
+            default (0.5 for the ``threshold`` rule).
+        batch_size: sliding windows per forward pass (windows of several images share one).
         sources: a name per image (e.g. its path), kept in :attr:`Prediction.source`.
+        decision: ``threshold`` (default), ``background-class`` or ``argmax``.
+        background: texts that mean "no class" under ``background-class`` (default ``background``).
     Returns:
-        One :class:`Prediction` per image, in order; its segmentation is what the processor's
-        ``post_process_semantic_segmentation`` makes of the model's ``(B, C, S, S)`` logits
-        (see :func:`segment_logits`).
+        One :class:`Prediction` per image, in order.
     Raises:
-        InputError: bad ``classes``, ``threshold`` or ``batch_size``.
+        InputError: bad ``classes``, ``threshold``, ``decision``, ``batch_size`` or image.
     """
     import torch
 
+    from magicseg_hf.modeling import InferenceGeometry, Queries, segment_images
+    from magicseg_hf.modeling.inference_clip_open_seg import as_rgb
+
     names = check_classes(classes, list(getattr(model.config, "vocabulary", None) or []))
-    _check_threshold(threshold)
+    rule, background_texts = check_decision(decision, threshold, background)
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer (got {batch_size})")
     if sources is not None and len(sources) != len(images):
         raise ValueError(f"sources must name each image (got {len(sources)} for {len(images)} images)")
+    try:
+        pictures = [as_rgb(image, what=sources[i] if sources else f"image {i}") for i, image in enumerate(images)]
+        queries = Queries.encode(model, names, background_texts, tokenizer=processor.tokenizer)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     model.eval()
+    image_processor = processor.image_processor
     predictions: list[Prediction] = []
     with torch.no_grad():
-        class_embeds = model.encode_classes(names, tokenizer=processor.tokenizer)  # (C, D)
-        for start in range(0, len(images), batch_size):
-            batch = [image.convert("RGB") for image in images[start : start + batch_size]]
-            pixel_values = processor(images=batch, return_tensors="pt")["pixel_values"]  # (B, 3, S, S)
-            logits = model(
-                pixel_values=pixel_values.to(device=model.device, dtype=model.dtype), class_embeds=class_embeds
-            ).logits  # (B, C, S, S)
-            for offset, (image, image_logits) in enumerate(zip(batch, logits)):
-                index = start + offset
-                segmentation, probability = segment_logits(
-                    image_logits, (image.height, image.width), processor.image_processor, threshold
-                )  # (H, W) each: class position (or -1) and its probability
-                predictions.append(
-                    _prediction(names, segmentation, probability, threshold, sources[index] if sources else None)
-                )
+        results = segment_images(
+            model, enumerate(pictures), queries, InferenceGeometry.from_config(model.config), rule,
+            image_processor.image_mean, image_processor.image_std, window_batch_size=batch_size,
+        )
+        for index, result in results:
+            prediction = _prediction(names, result.labels, result.scores, rule.threshold, sources[index] if sources else None)
+            prediction.decision = rule.rule
+            predictions.append(prediction)
     return predictions
 
 
@@ -318,11 +319,15 @@ def _prediction(
 # Files
 # ----------------------------------------------------------------------------------------------
 def load_image(path: str | Path) -> Image.Image:
-    """The RGB picture in ``path`` (EXIF orientation applied).
+    """The RGB picture in ``path`` (EXIF orientation applied; palette, CMYK, RGBA and 16-bit images
+    converted as :func:`~magicseg_hf.modeling.inference_clip_open_seg.as_rgb` does).
 
     Raises:
-        InputError: no such file, a folder, or a file that is not a readable image.
+        InputError: no such file, a folder, a file that is not a readable image, or one over PIL's
+            decompression-bomb pixel limit.
     """
+    from magicseg_hf.modeling.inference_clip_open_seg import as_rgb
+
     file = Path(path).expanduser()
     if not file.exists():
         raise InputError(f"--image {path}: no such file")
@@ -330,17 +335,25 @@ def load_image(path: str | Path) -> Image.Image:
         raise InputError(f"--image {path}: not a file")
     try:
         with Image.open(file) as opened:
+            width, height = opened.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and width * height > limit:
+                raise InputError(
+                    f"--image {path}: {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{limit:,} (PIL's Image.MAX_IMAGE_PIXELS); resize it first"
+                )
             opened.load()
-            image = ImageOps.exif_transpose(opened) or opened
-            return image.convert("RGB")
+            return as_rgb(opened, what=f"--image {path}")
+    except Image.DecompressionBombError as error:
+        raise InputError(f"--image {path}: {first_line(error)}") from None
     except UnidentifiedImageError:
         raise InputError(f"--image {path}: not a readable image (unknown or broken image format)") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise InputError(f"--image {path}: not a readable image ({first_line(error)})") from None
 
 
-def overlay_paths(images: Sequence[str], output_dir: str | Path) -> list[Path]:
-    """``output_dir/<stem>_overlay.png`` per image; a repeated stem gets ``_2``, ``_3``... after it."""
+def overlay_paths(images: Sequence[str], output_dir: str | Path, suffix: str = OVERLAY_SUFFIX) -> list[Path]:
+    """``output_dir/<stem><suffix>`` per image; a repeated stem gets ``_2``, ``_3``... after it."""
     folder = Path(output_dir)
     seen: dict[str, int] = {}
     paths = []
@@ -348,13 +361,18 @@ def overlay_paths(images: Sequence[str], output_dir: str | Path) -> list[Path]:
         stem = Path(image).stem or "image"
         seen[stem] = seen.get(stem, 0) + 1
         name = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
-        paths.append(folder / f"{name}{OVERLAY_SUFFIX}")
+        paths.append(folder / f"{name}{suffix}")
     return paths
 
 
-def _check_outputs(args: argparse.Namespace) -> list[Path | None]:
-    """Where each image's overlay goes (None: not saved); refuses outputs that cannot work."""
+def _check_outputs(args: argparse.Namespace) -> tuple[list[Path | None], list[Path | None]]:
+    """Where each image's overlay and label map go (None: not saved); refuses outputs that cannot work."""
     images = list(args.image)
+    label_targets: list[Path | None] = [None] * len(images)
+    if args.label_dir is not None:
+        if Path(args.label_dir).exists() and not Path(args.label_dir).is_dir():
+            raise InputError(f"--label-dir {args.label_dir}: exists and is not a folder")
+        label_targets = list(overlay_paths(images, args.label_dir, LABEL_SUFFIX))
     if args.output is not None and args.output_dir is not None:
         raise InputError("pass either --output (one image) or --output-dir (any number), not both")
     if args.output is not None:
@@ -373,12 +391,12 @@ def _check_outputs(args: argparse.Namespace) -> list[Path | None]:
     else:
         targets = [None] * len(images)
     inputs = {Path(image).expanduser().resolve() for image in images}
-    for target in targets:
+    for target in [*targets, *label_targets]:
         if target is not None and target.expanduser().resolve() in inputs:
-            raise InputError(f"the overlay {target} would overwrite one of the input images; choose another file")
+            raise InputError(f"{target} would overwrite one of the input images; choose another file")
     if args.json is not None and Path(args.json).expanduser().resolve() in inputs:
         raise InputError(f"--json {args.json} is one of the input images; choose another file")
-    return targets
+    return targets, label_targets
 
 
 def _check_model_source(model: str) -> None:
@@ -445,16 +463,27 @@ def format_table(prediction: Prediction) -> str:
     return "\n".join(lines)
 
 
-def predictions_json(predictions: Sequence[Prediction], model: str, overlays: Sequence[Path | None]) -> dict[str, Any]:
-    """What ``--json`` writes: the model, classes and threshold, and each image's segments."""
+def predictions_json(
+    predictions: Sequence[Prediction],
+    model: str,
+    overlays: Sequence[Path | None],
+    label_files: Sequence[Path | None] | None = None,
+) -> dict[str, Any]:
+    """What ``--json`` writes: the model, classes, decision rule and threshold, and each image's segments."""
+    label_files = label_files if label_files is not None else [None] * len(predictions)
     first = predictions[0] if predictions else None
     return {
         "model": model,
         "classes": list(first.classes) if first else [],
         "threshold": first.threshold if first else None,
+        "decision": first.decision if first else None,
         "images": [
-            {**prediction.to_dict(), "overlay": str(overlay) if overlay is not None else None}
-            for prediction, overlay in zip(predictions, overlays)
+            {
+                **prediction.to_dict(),
+                "overlay": str(overlay) if overlay is not None else None,
+                "label_map": str(label_file) if label_file is not None else None,
+            }
+            for prediction, overlay, label_file in zip(predictions, overlays, label_files)
         ],
     }
 
@@ -481,14 +510,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Class names to segment (default: the model's saved vocabulary).")
     parser.add_argument("--threshold", type=float, default=None, metavar="T",
                         help="Leave pixels whose best class probability is below T unlabelled "
-                             "(default: every pixel takes its most probable class).")
+                             "(default 0.5 with --decision threshold; not allowed with argmax).")
+    parser.add_argument("--decision", default="threshold", choices=("threshold", "background-class", "argmax"),
+                        help="threshold: best class if its probability reaches --threshold, else none "
+                             "(default); background-class: background texts compete and leave the pixels "
+                             "they win unlabelled; argmax: every pixel takes its best class.")
+    parser.add_argument("--background-classes", nargs="+", default=None, metavar="TEXT",
+                        help='Texts meaning "no class" for --decision background-class (default: background).')
+    parser.add_argument("--label-dir", default=None, metavar="DIR",
+                        help="Save each image's label map as DIR/<name>_label.png (0 no class, i = the i-th "
+                             "class; 16-bit above 254 classes).")
     parser.add_argument("--output", default=None, metavar="OVERLAY.png",
                         help="Save the overlay with its legend here (one image).")
     parser.add_argument("--output-dir", default=None, metavar="DIR",
                         help=f"Save each image's overlay as DIR/<name>{OVERLAY_SUFFIX} (any number of images).")
     parser.add_argument("--json", default=None, metavar="SEGMENTS.json",
                         help="Save every image's classes, areas and scores as JSON.")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="Images per forward pass.")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="Sliding windows per forward pass (windows of several images share one).")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N or mps.")
 
 
@@ -499,10 +538,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be a positive integer (got {args.batch_size})")
-    _check_threshold(args.threshold)
+    check_decision(args.decision, args.threshold, args.background_classes)
     if args.classes is not None:
         check_classes(args.classes, [])
-    overlays = _check_outputs(args)
+    overlays, label_files = _check_outputs(args)
     images = [load_image(path) for path in args.image]
     device = _resolve_device(args.device)
     _check_model_source(args.model)
@@ -516,18 +555,21 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     predictions = predict_images(
         model, processor, images, args.classes, threshold=args.threshold, batch_size=args.batch_size,
-        sources=list(args.image),
+        sources=list(args.image), decision=args.decision, background=args.background_classes,
     )
     logger.info("segmented %d image(s) for %d classes in %.1f s", len(images), len(predictions[0].classes),
                 time.perf_counter() - start)
-    for image, prediction, target in zip(images, predictions, overlays):
+    for image, prediction, target, label_file in zip(images, predictions, overlays, label_files):
         if target is not None:
             _write_png(target, prediction.overlay(image))
+        if label_file is not None:
+            _write_png(label_file, prediction.label_image())
     if args.json is not None:
-        atomic_write_json(args.json, predictions_json(predictions, args.model, overlays))
+        atomic_write_json(args.json, predictions_json(predictions, args.model, overlays, label_files))
     report = "\n\n".join(format_table(prediction) for prediction in predictions)
     sys.stdout.write(report + "\n")
-    saved = [str(target) for target in overlays if target is not None] + ([args.json] if args.json else [])
+    saved = [str(target) for target in [*overlays, *label_files] if target is not None]
+    saved += [args.json] if args.json else []
     if saved:
         logger.info("wrote %s", ", ".join(saved))
     else:

@@ -29,6 +29,7 @@ from PIL import Image
 
 from magicseg_hf.errors import InputError, MagicSegError
 from magicseg_hf.loading import load_open_seg
+from magicseg_hf.modeling import DEFAULT_THRESHOLD
 from magicseg_hf.predict import OVERLAY_ALPHA, model_type_problem, predict_images
 from magicseg_hf.visualization import class_color
 
@@ -102,7 +103,9 @@ def build_demo(model: Any, processor: Any, model_name: str) -> gr.Blocks:
                     placeholder=f"empty: the model's vocabulary ({shown})" if vocabulary else "cat, dog, grass",
                 )
                 threshold = gr.Slider(
-                    0.0, 1.0, value=0.0, step=0.05, label="score threshold (0: every pixel gets its best class)"
+                    0.0, 1.0, value=DEFAULT_THRESHOLD, step=0.05,
+                    label="score threshold: a pixel takes its best class only if that class's probability "
+                    f"reaches it ({DEFAULT_THRESHOLD}: the model's trained threshold; 0: every pixel gets a class)",
                 )
                 button = gr.Button("Segment", variant="primary")
             with gr.Column():

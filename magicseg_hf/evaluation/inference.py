@@ -1,35 +1,26 @@
-"""Zero-shot prediction of benchmark images with ``CLIPForOpenSegmentation``, as a protocol prescribes.
+"""Zero-shot prediction of benchmark images: the benchmark's classes as queries, the model's one inference path.
 
-For one benchmark image of (H, W) pixels and Q text queries:
+Benchmark images go through exactly the code the ``open-vocabulary-segmentation`` pipeline and
+``magicseg predict`` run — :func:`magicseg_hf.modeling.inference_clip_open_seg.segment_images` (resize,
+sliding windows batched across images, window probabilities averaged, resized back, one decision
+rule) — with the protocol's geometry and rule. This module only turns a benchmark and a protocol
+into the question (text queries, background texts, rule) and the answer (class positions) into the
+benchmark's label ids:
 
-1. **resize** to ``protocol.resized_size(H, W) = (h, w)`` (bilinear, rounded to 8-bit values as
-   mmsegmentation's ``cv2`` resize returns them) and normalise with CLIP's mean and std -> (3, h, w);
-2. **slide** ``protocol.window``-pixel windows every ``protocol.stride`` pixels over the image (padded
-   with zeros — the mean colour — up to one window where it is smaller; the grid of
-   :func:`~magicseg_hf.modeling.pipeline_clip_open_seg.sliding_windows`). Windows of consecutive
-   images are stacked into batches of ``batch_size`` windows, one model forward per batch;
-3. **average** each window's (Q, window, window) logits into the image's (Q, h, w) canvas, divided by
-   the number of windows that cover each pixel;
-4. **upsample** bilinearly to the label's (Q, H, W) and, with ``refine="pamr"``, refine them with
-   :func:`~magicseg_hf.evaluation.refine.pamr` guided by the (upsampled) normalised image;
-5. **decide** each pixel's label with :func:`labels_from_logits` (below).
+====================  ==============================  ===============================================
+rule                  queries                         a pixel's label
+====================  ==============================  ===============================================
+``background-class``  classes 1..N-1 + the            the winning class's id; 0 where a background
+                      background line's texts         text wins (or, with a threshold, below it)
+``threshold``         classes 1..N-1                  the best class's id if its probability reaches
+                                                      the threshold, else 0 (background)
+``argmax``            every class line (context59:    the best class's id
+                      all 59; with background: 0..N)
+====================  ==============================  ===============================================
 
-Queries are the benchmark's class lines: a line's synonyms are encoded one by one with
-``model.encode_classes`` (each through the template ensemble), averaged and L2-normalised again. How
-background is decided (:mod:`~magicseg_hf.evaluation.protocols`):
-
-=====================  ===================================  ====================================================
-benchmark              ``background="class"``               ``background="threshold"``
-=====================  ===================================  ====================================================
-with background        every line is queried, "background"  the background line is not queried; the best query
-(voc21, context60,     included; argmax decides (and, when  wins where its sigmoid is >= threshold, else the
-coco-object, DIR)      a threshold is set, pixels below it  pixel is background (0) — the "-1 -> 0, c -> c + 1"
-                       are background too)                  of ``post_process_semantic_segmentation``
-without background     every line is queried; plain argmax  the same: plain argmax (no class to fall back on)
-(context59)
-=====================  ===================================  ====================================================
-
-Predictions are in the benchmark's label space: (H, W) int64 ids ``0..num_labels-1``.
+A class line's synonyms are one query each and the best of them speaks for the class
+(``synonyms="max"``, SCLIP's and NACLIP's rule), or their embeddings are averaged into one query
+(``"mean"``). Predictions are (H, W) int64 label ids at the label's size.
 
 Example::
 
@@ -40,285 +31,127 @@ Example::
 
     model, processor = load_open_seg("path/to/model")
     benchmark = load_benchmark("voc21", data_dir="data")
-    predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, get_protocol("sclip"))
+    protocol = get_protocol("sclip").for_benchmark("voc21")
+    predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, protocol)
     for sample, prediction in predictor.predict(benchmark):   # prediction: (H, W) int64 numpy
         ...
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from magicseg_hf.errors import InputError
-from magicseg_hf.evaluation.benchmarks import Benchmark
 from magicseg_hf.evaluation.protocols import Protocol
 from magicseg_hf.evaluation.refine import pamr
 from magicseg_hf.labels import BACKGROUND
-from magicseg_hf.modeling.pipeline_clip_open_seg import sliding_windows
+from magicseg_hf.modeling.inference_clip_open_seg import (
+    DEFAULT_WINDOW_BATCH_SIZE,
+    Decision,
+    Queries,
+    segment_images,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Post-refinements of the logits ``--refine`` accepts.
+#: Post-refinements of the probabilities ``--refine`` accepts.
 REFINEMENTS = ("pamr",)
 #: Default number of sliding windows per model forward.
-DEFAULT_BATCH_SIZE = 16
-
-T = TypeVar("T")
+DEFAULT_BATCH_SIZE = DEFAULT_WINDOW_BATCH_SIZE
 
 
-# ----------------------------------------------------------------------------------------------
-# Text queries
-# ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClassQueries:
-    """The text queries of a benchmark and the label each one stands for.
+    """The question asked of the model for a benchmark, and how its answer maps to label ids.
 
     Attributes:
-        embeds: (Q, D) L2-normalised class embeddings (synonyms averaged), float32.
-        label_ids: (Q,) the benchmark label id each query predicts.
-        names: (Q,) each query's display name.
-        background_id: the label of "no query clears the threshold" (0), or None for a plain argmax.
-        threshold: lowest sigmoid score the best query needs, or None.
+        classes: per queried class, its synonyms (the first is its name).
+        label_ids: (C,) the benchmark label id of each queried class (position p -> ``label_ids[p]``).
+        background: texts that stand for background (the ``background-class`` rule), else empty.
+        background_id: label of pixels left without a class (0), or None (``argmax`` without background).
+        decision: the rule, threshold and area threshold.
+        synonyms: ``max`` or ``mean``.
     """
 
-    embeds: torch.Tensor
+    classes: tuple[tuple[str, ...], ...]
     label_ids: tuple[int, ...]
-    names: tuple[str, ...]
+    background: tuple[str, ...]
     background_id: int | None
-    threshold: float | None
+    decision: Decision
+    synonyms: str
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(synonyms[0] for synonyms in self.classes)
 
-def synonym_embeddings(model: Any, class_synonyms: Sequence[Sequence[str]]) -> torch.Tensor:
-    """One embedding per class line: its synonyms' embeddings averaged, then L2-normalised.
+    def digest(self) -> str:
+        """sha256 of the queried texts (class lines and background), as written into results files."""
+        text = "\n".join([", ".join(line) for line in self.classes] + ["background: " + ", ".join(self.background)])
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    Args:
-        model: a ``CLIPForOpenSegmentation`` (``encode_classes`` with its tokenizer).
-        class_synonyms: per class, one or more names.
-
-    Returns:
-        (C, D) float32 embeddings on the model's device.
-    """
-    names = [name for synonyms in class_synonyms for name in synonyms]  # S names in all
-    owners = torch.tensor([c for c, synonyms in enumerate(class_synonyms) for _ in synonyms])  # (S,)
-    embeds = model.encode_classes(names).float()  # (S, D)
-    owners = owners.to(embeds.device)
-    sums = embeds.new_zeros((len(class_synonyms), embeds.shape[1])).index_add_(0, owners, embeds)  # (C, D)
-    return F.normalize(sums, dim=-1)  # dividing by the synonym count first changes nothing after this
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "synonyms": [list(line) for line in self.classes],
+            "label_ids": list(self.label_ids),
+            "background_texts": list(self.background),
+            "background_id": self.background_id,
+            "synonym_rule": self.synonyms,
+            "decision": self.decision.to_dict(),
+            "digest": self.digest(),
+        }
 
 
 def class_queries(
-    model: Any,
-    class_synonyms: Sequence[Sequence[str]],
-    has_background: bool,
-    background: str,
-    threshold: float | None,
+    class_synonyms: Sequence[Sequence[str]], has_background: bool, decision: Decision, synonyms: str = "max"
 ) -> ClassQueries:
-    """The queries of a benchmark under a background mode (see the module docstring's table).
+    """The queries of a benchmark under a decision rule (see the module docstring's table).
 
     Args:
-        model: a ``CLIPForOpenSegmentation``.
-        class_synonyms: the benchmark's class lines in label-id order (line 0 is "background" when
-            ``has_background``).
+        class_synonyms: the class lines in label-id order (line 0 is background when ``has_background``).
         has_background: whether label 0 is background.
-        background: ``class`` or ``threshold``.
-        threshold: the protocol's threshold (None for none).
+        decision: the rule; without background only ``argmax`` applies (any other is refused).
+        synonyms: ``max`` or ``mean``.
     """
-    if not class_synonyms:
+    lines = tuple(tuple(line) for line in class_synonyms)
+    if not lines:
         raise InputError("a benchmark needs at least one class (got none)")
-    if background not in ("class", "threshold"):
-        raise InputError(f"background must be class or threshold (got {background!r})")
-    if has_background and background == "threshold":
-        label_ids = tuple(range(1, len(class_synonyms)))  # the background line is not queried
-        if not label_ids:
-            raise InputError("background by threshold needs at least one class besides background (got none)")
-    else:
-        label_ids = tuple(range(len(class_synonyms)))
-    queried = [class_synonyms[i] for i in label_ids]
-    decides_background = has_background and threshold is not None
-    return ClassQueries(
-        embeds=synonym_embeddings(model, queried),
-        label_ids=label_ids,
-        names=tuple(synonyms[0] for synonyms in queried),
-        background_id=BACKGROUND if decides_background else None,
-        threshold=threshold if decides_background else None,
-    )
+    if not has_background:
+        if decision.rule != "argmax":
+            raise InputError(
+                f"a benchmark without background gives every pixel a class: use the argmax rule (got {decision.rule})"
+            )
+        return ClassQueries(lines, tuple(range(len(lines))), (), None, decision, synonyms)
+    if decision.rule == "argmax":
+        return ClassQueries(lines, tuple(range(len(lines))), (), None, decision, synonyms)
+    if len(lines) < 2:
+        raise InputError("a benchmark with background needs at least one other class (got none)")
+    background = lines[0] if decision.rule == "background-class" else ()
+    return ClassQueries(lines[1:], tuple(range(1, len(lines))), background, BACKGROUND, decision, synonyms)
 
 
-# ----------------------------------------------------------------------------------------------
-# The decision
-# ----------------------------------------------------------------------------------------------
-def labels_from_logits(
-    logits: torch.Tensor,
-    label_ids: torch.Tensor | Sequence[int],
-    background_id: int | None = None,
-    threshold: float | None = None,
-) -> torch.Tensor:
-    """Each pixel's label from per-query logits.
-
-    Args:
-        logits: (Q, H, W) per-query mask logits (probability = sigmoid).
-        label_ids: (Q,) the label each query stands for.
-        background_id: label of pixels whose best query scores below ``threshold``; None (or no
-            threshold) takes the plain argmax.
-        threshold: lowest sigmoid score the best query needs to win a pixel.
-
-    Returns:
-        (H, W) int64 labels: ``label_ids[argmax_q logits]``, or ``background_id`` where
-        ``sigmoid(max_q logits) < threshold``.
-    """
-    if logits.dim() != 3:
-        raise ValueError(f"logits must have shape (Q, H, W) (got {tuple(logits.shape)})")
-    label_ids = torch.as_tensor(label_ids, dtype=torch.long, device=logits.device)
-    if label_ids.shape != (logits.shape[0],):
-        raise ValueError(f"label_ids must hold one label per query (got {tuple(label_ids.shape)} for {logits.shape[0]})")
-    scores, best = logits.max(dim=0)  # (H, W) each
-    labels = label_ids[best]  # (H, W)
-    if background_id is not None and threshold is not None:
-        labels = torch.where(scores.float().sigmoid() >= threshold, labels, torch.full_like(labels, background_id))
-    return labels
+def _pamr(guide: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    return pamr(guide, probabilities)
 
 
-# ----------------------------------------------------------------------------------------------
-# Sliding windows, batched across images
-# ----------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Canvas(Generic[T]):
-    """One image's accumulating logits while its windows go through the model."""
-
-    payload: T
-    pixel_values: torch.Tensor  # (3, H', W') padded to at least one window
-    size: tuple[int, int]  # (h, w) before padding
-    windows_left: int
-    logits_sum: torch.Tensor | None = None  # (Q, H', W') float32
-    counts: torch.Tensor | None = None  # (1, H', W') float32
-    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
-
-
-def sliding_window_logits(
-    model: Any,
-    images: Iterable[tuple[T, torch.Tensor]],
-    class_embeds: torch.Tensor,
-    window: int,
-    stride: int,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> Iterator[tuple[T, torch.Tensor]]:
-    """Sliding-window logits of a stream of images, ``batch_size`` windows per model forward.
-
-    Windows of consecutive images share batches (an image of 6 windows and the next one's first 10
-    go through one forward at ``batch_size=16``), so small images do not leave batches half empty.
-
-    Args:
-        model: a ``CLIPForOpenSegmentation`` in eval mode.
-        images: ``(payload, pixel_values)`` pairs; ``pixel_values`` (3, h, w) normalised, any size,
-            on the model's device. The payload is handed back with the image's logits.
-        class_embeds: (Q, D) query embeddings.
-        window, stride: window side and step in pixels.
-        batch_size: windows per forward (1: one window at a time).
-
-    Yields:
-        ``(payload, logits)`` in input order, ``logits`` (Q, h, w) float32: each pixel's logits
-        averaged over the windows that cover it.
-    """
-    if batch_size < 1:
-        raise InputError(f"batch size must be a positive integer (got {batch_size})")
-    pending: deque[_Canvas[T]] = deque()  # images whose windows are not all predicted, in order
-    queue: deque[tuple[_Canvas[T], tuple[int, int, int, int]]] = deque()  # windows not yet predicted
-    num_queries = class_embeds.shape[0]
-
-    def forward(count: int) -> None:
-        chunk = [queue.popleft() for _ in range(count)]
-        crops = torch.stack(
-            [canvas.pixel_values[:, top:bottom, left:right] for canvas, (top, left, bottom, right) in chunk]
-        )  # (n, 3, window, window)
-        with torch.no_grad():
-            logits = model(pixel_values=crops, class_embeds=class_embeds).logits.float()  # (n, Q, window, window)
-        for (canvas, (top, left, bottom, right)), window_logits in zip(chunk, logits):
-            if canvas.logits_sum is None or canvas.counts is None:
-                _, height, width = canvas.pixel_values.shape
-                canvas.logits_sum = logits.new_zeros((num_queries, height, width))
-                canvas.counts = logits.new_zeros((1, height, width))
-            canvas.logits_sum[:, top:bottom, left:right] += window_logits
-            canvas.counts[:, top:bottom, left:right] += 1
-            canvas.windows_left -= 1
-
-    def finished() -> Iterator[tuple[T, torch.Tensor]]:
-        while pending and pending[0].windows_left == 0:
-            canvas = pending.popleft()
-            assert canvas.logits_sum is not None and canvas.counts is not None
-            height, width = canvas.size
-            yield canvas.payload, (canvas.logits_sum / canvas.counts)[:, :height, :width]  # (Q, h, w)
-
-    for payload, pixel_values in images:
-        _, height, width = pixel_values.shape
-        padded_height, padded_width = max(height, window), max(width, window)
-        padded = F.pad(pixel_values, (0, padded_width - width, 0, padded_height - height))  # (3, H', W')
-        boxes = sliding_windows(padded_height, padded_width, window, stride)
-        canvas = _Canvas(payload, padded, (height, width), len(boxes), boxes=boxes)
-        pending.append(canvas)
-        queue.extend((canvas, box) for box in boxes)
-        while len(queue) >= batch_size:
-            forward(batch_size)
-            yield from finished()
-    while queue:
-        forward(min(batch_size, len(queue)))
-        yield from finished()
-
-
-# ----------------------------------------------------------------------------------------------
-# Images
-# ----------------------------------------------------------------------------------------------
-def preprocess_image(
-    image: Image.Image,
-    size: tuple[int, int],
-    image_mean: Sequence[float],
-    image_std: Sequence[float],
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """An RGB image resized to ``size`` and normalised.
-
-    Args:
-        image: a PIL image (converted to RGB).
-        size: (h, w) after resizing (e.g. :meth:`Protocol.resized_size`).
-        image_mean, image_std: per-channel mean and std on the 0..1 scale (CLIP's).
-        device: where the tensor goes (the resize runs there).
-
-    Returns:
-        (3, h, w) float32: bilinear resize (half-pixel centres, no antialiasing, as ``cv2``), rounded
-        to 0..255 integers, then ``(x / 255 - mean) / std``.
-    """
-    array = np.array(image.convert("RGB"), dtype=np.uint8)  # (H, W, 3), a writable copy
-    pixels = torch.from_numpy(array).to(device).permute(2, 0, 1).float()  # (3, H, W), 0..255
-    if tuple(pixels.shape[-2:]) != tuple(size):
-        pixels = F.interpolate(pixels[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-        pixels = pixels.round().clamp(0, 255)  # (3, h, w), 8-bit values
-    mean = torch.tensor(image_mean, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
-    std = torch.tensor(image_std, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
-    return (pixels / 255.0 - mean) / std
-
-
-# ----------------------------------------------------------------------------------------------
-# A benchmark's predictor
-# ----------------------------------------------------------------------------------------------
 class BenchmarkPredictor:
-    """Predicts benchmark images under a protocol (the steps of the module docstring).
+    """Predicts benchmark images under a protocol, through the model's one inference path.
 
     Args:
         model: a ``CLIPForOpenSegmentation`` (put in eval mode here).
         queries: the benchmark's :class:`ClassQueries`.
-        protocol: resize, window, stride (its background rule is already in ``queries``).
+        protocol: the geometry (resize, windows).
         image_mean, image_std: normalisation (the processor's, CLIP's).
+        tokenizer: the CLIP tokenizer (default: the model's).
         refine: None or ``pamr``.
-        batch_size: sliding windows per forward.
-        device: where the model runs (default: the model's device).
+        batch_size: sliding windows per forward (across images).
     """
 
     def __init__(
@@ -328,9 +161,9 @@ class BenchmarkPredictor:
         protocol: Protocol,
         image_mean: Sequence[float],
         image_std: Sequence[float],
+        tokenizer: Any = None,
         refine: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        device: torch.device | str | None = None,
     ) -> None:
         if refine is not None and refine not in REFINEMENTS:
             raise InputError(f"refine must be one of {', '.join(REFINEMENTS)} (got {refine!r})")
@@ -338,35 +171,40 @@ class BenchmarkPredictor:
             raise InputError(f"batch size must be a positive integer (got {batch_size})")
         patch = model.config.clip_config.vision_config.patch_size
         if protocol.window % patch:
-            raise InputError(
-                f"window must be a multiple of the model's patch size {patch} (got {protocol.window})"
-            )
+            raise InputError(f"window must be a multiple of the model's patch size {patch} (got {protocol.window})")
         self.model = model.eval()
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = next(model.parameters()).device
         self.queries = queries
         self.protocol = protocol
         self.image_mean = tuple(float(v) for v in image_mean)
         self.image_std = tuple(float(v) for v in image_std)
         self.refine = refine
         self.batch_size = batch_size
-        self.class_embeds = queries.embeds.to(self.device)  # (Q, D)
-        self.label_ids = torch.tensor(queries.label_ids, dtype=torch.long, device=self.device)  # (Q,)
+        try:
+            self.encoded = Queries.encode(
+                model, queries.classes, queries.background, synonyms=queries.synonyms, tokenizer=tokenizer
+            )
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        self.label_table = torch.tensor(
+            [*queries.label_ids, queries.background_id if queries.background_id is not None else -1],
+            dtype=torch.long,
+            device=self.device,
+        )  # position p -> label_ids[p]; -1 (last entry) -> background
 
     @classmethod
     def for_benchmark(
         cls,
         model: Any,
         processor: Any,
-        benchmark: Benchmark,
+        benchmark: Any,
         protocol: Protocol,
         refine: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        device: torch.device | str | None = None,
     ) -> BenchmarkPredictor:
-        """A predictor of ``benchmark``'s classes, normalising as ``processor``'s image processor does."""
-        queries = class_queries(
-            model, benchmark.class_synonyms, benchmark.has_background, protocol.background, protocol.threshold
-        )
+        """A predictor of ``benchmark``'s classes (the protocol's class-name file where it has one)."""
+        class_lines = protocol.class_lines(benchmark)
+        queries = class_queries(class_lines, benchmark.has_background, protocol.decision(benchmark), protocol.synonyms)
         image_processor = getattr(processor, "image_processor", processor)
         return cls(
             model,
@@ -374,45 +212,28 @@ class BenchmarkPredictor:
             protocol,
             image_processor.image_mean,
             image_processor.image_std,
-            refine=refine,
+            tokenizer=getattr(processor, "tokenizer", None),
+            refine=refine if refine is not None else protocol.refine,
             batch_size=batch_size,
-            device=device,
         )
-
-    def _inputs(self, samples: Iterable[Any]) -> Iterator[tuple[Any, torch.Tensor]]:
-        for sample in samples:
-            size = self.protocol.resized_size(sample.image.height, sample.image.width)
-            yield sample, preprocess_image(sample.image, size, self.image_mean, self.image_std, self.device)
-
-    def predict_logits(self, samples: Iterable[Any]) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
-        """``(sample, pixel_values, logits)`` per sample, in order, at the resized size (h, w).
-
-        ``pixel_values`` (3, h, w) is the normalised image (kept for PAMR), ``logits`` (Q, h, w).
-        """
-        dtype = next(self.model.parameters()).dtype
-        images = (((sample, pixels), pixels.to(dtype)) for sample, pixels in self._inputs(samples))
-        stream = sliding_window_logits(
-            self.model, images, self.class_embeds, self.protocol.window, self.protocol.stride, self.batch_size
-        )
-        for (sample, pixel_values), logits in stream:
-            yield sample, pixel_values, logits
 
     def predict(self, samples: Iterable[Any]) -> Iterator[tuple[Any, np.ndarray]]:
-        """``(sample, prediction)`` per benchmark sample, in order; ``prediction`` (H, W) int64 numpy
-        labels at the size of the sample's label."""
-        for sample, pixel_values, logits in self.predict_logits(samples):
-            labels = self.labels_at(logits, pixel_values, tuple(sample.label.shape[:2]))
+        """``(sample, prediction)`` per benchmark sample, in order; ``prediction`` (H, W) int64 numpy label ids
+        at the size of the sample's image (= its label's)."""
+        stream = segment_images(
+            self.model,
+            ((sample, sample.image) for sample in samples),
+            self.encoded,
+            self.protocol.geometry(),
+            self.queries.decision,
+            self.image_mean,
+            self.image_std,
+            window_batch_size=self.batch_size,
+            refine=_pamr if self.refine == "pamr" else None,
+        )
+        for sample, result in stream:
+            labels = self.label_table[result.labels]  # (H, W): -1 indexes the last entry (background)
             yield sample, labels.cpu().numpy()
-
-    def labels_at(self, logits: torch.Tensor, pixel_values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(H, W) int64 labels from (Q, h, w) logits: upsampled to ``size``, refined, decided."""
-        upsampled = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)  # (1, Q, H, W)
-        if self.refine == "pamr":
-            image = F.interpolate(
-                pixel_values[None].float(), size=size, mode="bilinear", align_corners=False
-            )  # (1, 3, H, W)
-            upsampled = pamr(image, upsampled)
-        return labels_from_logits(upsampled[0], self.label_ids, self.queries.background_id, self.queries.threshold)
 
 
 __all__ = [
@@ -421,8 +242,4 @@ __all__ = [
     "BenchmarkPredictor",
     "ClassQueries",
     "class_queries",
-    "labels_from_logits",
-    "preprocess_image",
-    "sliding_window_logits",
-    "synonym_embeddings",
 ]
