@@ -345,7 +345,10 @@ def load_image(path: str | Path) -> Image.Image:
             opened.load()
             return as_rgb(opened, what=f"--image {path}")
     except Image.DecompressionBombError as error:
-        raise InputError(f"--image {path}: {first_line(error)}") from None
+        raise InputError(
+            f"--image {path}: over twice PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({first_line(error)}); "
+            "resize it first"
+        ) from None
     except UnidentifiedImageError:
         raise InputError(f"--image {path}: not a readable image (unknown or broken image format)") from None
     except (OSError, ValueError, SyntaxError) as error:

@@ -126,40 +126,42 @@ def test_predict_two_images_writes_overlays_json_and_table(model_dir, images, lo
             assert class_color(position + 1) not in legend_colors, "the legend lists only classes present"
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["all-classes-at-once", "one-class-at-a-time"])
-def test_segmentation_is_the_processors_post_processing(loaded, images, chunked, monkeypatch):
-    """The maps are what the model's processor makes of the model's logits, batched or not, and
-    whether the classes are decided all at once or (a large vocabulary) a few at a time."""
-    import torch
+@pytest.mark.parametrize("decision", ["threshold", "background-class", "argmax"])
+def test_predict_is_the_pipeline(loaded, model_dir, images, decision, monkeypatch):
+    """predict_images gives the open-vocabulary-segmentation pipeline's answer, rule by rule, whether the
+    windows of the two pictures share forwards or not and whether classes are decided all at once or (a
+    large vocabulary) one at a time."""
+    from transformers import pipeline
 
-    from magicseg_hf import predict
+    from magicseg_hf.modeling import inference_clip_open_seg
 
-    if chunked:
-        monkeypatch.setattr(predict, "PROBABILITY_BUDGET", 1)
     classes = [*VOCABULARY, "kite", "bus", "bench", "horse"]
     model, processor = loaded
     pictures = [load_image(p) for p in images]
-    sizes = [(p.height, p.width) for p in pictures]
-    with torch.no_grad():
-        outputs = model(**processor(images=pictures, text=classes, return_tensors="pt"))
-    for threshold in (None, 0.5):
-        reference = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes, threshold=threshold)
-        for batch_size in (1, 2):
-            predictions = predict_images(model, processor, pictures, classes, threshold=threshold, batch_size=batch_size)
-            for prediction, expected, picture in zip(predictions, reference, pictures):
-                assert len({segment.label for segment in prediction.segments}) > 1
-                assert prediction.size == picture.size
-                assert np.array_equal(prediction.segmentation, expected.numpy())
-                if threshold is None:
-                    assert prediction.unassigned_area == 0.0
-                    assert sum(segment.area for segment in prediction.segments) == pytest.approx(1.0)
+    segmenter = pipeline("open-vocabulary-segmentation", model=str(model_dir))
+    for batch_size, budget in ((1, inference_clip_open_seg.DEFAULT_SCORE_BUDGET), (3, 1)):
+        monkeypatch.setattr(inference_clip_open_seg, "DEFAULT_SCORE_BUDGET", budget)
+        expected = segmenter(pictures, candidate_labels=classes, decision=decision)
+        predictions = predict_images(model, processor, pictures, classes, batch_size=batch_size, decision=decision)
+        for prediction, segments, picture in zip(predictions, expected, pictures):
+            assert prediction.size == picture.size and prediction.decision == decision
+            assert [s.label for s in sorted(prediction.segments, key=lambda s: s.position)] == [
+                s["label"] for s in segments
+            ]
+            for segment in segments:
+                assert np.array_equal(prediction.mask(segment["label"]), np.array(segment["mask"]) > 0)
+            if decision == "argmax":
+                assert prediction.unassigned_area == 0.0
+                assert sum(segment.area for segment in prediction.segments) == pytest.approx(1.0)
+            else:
+                assert 0.0 < prediction.unassigned_area < 1.0
 
 
 def test_classes_override_the_saved_vocabulary(model_dir, images, tmp_path, capsys):
     json_path = tmp_path / "one.json"
     output = tmp_path / "nested" / "overlay.png"
     argv = ["predict", "--model", str(model_dir), "--image", str(images[0]), "--classes", "zebra",
-            "--output", str(output), "--json", str(json_path)]
+            "--output", str(output), "--json", str(json_path), "--decision", "argmax"]
     assert main(argv) == 0
     data = json.loads(json_path.read_text())
     assert data["classes"] == ["zebra"]
@@ -217,7 +219,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model, processor = build_open_seg("tiny")
     model.save_pretrained(no_vocabulary)
     processor.save_pretrained(no_vocabulary)
-    return {"text": text, "truncated": truncated, "clip": clip, "empty": folder / "empty-dir",
+    float_image = folder / "depth.tiff"
+    Image.new("F", (8, 8), 0.5).save(float_image)
+    return {"text": text, "truncated": truncated, "clip": clip, "empty": folder / "empty-dir", "float_image": float_image,
             "no_vocabulary": no_vocabulary}
 
 
@@ -240,11 +244,16 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (["--image", "{image}", "--output", "{image}"], "would overwrite one of the input images"),
         (["--image", "{image}", "--threshold", "1.5"], "--threshold must lie in [0, 1] (got 1.5)"),
         (["--image", "{image}", "--batch-size", "0"], "--batch-size must be a positive integer (got 0)"),
+        (["--image", "{image}", "--decision", "argmax", "--threshold", "0.3"], "the argmax rule gives every pixel a class and takes no threshold (got 0.3)"),
+        (["--image", "{image}", "--background-classes", "sky"], "--background-classes is only used with --decision background-class (got threshold)"),
+        (["--image", "{image}", "--label-dir", "{image}"], "--label-dir {image}: exists and is not a folder"),
+        (["--image", "{float_image}"], "floating-point image (mode F)"),
         (["--image", "{image}", "--device", "gpu"], "--device must be auto, cpu, cuda, cuda:N or mps (got 'gpu')"),
     ],
     ids=["missing-image", "not-an-image", "truncated-image", "missing-model", "not-our-model", "not-a-model-folder",
          "no-vocabulary", "blank-class", "duplicate-class", "no-class", "output-with-two-images",
-         "output-and-output-dir", "output-not-an-image", "output-over-input", "threshold", "batch-size", "device"],
+         "output-and-output-dir", "output-not-an-image", "output-over-input", "threshold", "batch-size",
+         "argmax-with-threshold", "background-without-rule", "label-dir-is-a-file", "float-image", "device"],
 )
 def test_bad_input_is_one_line_and_exit_2(case, message, model_dir, images, bad_inputs, tmp_path, capsys):
     values = {"missing": str(tmp_path / "nope.jpg"), "image": str(images[0]), "tmp": str(tmp_path),
@@ -281,9 +290,47 @@ def test_scores_are_mean_probabilities_inside_each_mask(loaded, tmp_path):
     with torch.no_grad():
         logits = model(**processor(images=[picture], text=VOCABULARY, return_tensors="pt")).logits[0]  # (C, S, S)
     probabilities = logits.sigmoid().numpy()
-    [prediction] = predict_images(model, processor, [picture], threshold=None)
+    [prediction] = predict_images(model, processor, [picture], decision="argmax")
     assert np.array_equal(prediction.segmentation, probabilities.argmax(axis=0))
     assert len(prediction.segments) > 1
     for segment in prediction.segments:
         inside = prediction.mask(segment.position)
         assert segment.score == pytest.approx(float(probabilities[segment.position][inside].mean()), abs=1e-6)
+
+
+def test_label_dir_holds_the_label_maps_and_odd_pictures_are_read_as_shown(model_dir, loaded, tmp_path, monkeypatch, capsys):
+    """--label-dir writes 0 (no class) / i (the i-th class) maps; 16-bit, CMYK, palette, RGBA and EXIF-rotated
+    files are read as a viewer shows them; a picture over PIL's pixel limit is refused in one line."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    base = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 70, 3), dtype=np.uint8), "RGB")
+    paths = {}
+    for mode in ("CMYK", "P", "RGBA"):
+        paths[mode] = folder / f"{mode.lower()}.{'jpg' if mode == 'CMYK' else 'png'}"
+        base.convert(mode).save(paths[mode])
+    paths["16bit"] = folder / "deep.png"
+    Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257).save(paths["16bit"])
+    exif = base.getexif()
+    exif[0x0112] = 6
+    paths["exif"] = folder / "rotated.jpg"
+    base.save(paths["exif"], exif=exif)
+    labels = tmp_path / "labels"
+    argv = ["predict", "--model", str(model_dir), "--image", *map(str, paths.values()), "--label-dir", str(labels),
+            "--json", str(tmp_path / "s.json")]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "s.json").read_text())
+    model, processor = loaded
+    for path, entry in zip(paths.values(), data["images"]):
+        label = np.array(Image.open(entry["label_map"]))
+        [expected] = predict_images(model, processor, [load_image(path)])
+        assert np.array_equal(label.astype(np.int64) - 1, expected.segmentation)
+    rotated = Image.open(data["images"][-1]["label_map"])
+    assert rotated.size == (40, 70), "EXIF orientation 6: the 70x40 picture is shown 40 wide"
+    assert Image.open(data["images"][3]["label_map"]).size == (70, 40)
+    capsys.readouterr()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    out = tmp_path / "big"
+    assert _exit_status(["predict", "--model", str(model_dir), "--image", str(paths["P"]), "--label-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "70x40 = 2,800 pixels, over the limit of 2,000" in err
+    assert not out.exists()
