@@ -271,7 +271,7 @@ def test_space_segments_an_upload_like_the_package(space_python: Path, space_url
     picture.save(upload)
     model, processor = load_open_seg(str(model_dir))
     # A threshold that some pixels clear and others do not: the mean score of the largest class.
-    [unthresholded] = predict_images(model, processor, [picture], ["dog", "grass", "cat"])
+    [unthresholded] = predict_images(model, processor, [picture], ["dog", "grass", "cat"], decision="argmax")
     threshold = round(unthresholded.segments[0].score, 4)
     calls = [
         {"image": str(upload), "classes": "cat, dog", "threshold": 0.0},
@@ -284,7 +284,7 @@ def test_space_segments_an_upload_like_the_package(space_python: Path, space_url
     expected_classes = [["cat", "dog"], VOCABULARY, ["dog", "grass", "cat"]]
     for call, classes, answer in zip(calls, expected_classes, answers):
         assert "error" not in answer, answer
-        [expected] = predict_images(model, processor, [picture], classes, threshold=call["threshold"] or None)
+        [expected] = predict_images(model, processor, [picture], classes, threshold=call["threshold"])
         value = _overlay_value(answer["overlay"])
         shown = Image.open(value["image"])
         assert shown.size == (96, 64)
@@ -314,7 +314,7 @@ def test_space_segments_an_upload_like_the_package(space_python: Path, space_url
         assert np.array_equal(seen[~covered], original[~covered])
         assert (np.abs(seen[covered] - original[covered]).sum(axis=-1) > 30).all()
         if call["threshold"] == 0.0:
-            assert covered.all(), "without a threshold every pixel gets a class"
+            assert covered.all(), "at threshold 0 every pixel gets a class"
         else:
             assert 0 < covered.sum() < covered.size, "with a threshold some pixels get no class"
 
@@ -332,6 +332,16 @@ def test_space_segments_an_upload_like_the_package(space_python: Path, space_url
             assert sum(row[1] for row in table["data"]) == pytest.approx(100.0, abs=0.05)
 
     assert "upload an image" in answers[3]["error"]
+
+
+def test_space_slider_starts_at_the_models_default_threshold(space_url: str):
+    """A visitor who changes nothing gets the pipeline's default answer: threshold 0.5."""
+    from magicseg_hf.modeling import DEFAULT_THRESHOLD
+
+    with urllib.request.urlopen(f"{space_url.rstrip('/')}/config", timeout=30) as response:
+        config = json.loads(response.read())
+    sliders = [c["props"] for c in config["components"] if c.get("type") == "slider"]
+    assert [slider["value"] for slider in sliders] == [DEFAULT_THRESHOLD]
 
 
 def test_space_refuses_a_folder_that_is_not_a_model(space_python: Path, tmp_path: Path):
