@@ -1,21 +1,33 @@
-"""Evaluation: sliding windows batched vs one window at a time, and the metric's memory over 100 vs 1,000 images.
+"""Evaluation inference: batched windows vs one window at a time, memory over 1,203 vs 20 classes, metric memory.
 
-1. Images/s of :class:`~magicseg_hf.evaluation.inference.BenchmarkPredictor` (resize, sliding windows,
-   averaging, upsampling, decision) on the same images with the same model, once with ``batch_size``
-   windows per forward (windows of consecutive images share batches) and once with one window per
-   forward (the baseline). Goal: >= 2x.
-2. Peak Python-heap memory (tracemalloc) of :class:`~magicseg_hf.evaluation.metric.MeanIoUAccumulator`
-   while it takes 100 and then 1,000 label maps (each made inside the loop and dropped after its update).
-   Goal: equal (the state is per-class totals only).
+Everything goes through the model's one inference path,
+:func:`magicseg_hf.modeling.inference_clip_open_seg.segment_images` (resize, sliding windows, sigmoid averaging,
+resize back, threshold decision at 0.5), as ``magicseg evaluate``, ``magicseg predict`` and the pipeline do.
 
-Models: ``tiny`` (the tiny preset, random weights) or ``paper`` (CLIP ViT-B/16 + the paper's decoder with
-random weights, built from configs: no download). Text queries are random unit vectors (21, as VOC), so no
-tokenizer is needed. Images are random, VOC-sized (375 x 500) by default.
+1. Images/s on the same random images (VOC-sized, 375 x 500, by default) with the same model and the same 21
+   queries, once with ``--batch-size`` (16) windows per forward (windows of consecutive images share forwards)
+   and once with one window per forward (``window_batch_size=1``, the baseline). One warm-up image per path,
+   then the two paths take turns for ``--rounds`` rounds; medians. Goal: >= 2x.
+2. Peak memory of one ``segment_images`` call on one 512 x 683 image at short side 512, with 1,203 classes (LVIS)
+   and with 20, chunked (the default ``score_budget``: classes decoded and decided a chunk at a time) and
+   unchunked (``score_budget = 1 << 40``: every class at once, the naive baseline). Each configuration runs in
+   its own subprocess; peak = growth of the process's peak RSS (``ru_maxrss``, reset just before the call
+   through ``/proc/self/clear_refs`` where Linux allows it) across the call, or on CUDA
+   ``torch.cuda.max_memory_allocated`` above the memory allocated before it. Goal: peak(1,203) / peak(20) < 2
+   when chunked.
+3. Peak Python-heap memory (tracemalloc) of :class:`~magicseg_hf.evaluation.metric.MeanIoUAccumulator` while it
+   takes 100 and then 1,000 label maps (each made inside the loop and dropped after its update). Goal: equal
+   (the state is per-class totals only).
+
+Models: ``tiny`` (the tiny preset, random weights, 8 px patches; windows of 64 px at short side 96, stride 32,
+for 1; short side 512, stride 48 for 2) or ``paper`` (CLIP ViT-B/16 + the paper's decoder with random weights,
+built from configs, no download; windows of 512 px at short side 512, stride 426). Text queries are random unit
+vectors, so no tokenizer is needed.
 
     python benchmarks/bench_eval.py --quick                         # tiny, < 1 minute on 2 CPU cores
     python benchmarks/bench_eval.py                                 # tiny, more images and rounds
-    python benchmarks/bench_eval.py --size paper --protocols sclip --images 2 --rounds 1
-    python benchmarks/bench_eval.py --size paper --device cuda --dtype bfloat16 --protocols zegclip groupvit sclip
+    python benchmarks/bench_eval.py --size paper --images 2 --rounds 1
+    python benchmarks/bench_eval.py --size paper --device cuda --dtype bfloat16
 
 The last line printed is JSON.
 """
@@ -23,19 +35,36 @@ The last line printed is JSON.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-#: The tiny model's harness: sclip's proportions at a size the tiny model (8 px patches) runs fast.
-TINY_PROTOCOL = {"short_side": 96, "window": 64, "stride": 32}
+#: Geometry of the windows benchmark per model size: (short_side, window, stride).
+WINDOWS_GEOMETRY = {"tiny": (96, 64, 32), "paper": (512, 512, 426)}
+#: Geometry of the class-memory benchmark per model size: (short_side, window, stride).
+MEMORY_GEOMETRY = {"tiny": (512, 64, 48), "paper": (512, 512, 426)}
+#: The class counts compared by the memory benchmark: LVIS and VOC without background.
+MEMORY_CLASSES = (20, 1203)
+#: The image of the memory benchmark: (height, width), already at short side 512.
+MEMORY_IMAGE = (512, 683)
+#: A score budget no vocabulary reaches: every class decoded and decided at once (the naive path).
+UNCHUNKED_SCORE_BUDGET = 1 << 40
+#: Queries of the windows benchmark (as VOC: 20 classes + background).
+NUM_QUERIES = 21
 
 
-def _model(size: str, device: str, dtype: str) -> Any:
+def build_model(size: str, device: str, dtype: str) -> Any:
+    """The tiny preset or a random-weight ViT-B/16 CLIPForOpenSegmentation, in eval mode."""
     import torch
 
     if size == "tiny":
@@ -53,80 +82,184 @@ def _model(size: str, device: str, dtype: str) -> Any:
     return model.to(device=device, dtype=getattr(torch, dtype)).eval()
 
 
-def _predictor(model: Any, protocol: Any, batch_size: int, num_queries: int = 21) -> Any:
+def random_queries(num_queries: int, dim: int, seed: int = 0) -> Any:
+    """``num_queries`` random unit-vector text queries, one class position each."""
+    import torch
+
+    from magicseg_hf.modeling import Queries
+
+    generator = torch.Generator().manual_seed(seed)
+    embeds = torch.nn.functional.normalize(torch.randn(num_queries, dim, generator=generator), dim=-1)
+    return Queries(
+        embeds=embeds, positions=torch.arange(num_queries), names=tuple(f"class {i}" for i in range(num_queries))
+    )
+
+
+def random_images(sizes: Sequence[tuple[int, int]], seed: int = 0) -> list[Any]:
+    """Random RGB PIL images of the given ``(height, width)`` sizes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB") for h, w in sizes]
+
+
+def geometry(values: tuple[int, int, int]) -> Any:
+    """An ``InferenceGeometry`` from ``(short_side, window, stride)``, sliding windows."""
+    from magicseg_hf.modeling import InferenceGeometry
+
+    short_side, window, stride = values
+    return InferenceGeometry(short_side=short_side, window=window, stride=stride, mode="slide")
+
+
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def segment_seconds(
+    model: Any, images: Sequence[Any], queries: Any, inference_geometry: Any, window_batch_size: int, device: str
+) -> float:
+    """Wall time of one ``segment_images`` pass over ``images`` (all results consumed)."""
     import torch
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-    from magicseg_hf.evaluation.inference import BenchmarkPredictor, ClassQueries
+    from magicseg_hf.modeling import Decision, segment_images
 
-    generator = torch.Generator().manual_seed(0)
-    embeds = torch.nn.functional.normalize(torch.randn(num_queries, model.config.projection_dim, generator=generator), dim=-1)
-    queries = ClassQueries(
-        embeds=embeds, label_ids=tuple(range(1, num_queries + 1)), names=tuple(f"class {i}" for i in range(num_queries)),
-        background_id=0, threshold=protocol.threshold if protocol.threshold is not None else 0.5,
-    )
-    return BenchmarkPredictor(model, queries, protocol, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, batch_size=batch_size)
-
-
-def _samples(count: int, height: int, width: int) -> list[Any]:
-    from types import SimpleNamespace
-
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    return [
-        SimpleNamespace(
-            image_id=str(index),
-            image=Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB"),
-            label=np.zeros((height, width), dtype=np.uint8),
-        )
-        for index in range(count)
-    ]
-
-
-def _seconds(predictor: Any, samples: list[Any], device: str) -> float:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
+    _synchronize(device)
     start = time.perf_counter()
-    for _ in predictor.predict(samples):
-        pass
-    if device == "cuda":
-        torch.cuda.synchronize()
+    with torch.no_grad():
+        for _ in segment_images(
+            model, enumerate(images), queries, inference_geometry, Decision("threshold", 0.5),
+            OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, window_batch_size=window_batch_size,
+        ):
+            pass
+    _synchronize(device)
     return time.perf_counter() - start
 
 
-def bench_windows(args: argparse.Namespace, protocol_name: str) -> dict[str, Any]:
-    """Images/s batched vs one window per forward, alternating rounds; medians."""
-    from magicseg_hf.evaluation.protocols import get_protocol
-
-    protocol = get_protocol(protocol_name)
-    if args.size == "tiny":
-        protocol = protocol.with_overrides(**TINY_PROTOCOL)
-    model = _model(args.size, args.device, args.dtype)
-    samples = _samples(args.images, args.height, args.width)
-    resized = protocol.resized_size(args.height, args.width)
-    windows = protocol.num_windows(max(resized[0], protocol.window), max(resized[1], protocol.window))
-    batched, single = _predictor(model, protocol, args.batch_size), _predictor(model, protocol, 1)
-    for predictor in (batched, single):  # warm-up
-        _seconds(predictor, samples[:1], args.device)
+def bench_windows(args: argparse.Namespace) -> dict[str, Any]:
+    """Images/s with ``args.batch_size`` windows per forward vs one, alternating rounds; medians."""
+    values = (args.short_side or WINDOWS_GEOMETRY[args.size][0], args.window or WINDOWS_GEOMETRY[args.size][1],
+              args.stride or WINDOWS_GEOMETRY[args.size][2])
+    inference_geometry = geometry(values)
+    model = build_model(args.size, args.device, args.dtype)
+    queries = random_queries(NUM_QUERIES, model.config.projection_dim)
+    images = random_images([(args.height, args.width)] * args.images)
+    resized = inference_geometry.resized_size(args.height, args.width)
+    patch = model.config.clip_config.vision_config.patch_size
+    windows = len(inference_geometry.window_boxes(*resized, patch))
+    for batch in (args.batch_size, 1):  # warm-up
+        segment_seconds(model, images[:1], queries, inference_geometry, batch, args.device)
     times: dict[str, list[float]] = {"batched": [], "one_window": []}
     for _ in range(args.rounds):
-        times["batched"].append(_seconds(batched, samples, args.device))
-        times["one_window"].append(_seconds(single, samples, args.device))
-    medians = {key: statistics.median(values) for key, values in times.items()}
+        times["batched"].append(segment_seconds(model, images, queries, inference_geometry, args.batch_size, args.device))
+        times["one_window"].append(segment_seconds(model, images, queries, inference_geometry, 1, args.device))
+    medians = {key: statistics.median(value) for key, value in times.items()}
     return {
-        "protocol": protocol.to_dict(),
+        "geometry": inference_geometry.to_dict(),
         "model_size": args.size,
         "image_size": [args.height, args.width],
         "resized": list(resized),
         "windows_per_image": windows,
+        "queries": NUM_QUERIES,
         "batch_size": args.batch_size,
         "images": args.images,
+        "rounds": args.rounds,
+        "batched_seconds": [round(t, 4) for t in times["batched"]],
+        "one_window_seconds": [round(t, 4) for t in times["one_window"]],
         "batched_images_per_second": round(args.images / medians["batched"], 3),
         "one_window_images_per_second": round(args.images / medians["one_window"], 3),
         "window_batching_speedup": round(medians["one_window"] / medians["batched"], 2),
+    }
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS to its current RSS (Linux >= 4.0); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def class_memory_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """In its own process: peak memory growth of one ``segment_images`` call with ``args.worker_classes``."""
+    import torch
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    from magicseg_hf.modeling import Decision, segment_images
+    from magicseg_hf.modeling.inference_clip_open_seg import DEFAULT_WINDOW_BATCH_SIZE
+
+    inference_geometry = geometry(MEMORY_GEOMETRY[args.size])
+    model = build_model(args.size, args.device, args.dtype)
+    queries = random_queries(args.worker_classes, model.config.projection_dim)
+    image = random_images([MEMORY_IMAGE])[0]
+    cuda = args.device.startswith("cuda")
+    gc.collect()
+    reset = False
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        reset = _reset_peak_rss()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    start = time.perf_counter()
+    with torch.no_grad():
+        results = list(
+            segment_images(
+                model, [(0, image)], queries, inference_geometry, Decision("threshold", 0.5),
+                OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, window_batch_size=DEFAULT_WINDOW_BATCH_SIZE,
+                score_budget=args.worker_budget,
+            )
+        )
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    seconds = time.perf_counter() - start
+    assert tuple(results[0][1].labels.shape) == MEMORY_IMAGE
+    return {
+        "classes": args.worker_classes,
+        "score_budget": args.worker_budget,
+        "peak_bytes": int(peak),
+        "seconds": round(seconds, 3),
+        "peak_reset": reset,
+        "measure": "cuda max_memory_allocated" if cuda else "ru_maxrss growth",
+    }
+
+
+def bench_class_memory(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """Peak of 1,203 vs 20 classes, chunked and unchunked, each in its own subprocess."""
+    from magicseg_hf.modeling.inference_clip_open_seg import DEFAULT_SCORE_BUDGET
+
+    runs: dict[str, dict[int, dict[str, Any]]] = {"chunked": {}, "unchunked": {}}
+    passed = [a for a in argv if not a.startswith("--worker")]
+    for mode, budget in (("chunked", DEFAULT_SCORE_BUDGET), ("unchunked", UNCHUNKED_SCORE_BUDGET)):
+        for classes in MEMORY_CLASSES:
+            command = [
+                sys.executable, os.path.abspath(__file__), *passed, "--size", args.size,
+                "--worker-classes", str(classes), "--worker-budget", str(budget),
+            ]
+            output = subprocess.run(command, capture_output=True, text=True, check=False)
+            if output.returncode != 0:
+                sys.stderr.write(output.stderr[-4000:])
+                raise RuntimeError(f"memory worker ({mode}, {classes} classes) failed with {output.returncode}")
+            runs[mode][classes] = json.loads(output.stdout.strip().splitlines()[-1])
+    small, large = MEMORY_CLASSES
+    return {
+        "model_size": args.size,
+        "geometry": geometry(MEMORY_GEOMETRY[args.size]).to_dict(),
+        "image_size": list(MEMORY_IMAGE),
+        "runs": {mode: list(by_classes.values()) for mode, by_classes in runs.items()},
+        "chunked_ratio": round(runs["chunked"][large]["peak_bytes"] / max(1, runs["chunked"][small]["peak_bytes"]), 2),
+        "unchunked_ratio": round(
+            runs["unchunked"][large]["peak_bytes"] / max(1, runs["unchunked"][small]["peak_bytes"]), 2
+        ),
     }
 
 
@@ -148,40 +281,65 @@ def metric_peak_bytes(num_images: int, height: int = 96, width: int = 128, num_l
     return peak
 
 
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.1f} MiB"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny model, 6 images, 2 rounds")
     parser.add_argument("--size", choices=("tiny", "paper"), default="tiny")
-    parser.add_argument("--protocols", nargs="+", default=["sclip"], help="zegclip, groupvit, sclip")
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward in the batched path")
+    parser.add_argument("--short-side", type=int, help="windows benchmark: override the size's short side")
+    parser.add_argument("--window", type=int, help="windows benchmark: override the size's window")
+    parser.add_argument("--stride", type=int, help="windows benchmark: override the size's stride")
+    parser.add_argument("--no-class-memory", dest="class_memory", action="store_false",
+                        help="skip the 1,203 vs 20 classes memory benchmark")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args(argv)
+    parser.add_argument("--worker-classes", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-budget", type=int, help=argparse.SUPPRESS)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw)
     if args.quick:
         args.size, args.images, args.rounds = "tiny", 6, 2
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker_classes is not None:
+        print(json.dumps(class_memory_worker(args)))
+        return 0
 
     summary: dict[str, Any] = {"device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads()}
-    runs = []
-    for name in args.protocols:
-        result = bench_windows(args, name)
-        runs.append(result)
-        print(
-            f"{args.size} {name} ({result['resized'][0]}x{result['resized'][1]}, {result['windows_per_image']} windows "
-            f"per image): batched {result['batched_images_per_second']} img/s, one window at a time "
-            f"{result['one_window_images_per_second']} img/s -> x{result['window_batching_speedup']}"
-        )
-    summary["windows"] = runs
-    summary["window_batching_speedup"] = min(run["window_batching_speedup"] for run in runs)
+    result = bench_windows(args)
+    summary["windows"] = result
+    summary["window_batching_speedup"] = result["window_batching_speedup"]
+    shape = result["geometry"]
+    print(
+        f"{args.size} windows ({result['resized'][0]}x{result['resized'][1]}, window {shape['window']} stride "
+        f"{shape['stride']}, {result['windows_per_image']} windows per image, {NUM_QUERIES} queries): batched "
+        f"({args.batch_size} per forward) {result['batched_images_per_second']} img/s, one window at a time "
+        f"{result['one_window_images_per_second']} img/s -> x{result['window_batching_speedup']}"
+    )
+
+    if args.class_memory:
+        memory = bench_class_memory(args, [a for a in raw if a != "--quick"])
+        summary["class_memory"] = memory
+        summary["class_memory_ratio_chunked"] = memory["chunked_ratio"]
+        summary["class_memory_ratio_unchunked"] = memory["unchunked_ratio"]
+        for mode in ("chunked", "unchunked"):
+            peaks = ", ".join(
+                f"{run['classes']} classes {_mib(run['peak_bytes'])} ({run['seconds']} s)" for run in memory["runs"][mode]
+            )
+            print(f"{args.size} peak memory, one {MEMORY_IMAGE[0]}x{MEMORY_IMAGE[1]} image, {mode}: {peaks} "
+                  f"-> x{memory[f'{mode}_ratio']}")
 
     peak_100, peak_1000 = metric_peak_bytes(100), metric_peak_bytes(1000)
     summary.update(

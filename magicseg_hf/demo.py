@@ -49,8 +49,7 @@ CLASSES = ("cat", "dog", "bird")
 TRAIN_PAIRS = 48
 HELDOUT_PAIRS = 12
 #: Evaluation at the tiny model's own scale: 128 px images, 64 px windows.
-EVAL_OVERRIDES = {"short_side": 128, "window": 64, "stride": 48, "threshold": 0.5, "background": "threshold"}
-THRESHOLD = 0.5
+EVAL_OVERRIDES = {"short_side": 128, "window": 64, "stride": 48, "threshold": 0.5, "decision": "threshold"}
 
 
 @dataclass
@@ -197,7 +196,7 @@ def _predict(root: Path) -> str:
     row = next(DatasetFolder(root / "heldout").iter_rows(columns=["id", "image"]))
     image = decode_image(row["image"])
     model, processor = load_open_seg(str(root / "model"))
-    (prediction,) = predict_images(model, processor, [image], threshold=THRESHOLD, sources=[row["id"]])
+    (prediction,) = predict_images(model, processor, [image], sources=[row["id"]])  # the default: threshold 0.5
     prediction.overlay(image).save(root / "prediction.png")
     (root / "prediction.json").write_text(json.dumps(prediction.to_dict(), indent=2) + "\n", encoding="utf-8")
     found = ", ".join(f"{s.label} {s.area:.0%}" for s in prediction.segments) or "no class above the threshold"
@@ -226,8 +225,8 @@ def _write_summary(settings: DemoSettings) -> None:
         "magicseg validate dataset",
         "magicseg train --dataset dataset --preset tiny --output-dir model",
         "magicseg evaluate --model model --benchmark heldout --protocol groupvit --short-side 128 --window 64 "
-        "--stride 48 --output results.json --overlays 4 --update-card",
-        "magicseg predict --model model --image photo.png --threshold 0.5 --output prediction.png",
+        "--stride 48 --decision threshold --threshold 0.5 --output results.json --overlays 4 --update-card",
+        "magicseg predict --model model --image photo.png --output prediction.png",
         "```",
         "",
     ]

@@ -71,6 +71,15 @@ T = TypeVar("T")
 # ----------------------------------------------------------------------------------------------------------
 # Settings
 # ----------------------------------------------------------------------------------------------------------
+def keep_ratio_size(height: int, width: int, short_side: int, max_long_side: int | None) -> tuple[int, int]:
+    """mmseg's keep-ratio rescale: `scale = min(max_long_side / long, short_side / short)` (no cap when None),
+    each side `int(side * scale + 0.5)`, at least 1 pixel."""
+    scale = short_side / min(height, width)
+    if max_long_side is not None:
+        scale = min(scale, max_long_side / max(height, width))
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer (got {value!r})")
@@ -82,21 +91,24 @@ class InferenceGeometry:
 
     Attributes:
         short_side: the short side after resizing (px).
-        max_long_side: the long side never passes it after resizing (mmseg's 2048).
+        max_long_side: the long side never passes it after resizing (mmseg's 2048); None: no cap (ZegCLIP's
+            `min_size` resize).
         window: side of the square sliding window (px), a multiple of the patch size.
         stride: step between windows (px), at most `window`.
         mode: `slide` or `whole` (one forward of the whole resized image).
     """
 
     short_side: int = 512
-    max_long_side: int = 2048
+    max_long_side: int | None = 2048
     window: int = 512
     stride: int = 426
     mode: str = "slide"
 
     def __post_init__(self) -> None:
-        for name in ("short_side", "max_long_side", "window", "stride"):
+        for name in ("short_side", "window", "stride"):
             _positive_int(name, getattr(self, name))
+        if self.max_long_side is not None:
+            _positive_int("max_long_side", self.max_long_side)
         if self.mode not in INFERENCE_MODES:
             raise ValueError(f"mode must be one of {', '.join(INFERENCE_MODES)} (got {self.mode!r})")
         if self.stride > self.window:
@@ -104,7 +116,7 @@ class InferenceGeometry:
                 f"stride must not exceed window, or pixels between windows go unpredicted (got stride "
                 f"{self.stride} and window {self.window})"
             )
-        if self.max_long_side < self.short_side:
+        if self.max_long_side is not None and self.max_long_side < self.short_side:
             raise ValueError(
                 f"max_long_side must be at least short_side (got {self.max_long_side} and {self.short_side})"
             )
@@ -130,8 +142,7 @@ class InferenceGeometry:
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """`(height, width)` after the keep-ratio resize (mmseg's `rescale_size`, rounded half up, at least 1)."""
-        scale = min(self.max_long_side / max(height, width), self.short_side / min(height, width))
-        return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+        return keep_ratio_size(height, width, self.short_side, self.max_long_side)
 
     def window_boxes(self, height: int, width: int, patch_size: int) -> list[tuple[int, int, int, int]]:
         """Boxes `(top, left, bottom, right)` over a `(height, width)` image padded as `padded_size` says."""

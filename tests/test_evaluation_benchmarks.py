@@ -245,17 +245,30 @@ def test_coco_object_from_stuffthingmaps(tmp_path: Path):
     save_grey_png(coco / "annotations" / "val2017" / "000000000285.png", raw)
     for where in (tmp_path, coco):
         benchmark = load_benchmark("coco-object", data_dir=where)
-        assert (benchmark.num_labels, benchmark.has_background, benchmark.source) == (
+        assert (benchmark.num_labels, benchmark.has_background, benchmark.source, benchmark.unlabeled) == (
             81,
             True,
             "stuffthingmaps",
+            "background",
         )
         first, second = list(benchmark)
         assert (first.image_id, second.image_id) == ("000000000139", "000000000285")
-        # things -> 1..80, stuff -> 0 (background), 255 stays ignored.
-        assert first.label.tolist() == [[1, 80, 0, 0], [255, 6, 0, 1]]
+        # things -> 1..80, stuff -> 0 (background), unlabeled 255 -> 0: background, scored, as the
+        # reference harnesses' convert_coco_object scripts make it.
+        assert first.label.tolist() == [[1, 80, 0, 0], [0, 6, 0, 1]]
         # person (id 1) -> 1, toothbrush (90) -> 80, stuff -> 0, unused id 12 -> 255, dog (18) -> 17, chair (62) -> 57.
-        assert second.label.tolist() == [[1, 80, 0, 0], [255, 255, 17, 57]]
+        assert second.label.tolist() == [[1, 80, 0, 0], [0, 255, 17, 57]]
+    # The other reading, on request: unlabeled pixels ignored.
+    ignored = load_benchmark("coco-object", data_dir=tmp_path, coco_object_unlabeled="ignore")
+    first, second = list(ignored)
+    assert first.label.tolist() == [[1, 80, 0, 0], [255, 6, 0, 1]]
+    assert second.label.tolist() == [[1, 80, 0, 0], [255, 255, 17, 57]]
+    assert ignored.describe()["unlabeled"] == "ignore"
+    # The references' own converted files (*_instanceTrainIds.png, 0..80) are read as they are.
+    save_grey_png(coco / "annotations" / "val2017" / "000000000285_instanceTrainIds.png",
+                  np.array([[3, 0, 0, 80], [0, 0, 1, 2]], dtype=np.uint8))
+    _, second = list(load_benchmark("coco-object", data_dir=tmp_path))
+    assert second.label.tolist() == [[3, 0, 0, 80], [0, 0, 1, 2]]
     assert benchmark.class_names[17] == "dog" and benchmark.class_names[57] == "chair"
 
 
@@ -390,7 +403,7 @@ def test_unknown_benchmark_is_one_line():
     with pytest.raises(InputError) as error:
         load_benchmark("ade20k")
     assert str(error.value) == (
-        "unknown benchmark 'ade20k' (expected one of voc21, context60, context59, coco-object or a dataset folder)"
+        "unknown benchmark 'ade20k' (expected one of voc21, voc20, context60, context59, coco-object or a dataset folder)"
     )
 
 

@@ -5,6 +5,7 @@ name               layout under ``data_dir`` (``data_dir`` may also be any folde
 =================  =========================================================================  ======
 ``voc21``          ``VOCdevkit/VOC2012/``: ``JPEGImages/``, ``SegmentationClass/`` (palette    21
                    PNGs, 255 on object borders), ``ImageSets/Segmentation/val.txt``
+``voc20``          the same files; background becomes ignore (255), 1..20 become 0..19         20
 ``context60``      ``VOCdevkit/VOC2010/``: ``JPEGImages/``, ``SegmentationClassContext/``      60
                    (0 background, 1..59), ``ImageSets/SegmentationContext/val.txt``
 ``context59``      the same files; background becomes ignore (255), 1..59 become 0..58         59
@@ -62,11 +63,13 @@ from magicseg_hf.schema import DATA_DIR, VOCABULARY_FILE
 logger = logging.getLogger(__name__)
 
 #: The named benchmarks (anything else must be a dataset folder).
-BENCHMARK_NAMES = ("voc21", "context60", "context59", "coco-object")
+BENCHMARK_NAMES = ("voc21", "voc20", "context60", "context59", "coco-object")
 #: Where COCO-Object's labels come from: COCO-Stuff's maps (default) or the instance annotations.
 COCO_OBJECT_SOURCES = ("stuffthingmaps", "instances")
 #: The package-data folder of the class files.
 CLASSES_DIR = Path(__file__).with_name("classes")
+#: COCO-Stuff's unlabeled pixels (255): background (scored, as the reference harnesses) or ignored.
+COCO_OBJECT_UNLABELED = ("background", "ignore")
 #: Label PNG modes that hold class indices (P: palette indices, L: one byte per pixel).
 INDEX_MODES = ("P", "L")
 
@@ -135,13 +138,14 @@ class Benchmark:
     """A benchmark: its classes, label conventions and images (iterate for :class:`BenchmarkSample`).
 
     Attributes:
-        name: ``voc21``, ``context60``, ``context59``, ``coco-object`` or the dataset folder's path.
+        name: ``voc21``, ``voc20``, ``context60``, ``context59``, ``coco-object`` or the dataset folder's path.
         split: the split read (``val``, ``val2017``, ``train`` for a dataset folder).
         root: the folder the layout was found in.
         class_synonyms: per class, its names (the first is the display name), in label-id order.
         ignore_index: label value of pixels left out of the metric.
         has_background: whether class 0 is "background" (predictions of no class then count as it).
         source: where the labels come from, when a benchmark has several (COCO-Object), else None.
+        unlabeled: how COCO-Stuff's unlabeled pixels are read (``background`` or ``ignore``), else None.
     """
 
     def __init__(
@@ -153,7 +157,9 @@ class Benchmark:
         ignore_index: int = UNKNOWN,
         has_background: bool = True,
         source: str | None = None,
+        unlabeled: str | None = None,
     ) -> None:
+        self.unlabeled = unlabeled
         self.name = name
         self.split = split
         self.root = root
@@ -195,6 +201,7 @@ class Benchmark:
             "benchmark": self.name,
             "split": self.split,
             "source": self.source,
+            "unlabeled": self.unlabeled,
             "data_dir": str(self.root),
             "num_images": len(self),
             "num_labels": self.num_labels,
@@ -311,46 +318,68 @@ def _listed_files(
 # ----------------------------------------------------------------------------------------------
 # Label value tables (stored PNG value -> benchmark id)
 # ----------------------------------------------------------------------------------------------
-def context59_table() -> np.ndarray:
-    """Context's 0..59 (0 background) -> 59 classes: 0 and 255 -> 255, ``v`` -> ``v - 1``."""
+def drop_background_table() -> np.ndarray:
+    """Background ignored (mmseg's ``reduce_zero_label``): 0 and 255 -> 255, ``v`` -> ``v - 1``.
+
+    VOC 0..20 -> voc20's 20 classes; Context 0..59 -> context59's 59 classes."""
     table = np.arange(256, dtype=np.int64) - 1
     table[0] = UNKNOWN
     table[UNKNOWN] = UNKNOWN
     return table.astype(np.uint8)
 
 
-def coco_train_ids_table() -> np.ndarray:
-    """mmseg's COCO-Stuff train ids (things 0..79, stuff 80..170) -> COCO-Object (1..80, stuff 0)."""
+def _coco_unlabeled_value(unlabeled: str) -> int:
+    if unlabeled not in COCO_OBJECT_UNLABELED:
+        raise InputError(
+            f"COCO-Object unlabeled pixels must be one of {', '.join(COCO_OBJECT_UNLABELED)} (got {unlabeled!r})"
+        )
+    return BACKGROUND if unlabeled == "background" else UNKNOWN
+
+
+def coco_train_ids_table(unlabeled: str = "background") -> np.ndarray:
+    """mmseg's COCO-Stuff train ids (things 0..79, stuff 80..170, 255 unlabeled) -> COCO-Object (1..80,
+    stuff 0; unlabeled 0 by default, as the references' ``convert_coco_object`` scripts make it, or 255)."""
     table = np.full(256, UNKNOWN, dtype=np.uint8)
     table[:COCO_TRAIN_ID_THINGS] = np.arange(1, COCO_TRAIN_ID_THINGS + 1)
     table[COCO_TRAIN_ID_THINGS:COCO_TRAIN_ID_CLASSES] = BACKGROUND
+    table[UNKNOWN] = _coco_unlabeled_value(unlabeled)
     return table
 
 
-def coco_stuffthingmaps_table() -> np.ndarray:
-    """COCO-Stuff's stuffthingmaps (value = category id - 1) -> COCO-Object (things 1..80, stuff 0)."""
+def coco_stuffthingmaps_table(unlabeled: str = "background") -> np.ndarray:
+    """COCO-Stuff's stuffthingmaps (value = category id - 1, 255 unlabeled) -> COCO-Object (things 1..80,
+    stuff 0; unlabeled 0 by default, as the references' ``convert_coco_object`` scripts make it, or 255)."""
     table = np.full(256, UNKNOWN, dtype=np.uint8)
     for position, category_id in enumerate(COCO_THING_IDS, start=1):
         table[category_id - 1] = position
     for category_id in COCO_STUFF_IDS:
         table[category_id - 1] = BACKGROUND
+    table[UNKNOWN] = _coco_unlabeled_value(unlabeled)
     return table
 
 
 # ----------------------------------------------------------------------------------------------
 # The readers
 # ----------------------------------------------------------------------------------------------
-def load_voc21(data_dir: str | Path | None, split: str = "val", limit: int | None = None) -> FileBenchmark:
-    """PASCAL VOC 2012 with background: 21 labels, 255 (object borders) ignored."""
+def load_voc21(
+    data_dir: str | Path | None, split: str = "val", limit: int | None = None, name: str = "voc21"
+) -> FileBenchmark:
+    """PASCAL VOC 2012: ``voc21`` (with background: 21 labels) or ``voc20`` (background ignored, as
+    ZegCLIP, SCLIP and NACLIP evaluate it: 20 labels); 255 (object borders) ignored."""
+    if name not in ("voc21", "voc20"):
+        raise InputError(f"PASCAL VOC benchmarks are voc21 and voc20 (got {name!r})")
     required = ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")
     root = _find_layout(
-        _existing_dir(data_dir, "voc21"), ("", "VOC2012", "VOCdevkit/VOC2012"), required, "PASCAL VOC 2012"
+        _existing_dir(data_dir, name), ("", "VOC2012", "VOCdevkit/VOC2012"), required, "PASCAL VOC 2012"
     )
     list_path = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     ids = _limited(_split_ids(list_path), limit)
-    files = _listed_files(ids, list_path, root / "JPEGImages", root / "SegmentationClass", None)
+    with_background = name == "voc21"
+    table = None if with_background else drop_background_table()
+    files = _listed_files(ids, list_path, root / "JPEGImages", root / "SegmentationClass", table)
     return FileBenchmark(
-        files, name="voc21", split=split, root=root, class_synonyms=benchmark_classes("voc21")
+        files, name=name, split=split, root=root, class_synonyms=benchmark_classes(name),
+        has_background=with_background,
     )
 
 
@@ -370,7 +399,7 @@ def load_context(
     list_path = root / "ImageSets" / "SegmentationContext" / f"{split}.txt"
     ids = _limited(_split_ids(list_path), limit)
     with_background = name == "context60"
-    table = None if with_background else context59_table()
+    table = None if with_background else drop_background_table()
     files = _listed_files(ids, list_path, root / "JPEGImages", root / "SegmentationClassContext", table)
     return FileBenchmark(
         files,
@@ -387,8 +416,12 @@ def load_coco_object(
     split: str = "val2017",
     source: str = "stuffthingmaps",
     limit: int | None = None,
+    unlabeled: str = "background",
 ) -> Benchmark:
-    """COCO-Object: 80 things + background, from COCO-Stuff's maps or the instance annotations."""
+    """COCO-Object: 80 things + background, from COCO-Stuff's maps or the instance annotations.
+
+    COCO-Stuff's unlabeled pixels (255) are background and scored by default, as the reference
+    harnesses build COCO-Object; ``unlabeled="ignore"`` leaves them out of the metric."""
     if source not in COCO_OBJECT_SOURCES:
         raise InputError(
             f"COCO-Object source must be one of {', '.join(COCO_OBJECT_SOURCES)} (got {source!r})"
@@ -402,11 +435,14 @@ def load_coco_object(
     ids = _limited(sorted(path.stem for path in image_dir.glob("*.jpg")), limit)
     if not ids:
         raise InputError(f"no images in {image_dir} (expected {split} JPEG files)")
-    train_ids, stuffthingmaps = coco_train_ids_table(), coco_stuffthingmaps_table()
+    train_ids, stuffthingmaps = coco_train_ids_table(unlabeled), coco_stuffthingmaps_table(unlabeled)
     files = []
     for image_id in ids:
         converted, raw = label_dir / f"{image_id}_labelTrainIds.png", label_dir / f"{image_id}.png"
-        if converted.is_file():
+        reference = label_dir / f"{image_id}_instanceTrainIds.png"  # written by the references' convert_coco_object
+        if reference.is_file():
+            files.append(_LabelledFile(image_id, image_dir / f"{image_id}.jpg", reference, None))
+        elif converted.is_file():
             files.append(_LabelledFile(image_id, image_dir / f"{image_id}.jpg", converted, train_ids))
         elif raw.is_file():
             files.append(_LabelledFile(image_id, image_dir / f"{image_id}.jpg", raw, stuffthingmaps))
@@ -421,6 +457,7 @@ def load_coco_object(
         root=root,
         class_synonyms=benchmark_classes("coco-object"),
         source="stuffthingmaps",
+        unlabeled=unlabeled,
     )
 
 
@@ -625,26 +662,29 @@ def load_benchmark(
     split: str | None = None,
     coco_object_source: str = "stuffthingmaps",
     limit: int | None = None,
+    coco_object_unlabeled: str = "background",
 ) -> Benchmark:
-    """The benchmark named ``benchmark`` (one of :data:`BENCHMARK_NAMES`) or the dataset folder at that path.
+    r"""The benchmark named ``benchmark`` (one of :data:`BENCHMARK_NAMES`) or the dataset folder at that path.
 
     Args:
         benchmark: ``voc21``, ``context60``, ``context59``, ``coco-object``, or a dataset folder.
         data_dir: where the named benchmark's layout is (see the module docstring); unused for a folder.
         split: the split list or folder to read (default ``val``; ``val2017`` for COCO-Object).
         coco_object_source: ``stuffthingmaps`` (default) or ``instances``.
+        coco_object_unlabeled: COCO-Stuff's unlabeled pixels (255) become ``background`` (default, as
+            GroupViT's, SCLIP's and NACLIP's ``convert_coco_object`` scripts do) or are ``ignore``\ d.
         limit: read only the first ``limit`` images.
 
     Raises:
         InputError: unknown benchmark, no layout under ``data_dir``, a missing listed file.
     """
     name = str(benchmark)
-    if name == "voc21":
-        return load_voc21(data_dir, split or "val", limit)
+    if name in ("voc21", "voc20"):
+        return load_voc21(data_dir, split or "val", limit, name)
     if name in ("context60", "context59"):
         return load_context(data_dir, name, split or "val", limit)
     if name == "coco-object":
-        return load_coco_object(data_dir, split or "val2017", coco_object_source, limit)
+        return load_coco_object(data_dir, split or "val2017", coco_object_source, limit, coco_object_unlabeled)
     folder = Path(name).expanduser()
     if folder.is_dir():
         return DatasetFolderBenchmark(folder, limit)

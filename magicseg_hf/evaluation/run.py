@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from magicseg_hf.errors import InputError
-from magicseg_hf.evaluation.protocols import BACKGROUND_MODES, PROTOCOLS, Protocol, get_protocol
+from magicseg_hf.evaluation.protocols import (
+    MODES,
+    PROTOCOLS,
+    REFINEMENTS,
+    RULES,
+    SYNONYM_RULES,
+    Protocol,
+    get_protocol,
+)
 from magicseg_hf.labels import UNKNOWN
 
 logger = logging.getLogger(__name__)
@@ -41,15 +49,20 @@ windows as the protocol says; mIoU is accumulated over the whole dataset (mmsegm
 
 Benchmarks (--data-dir: the folder holding VOCdevkit or coco_stuff164k, or those folders themselves):
   voc21        VOCdevkit/VOC2012, 21 classes with background
+  voc20        the same files, 20 classes, background ignored
   context60    VOCdevkit/VOC2010 (SegmentationClassContext), 60 classes with background
   context59    the same files, 59 classes, no background
   coco-object  coco_stuff164k (stuffthingmaps; or --coco-object-source instances), 81 classes
   DIR          a dataset folder written by `magicseg generate`
 
-Protocols (each value overridable):
-  zegclip   short side 512, window 512, stride 426, background is a class (the paper's code)
-  groupvit  short side 448, window 448, stride 224, background below score 0.5
-  sclip     short side 336, window 224, stride 112, background below probability 0.1
+Protocols: the harness values of four reference codebases, per benchmark, each cited in the
+results file (resize, slide or whole image, class-name file with its background words, synonym
+rule, area threshold, PAMR); the decision rule our model uses under each is recorded beside them.
+Each value is overridable. See docs/fidelity.md.
+  zegclip   short side 512, slide 512/426, "background" queried as a class (the paper's code)
+  groupvit  short side 448, slide 448/224, background below a threshold
+  sclip     short side 336, slide 224/112, SCLIP's class names (background as stuff words)
+  naclip    NACLIP's settings (short side 336, slide 224/112 or whole image, PAMR)
 
 Example:
   magicseg evaluate --model model --benchmark voc21 --data-dir data --protocol zegclip \\
@@ -79,10 +92,15 @@ class EvaluationConfig:
     short_side: int | None = None
     window: int | None = None
     stride: int | None = None
+    mode: str | None = None
     threshold: float | None = None
-    background: str | None = None
+    decision: str | None = None
+    area_threshold: float | None = None
+    synonyms: str | None = None
+    class_names: str | None = None
     refine: str | None = None
     coco_object_source: str = "stuffthingmaps"
+    coco_object_unlabeled: str = "background"
     limit: int | None = None
     batch_size: int = 16
     overlays: int = 0
@@ -90,15 +108,29 @@ class EvaluationConfig:
     device: str = "auto"
     dtype: str = "float32"
 
-    def resolved_protocol(self) -> Protocol:
-        """The named protocol with this run's overrides (InputError for an unknown name or a bad value)."""
-        return get_protocol(self.protocol).with_overrides(
+    def resolved_protocol(self, benchmark: str | None = None) -> Protocol:
+        """The named protocol's values for ``benchmark`` with this run's overrides (InputError for an
+        unknown name or a bad value)."""
+        protocol = get_protocol(self.protocol, _benchmark_key(benchmark or self.benchmark))
+        return protocol.with_overrides(
             short_side=self.short_side,
             window=self.window,
             stride=self.stride,
+            mode=self.mode,
             threshold=self.threshold,
-            background=self.background,
+            rule=self.decision,
+            area_threshold=self.area_threshold,
+            synonyms=self.synonyms,
+            class_names=self.class_names,
+            refine=self.refine,
         )
+
+
+def _benchmark_key(benchmark: str) -> str:
+    """A named benchmark as is; a dataset folder as ``folder`` (protocols have no values of their own for it)."""
+    from magicseg_hf.evaluation.benchmarks import BENCHMARK_NAMES
+
+    return benchmark if benchmark in BENCHMARK_NAMES else "folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,32 +139,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model.")
     parser.add_argument(
         "--benchmark", required=True, metavar="NAME|DIR",
-        help="voc21, context60, context59, coco-object, or a dataset folder written by `magicseg generate`.",
+        help="voc21, voc20, context60, context59, coco-object, or a dataset folder written by `magicseg generate`.",
     )
     parser.add_argument("--data-dir", default=None, help="Where the benchmark's layout is (see above).")
     parser.add_argument("--split", default=None, help="Split list or folder (default: val; val2017 for coco-object).")
     parser.add_argument(
         "--protocol", default="zegclip", metavar="|".join(PROTOCOLS),
-        help="Named harness: short side, window, stride and background rule.",
+        help="Named harness: its resize, windows, class names, synonym rule, background rule and PAMR, per benchmark.",
     )
     parser.add_argument("--short-side", type=int, default=None, help="Override: short side after resizing (px).")
     parser.add_argument("--window", type=int, default=None, help="Override: sliding-window side (px).")
     parser.add_argument("--stride", type=int, default=None, help="Override: sliding-window step (px).")
+    parser.add_argument("--mode", default=None, choices=MODES, help="Override: slide windows or the whole image.")
+    parser.add_argument(
+        "--decision", default=None, choices=RULES,
+        help="Override: background-class (background texts compete), threshold (background below --threshold) "
+             "or argmax (no background). Benchmarks without background always take argmax.",
+    )
     parser.add_argument(
         "--threshold", type=float, default=None,
-        help="Override: lowest sigmoid score of the best class; below it a pixel is background.",
+        help="Override: lowest sigmoid probability of the best class; below it a pixel is background.",
     )
     parser.add_argument(
-        "--background", default=None, choices=BACKGROUND_MODES,
-        help="Override: background as a queried class, or by --threshold (ignored without a background class).",
+        "--area-threshold", type=float, default=None,
+        help="Override: drop classes holding at most this share of an image's labelled pixels (SCLIP).",
     )
+    parser.add_argument("--synonyms", default=None, choices=SYNONYM_RULES,
+                        help="Override: a class's synonyms: best one (max) or embeddings averaged (mean).")
+    parser.add_argument("--class-names", default=None,
+                        help="Override: whose class-name file to query: benchmark, zegclip, groupvit, sclip or naclip.")
     parser.add_argument(
-        "--refine", default=None, choices=("pamr",),
-        help="Refine the logits with PAMR (10 iterations, dilations 8 and 16, as NACLIP).",
+        "--refine", default=None, choices=(*REFINEMENTS, "none"),
+        help="Override: refine the probabilities with PAMR (10 iterations, dilations 8 and 16, as NACLIP), or none.",
     )
     parser.add_argument(
         "--coco-object-source", default="stuffthingmaps", choices=("stuffthingmaps", "instances"),
         help="COCO-Object labels from COCO-Stuff's maps, or instance masks merged per category (pycocotools).",
+    )
+    parser.add_argument(
+        "--coco-object-unlabeled", default="background", choices=("background", "ignore"),
+        help="COCO-Stuff's unlabeled pixels (255): background and scored, as the reference harnesses' "
+             "convert_coco_object scripts make them (default), or ignored.",
     )
     parser.add_argument("--limit", type=int, default=None, help="Evaluate only the first N images.")
     parser.add_argument(
@@ -142,7 +189,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="Results file to write (JSON).")
     parser.add_argument(
         "--overlays", type=int, default=0, metavar="K",
-        help="Save image | ground truth | prediction pictures of the first K images beside --output.",
+        help="Save image | ground truth | prediction pictures of the first K images beside --output, and "
+             "their predicted label maps (PNG of label ids).",
     )
     parser.add_argument(
         "--update-card", action="store_true",
@@ -166,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_settings(config: EvaluationConfig) -> tuple[Protocol, Path]:
     """The protocol and the output path, or InputError for a bad value (before any model is loaded)."""
     protocol = config.resolved_protocol()
+    protocol.geometry()  # the same checks the model's inference path makes, before anything is loaded
     if config.batch_size < 1:
         raise InputError(f"--batch-size must be a positive integer (got {config.batch_size})")
     if config.overlays < 0:
@@ -221,7 +270,8 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     start = time.perf_counter()
     protocol, output = _check_settings(config)
     benchmark = load_benchmark(
-        config.benchmark, config.data_dir, config.split, config.coco_object_source, config.limit
+        config.benchmark, config.data_dir, config.split, config.coco_object_source, config.limit,
+        coco_object_unlabeled=config.coco_object_unlabeled,
     )
     num_images = len(benchmark)
     if num_images == 0:
@@ -229,9 +279,7 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     device = _resolve_device(config.device)
     model, processor = load_open_seg(config.model, config.revision)
     model = model.to(device=device, dtype=getattr(torch, config.dtype)).eval()
-    predictor = BenchmarkPredictor.for_benchmark(
-        model, processor, benchmark, protocol, refine=config.refine, batch_size=config.batch_size, device=device
-    )
+    predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, protocol, batch_size=config.batch_size)
     logger.info(
         "evaluating %s on %s (%d images, %d labels; %d text queries) with protocol %s: %s",
         config.model, benchmark.name, num_images, benchmark.num_labels, len(predictor.queries.label_ids),
@@ -259,7 +307,7 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     logger.info(
         "%s: mIoU %s %% over %d images (protocol %s%s) -> %s",
         benchmark.name, _percent_text(results["mean_iou"]), accumulator.num_images, protocol.name,
-        f" + {config.refine}" if config.refine else "", output,
+        f" + {predictor.refine}" if predictor.refine else "", output,
     )
     if config.update_card:
         card = update_model_card(Path(config.model).expanduser(), results)
@@ -293,6 +341,10 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+#: How window scores are combined (the model's inference path; written into every results file).
+SCORE_AVERAGING = "sigmoid probabilities averaged over the windows covering a pixel, then resized bilinearly"
 
 
 def results_dict(
@@ -345,13 +397,11 @@ def results_dict(
         "overall_accuracy": _number(metrics["overall_accuracy"]),
         **described,
         "protocol": protocol.to_dict(),
-        "refine": config.refine,
-        "queries": {
-            "names": list(queries.names),
-            "label_ids": list(queries.label_ids),
-            "background_id": queries.background_id,
-            "threshold": queries.threshold,
-        },
+        "refine": predictor.refine,
+        "decision": queries.decision.to_dict(),
+        "score_averaging": SCORE_AVERAGING,
+        "class_names_digest": queries.digest(),
+        "queries": queries.to_dict(),
         "per_class": per_class,
         "model": {
             "id": config.model,
@@ -431,6 +481,12 @@ def display_labels(
 
 
 def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchmark: Any) -> Path:
+    """``<output stem>-overlay-NNN-<id>.png`` (image | ground truth | prediction) and, beside it,
+    ``<output stem>-prediction-NNN-<id>.png``: the predicted label ids as a PNG (8-bit, or 16-bit above 255
+    labels), so the exact answer can be compared with ``magicseg predict --label-dir``'s."""
+    import numpy as np
+    from PIL import Image
+
     from magicseg_hf.folder import atomic_write_bytes
     from magicseg_hf.visualization import prediction_triptych
 
@@ -440,9 +496,16 @@ def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchm
     picture = prediction_triptych(sample.image, ground_truth, predicted, classes, title=str(sample.image_id))
     safe_id = re.sub(r"[^A-Za-z0-9._-]+", "_", str(sample.image_id))
     path = output.with_name(f"{output.stem}-overlay-{index:03d}-{safe_id}.png")
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    for target, image in (
+        (path, picture),
+        (
+            output.with_name(f"{output.stem}-prediction-{index:03d}-{safe_id}.png"),
+            Image.fromarray(np.asarray(prediction).astype(np.uint8 if benchmark.num_labels <= UNKNOWN else np.uint16)),
+        ),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        atomic_write_bytes(target, buffer.getvalue())
     return path
 
 
