@@ -22,8 +22,9 @@ the Space and `magicseg evaluate` — so one picture gets one answer whichever d
    - `background-class`: background text queries compete in the argmax; a pixel they win has no class (-1);
      an optional threshold also applies;
    - `argmax`: every pixel takes its best class (no background; e.g. PASCAL Context 59).
-   Optionally, classes whose share of the labelled pixels is at most `area_threshold` are dropped and their
-   pixels decided again without them (SCLIP's `area_thd`).
+   Optionally, classes holding at most `area_threshold` of the pixels the classes (not background) win in the
+   argmax are dropped — their probabilities set to 0 — and every pixel decided again (SCLIP's `area_thd`: one
+   pass, before the threshold).
 
 Steps 3-5 run a chunk of classes at a time (`score_budget` probabilities held at once), folding each chunk into
 a running best, so a 1,203-class LVIS vocabulary on a large photo needs bounded memory.
@@ -533,18 +534,19 @@ def decide(
         probabilities = chunk_probabilities(item, start, stop, output_size)  # (c, H, W)
         if guide is not None:
             probabilities = refine(guide, probabilities[None])[0]
-        if excluded:
+        if excluded:  # dropped classes' probabilities are 0 everywhere (SCLIP's area_thd)
             dropped = torch.tensor([int(p) in excluded for p in positions[start:stop].tolist()], device=positions.device)
-            probabilities[dropped] = -1.0
+            probabilities[dropped] = 0.0
         score, index = probabilities.max(dim=0)  # (H, W) each
         better = score > best_score  # strictly: ties keep the earlier query, as one argmax over all does
         best_score = torch.where(better, score, best_score)
         best_position = torch.where(better, positions[start:stop][index], best_position)
-    best_position = apply_threshold(best_position, best_score, decision.threshold)
-    if decision.area_threshold is not None:
-        small = small_classes(best_position, decision.area_threshold) - set(excluded)
+    if decision.area_threshold is not None and not excluded:
+        # Areas of the argmax before the threshold, background wins left out; one pass, as SCLIP does.
+        small = small_classes(best_position, decision.area_threshold)
         if small:
-            return decide(item, queries, decision, output_size, score_budget, refine, frozenset(excluded | small))
+            return decide(item, queries, decision, output_size, score_budget, refine, frozenset(small))
+    best_position = apply_threshold(best_position, best_score, decision.threshold)
     return SegmentationResult(labels=best_position, scores=best_score.clamp(min=0.0))
 
 
@@ -556,7 +558,7 @@ def apply_threshold(positions: torch.Tensor, scores: torch.Tensor, threshold: fl
 
 
 def small_classes(labels: torch.Tensor, area_threshold: float) -> set[int]:
-    """Class positions holding at most `area_threshold` of the pixels that took a class."""
+    """Class positions holding at most `area_threshold` of the pixels that took a class (-1 left out)."""
     present = labels[labels >= 0]
     if present.numel() == 0:
         return set()

@@ -412,8 +412,9 @@ def test_unknown_benchmark_is_one_line():
 # ----------------------------------------------------------------------------------------------
 def test_packaged_class_files_have_one_line_per_label():
     counts = {name: len(benchmark_classes(name)) for name in BENCHMARK_NAMES}
-    assert counts == {"voc21": 21, "context60": 60, "context59": 59, "coco-object": 81}
+    assert counts == {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco-object": 81}
     assert benchmark_classes("context60")[1:] == benchmark_classes("context59")
+    assert benchmark_classes("voc21")[1:] == benchmark_classes("voc20")
     for name in ("voc21", "context60", "coco-object"):
         assert benchmark_classes(name)[0] == ("background",)
 

@@ -17,17 +17,12 @@ from test_evaluation_benchmarks import make_context, make_voc, save_grey_png, sa
 
 from magicseg_hf.cli import main
 from magicseg_hf.evaluation.benchmarks import benchmark_classes, load_benchmark
-from magicseg_hf.evaluation.inference import (
-    BenchmarkPredictor,
-    class_queries,
-    labels_from_logits,
-    sliding_window_logits,
-    synonym_embeddings,
-)
+from magicseg_hf.evaluation.inference import BenchmarkPredictor, class_queries
 from magicseg_hf.evaluation.metric import compute_mean_iou
 from magicseg_hf.evaluation.protocols import get_protocol
 from magicseg_hf.evaluation.run import card_results_name, display_labels
 from magicseg_hf.loading import build_open_seg, load_open_seg
+from magicseg_hf.modeling import Decision, Queries
 
 #: A small harness for the tiny model (8 px patches): sclip's rule at a tiny size.
 TINY_PROTOCOL = ["--protocol", "sclip", "--short-side", "48", "--window", "32", "--stride", "16"]
@@ -89,15 +84,19 @@ def test_results_file_of_each_benchmark(model_dir: Path, tmp_path: Path, name: s
     assert [row["id"] for row in results["per_class"]] == list(range(benchmark.num_labels))
     protocol = results["protocol"]
     assert (protocol["name"], protocol["short_side"], protocol["window"], protocol["stride"]) == ("sclip", 48, 32, 16)
-    assert (protocol["background"], protocol["threshold"]) == ("threshold", 0.1)
+    assert (protocol["rule"], protocol["threshold"], protocol["class_names"]) == ("background-class", 0.5, "sclip")
     assert protocol["overrides"] == {"short_side": 48, "window": 32, "stride": 16}
+    assert protocol["citations"]["window"].startswith("wangf3014/SCLIP@b56bd30:") and protocol["model_rule_note"]
+    assert results["score_averaging"].startswith("sigmoid probabilities averaged")
+    assert len(results["class_names_digest"]) == 64 and results["class_names_digest"] == results["queries"]["digest"]
     assert results["model"]["id"] == str(model_dir) and "torch" in results["package_versions"]
     assert results["wall_time_seconds"] > 0 and results["images_per_second"] > 0
     assert 0.0 <= results["mean_iou"] <= 1.0
 
     # The same predictions, recomputed here, give the same metric.
     model, processor = load_open_seg(str(model_dir))
-    predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, get_protocol("sclip").with_overrides(
+    key = "folder" if name == "DIR" else name
+    predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, get_protocol("sclip", key).with_overrides(
         short_side=48, window=32, stride=16))
     pairs = [(prediction, sample.label) for sample, prediction in predictor.predict(benchmark)]
     expected = compute_mean_iou(
@@ -110,14 +109,23 @@ def test_results_file_of_each_benchmark(model_dir: Path, tmp_path: Path, name: s
     labelled = sum(int((r != benchmark.ignore_index).sum()) for _, r in pairs)
     assert sum(row["labelled_pixels"] for row in results["per_class"]) == labelled
 
-    # Background rule: with a background class it is not queried by threshold; context59 takes the argmax.
+    # Background rule: SCLIP's background texts are queried (its stuff words on VOC and COCO-Object, "background"
+    # on Context60); context59 takes the argmax.
     queries = results["queries"]
     if benchmark.has_background:
         assert queries["label_ids"] == list(range(1, benchmark.num_labels)) and queries["background_id"] == 0
-        assert "background" not in queries["names"]
+        assert "background" not in queries["names"] and results["decision"]["rule"] == "background-class"
+        expected_background = {"voc21": 26, "coco-object": 26, "context60": 1, "DIR": 1}[name]
+        assert len(queries["background_texts"]) == expected_background
     else:
         assert queries["label_ids"] == list(range(59)) and queries["background_id"] is None
-        assert queries["threshold"] is None
+        assert results["decision"] == {"rule": "argmax", "threshold": None, "area_threshold": None}
+    if name == "voc21":
+        assert results["decision"]["area_threshold"] == 0.1 and queries["names"][3] == "ship"
+    if name == "coco-object":
+        # COCO-Stuff's unlabeled pixel (255) is background and scored, as the reference harnesses score it.
+        assert results["unlabeled"] == "background"
+        assert labelled == 2 * 10 * 14 and benchmark.ignore_index not in np.concatenate([r.ravel() for _, r in pairs])
 
 
 def test_overlays_refine_and_card(model_dir: Path, tmp_path: Path):
@@ -128,8 +136,17 @@ def test_overlays_refine_and_card(model_dir: Path, tmp_path: Path):
     results = json.loads(output.read_text())
     assert results["refine"] == "pamr"
 
-    # One overlay picture beside the results file: image | ground truth | prediction | legend.
-    (overlay,) = sorted(output.parent.glob("*.png"))
+    # One overlay picture beside the results file: image | ground truth | prediction | legend; and the
+    # prediction itself as a label PNG.
+    (overlay,) = sorted(output.parent.glob("*-overlay-*.png"))
+    (label_png,) = sorted(output.parent.glob("*-prediction-*.png"))
+    assert label_png.name == "voc-prediction-000-2007_000032.png"
+    model, processor = load_open_seg(str(model_dir))
+    benchmark = load_benchmark("voc21", data_dir=tmp_path / "data")
+    protocol = get_protocol("sclip", "voc21").with_overrides(short_side=48, window=32, stride=16, refine="pamr")
+    predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, protocol)
+    _, first = next(iter(predictor.predict(benchmark)))
+    assert np.array_equal(np.array(Image.open(label_png)), first)
     assert overlay.name == "voc-overlay-000-2007_000032.png" and results["overlays"] == [overlay.name]
     with Image.open(overlay) as picture:
         assert picture.mode == "RGB" and picture.width > 3 * picture.height // 2
@@ -159,6 +176,17 @@ def test_card_results_name():
 # ----------------------------------------------------------------------------------------------
 # Protocol values reach the sliding windows
 # ----------------------------------------------------------------------------------------------
+def watch_windows(model, shapes: list) -> None:
+    """Record the shape of every batch of windows the model's inference path sends through the model."""
+    mask_logits = model.mask_logits
+
+    def watched(pixel_values, *args, **kwargs):
+        shapes.append(tuple(pixel_values.shape))
+        return mask_logits(pixel_values, *args, **kwargs)
+
+    model.mask_logits = watched
+
+
 @pytest.fixture
 def forward_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
     """Records the pixel_values shape of every model forward in `magicseg evaluate`."""
@@ -169,9 +197,7 @@ def forward_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
 
     def load_and_watch(*args, **kwargs):
         model, processor = original(*args, **kwargs)
-        model.register_forward_pre_hook(
-            lambda module, args, kwargs: shapes.append(tuple(kwargs["pixel_values"].shape)), with_kwargs=True
-        )
+        watch_windows(model, shapes)
         return model, processor
 
     monkeypatch.setattr(magicseg_hf.loading, "load_open_seg", load_and_watch)
@@ -188,8 +214,8 @@ def forward_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
         (["--window", "32", "--stride", "32", "--batch-size", "16"], [10]),
         # Window 48 stride 48: 1 x 2 each = 4.
         (["--window", "48", "--stride", "48", "--batch-size", "16"], [4]),
-        # Short side 24: 24x32 (one 32-window, padded) and 24x34 (two) = 3.
-        (["--short-side", "24", "--window", "32", "--stride", "16"], [3]),
+        # Short side 32: 32x43 and 32x45, two 32-windows each = 4.
+        (["--short-side", "32", "--window", "32", "--stride", "16"], [4]),
     ],
 )
 def test_protocol_values_set_the_windows(
@@ -210,16 +236,18 @@ def test_window_count_matches_the_protocol_grid(model_dir: Path, forward_batches
     sizes = [(30, 50), (50, 30), (20, 20), (41, 97)]
     expected = sum(protocol.num_windows(*protocol.resized_size(h, w)) for h, w in sizes)
     model, processor = load_open_seg(str(model_dir))
-    calls = []
-    model.register_forward_pre_hook(lambda m, a, k: calls.append(k["pixel_values"].shape[0]), with_kwargs=True)
+    shapes: list[tuple[int, ...]] = []
+    watch_windows(model, shapes)
     samples = [
         SimpleNamespace(image_id=str(i), image=Image.new("RGB", (w, h), (i * 40, 90, 200)), label=np.zeros((h, w), np.uint8))
         for i, (h, w) in enumerate(sizes)
     ]
-    benchmark = SimpleNamespace(class_synonyms=(("background",), ("cat", "kitten")), has_background=True)
+    benchmark = SimpleNamespace(name="x", class_synonyms=(("background",), ("cat", "kitten")), has_background=True,
+                                num_labels=2)
     predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, protocol, batch_size=5)
     predictions = [prediction for _, prediction in predictor.predict(samples)]
     # 30x50 -> 40x67: 3 x 7 windows; 50x30 -> 67x40: 7 x 3; 20x20 -> 40x40: 3 x 3; 41x97 -> 40x95: 3 x 10.
+    calls = [shape[0] for shape in shapes]
     assert sum(calls) == expected == 21 + 21 + 9 + 30
     assert calls == [5] * (expected // 5) + ([expected % 5] if expected % 5 else [])
     assert [p.shape for p in predictions] == sizes and all(p.dtype == np.int64 for p in predictions)
@@ -228,96 +256,46 @@ def test_window_count_matches_the_protocol_grid(model_dir: Path, forward_batches
 # ----------------------------------------------------------------------------------------------
 # Inference pieces
 # ----------------------------------------------------------------------------------------------
-class EchoModel(torch.nn.Module):
-    """Returns each window's first channel as the logits of its one query (to check placement)."""
-
-    def forward(self, pixel_values: torch.Tensor, class_embeds: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(logits=pixel_values[:, :1] * class_embeds.shape[0])
-
-
-def test_windows_of_several_images_are_put_back_in_place():
-    images = [torch.arange(h * w, dtype=torch.float32).view(1, h, w).expand(3, h, w) + 1 for h, w in ((5, 9), (4, 4), (8, 7))]
-    stream = sliding_window_logits(EchoModel(), enumerate(images), torch.ones(1, 4), window=4, stride=3, batch_size=3)
-    out = list(stream)
-    assert [key for key, _ in out] == [0, 1, 2]
-    for (_, logits), image in zip(out, images):
-        torch.testing.assert_close(logits, image[:1])  # every overlap averages identical values
-
-
-def test_overlapping_windows_are_averaged():
-    class WindowIndex(torch.nn.Module):
-        """Each window's logits are its position in the batch stream (0, 1, 2, ...)."""
-
-        seen = 0
-
-        def forward(self, pixel_values, class_embeds):
-            n = pixel_values.shape[0]
-            values = torch.arange(self.seen, self.seen + n, dtype=torch.float32).view(n, 1, 1, 1)
-            self.seen += n
-            return SimpleNamespace(logits=values.expand(n, 1, *pixel_values.shape[-2:]))
-
-    image = torch.zeros(3, 4, 6)  # windows 4 wide every 2: columns 0-3 (window 0), 2-5 (window 1)
-    ((_, logits),) = list(sliding_window_logits(WindowIndex(), [("x", image)], torch.ones(1, 2), 4, 2, batch_size=2))
-    expected = torch.tensor([0.0, 0.0, 0.5, 0.5, 1.0, 1.0]).expand(1, 4, 6)
-    torch.testing.assert_close(logits, expected)
-
-
 def test_batched_windows_equal_one_window_at_a_time(model_dir: Path, tmp_path: Path):
     make_voc(tmp_path)
     benchmark = load_benchmark("voc21", data_dir=tmp_path)
     model, processor = load_open_seg(str(model_dir))
-    protocol = get_protocol("sclip").with_overrides(short_side=48, window=32, stride=16)
-    logits = {}
+    protocol = get_protocol("sclip", "voc21").with_overrides(short_side=48, window=32, stride=16)
+    predictions = {}
     for batch_size in (1, 16):
         predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, protocol, batch_size=batch_size)
-        logits[batch_size] = [out for _, _, out in predictor.predict_logits(benchmark)]
-    for one, batched in zip(logits[1], logits[16]):
-        torch.testing.assert_close(one, batched, atol=1e-4, rtol=1e-4)
+        predictions[batch_size] = [out for _, out in predictor.predict(benchmark)]
+    for one, batched in zip(predictions[1], predictions[16]):
+        assert np.array_equal(one, batched)
 
 
-def test_labels_from_logits_background_rules():
-    # Three queries (labels 1, 2, 3) at four pixels; sigmoid(0) = 0.5, sigmoid(-3) ~ 0.047, sigmoid(2) ~ 0.88.
-    logits = torch.tensor(
-        [
-            [[2.0, -3.0], [0.0, -5.0]],  # label 1
-            [[1.0, -4.0], [-1.0, -2.5]],  # label 2
-            [[0.0, -3.5], [-0.1, -6.0]],  # label 3
-        ]
-    )  # (Q=3, H=2, W=2)
-    ids = [1, 2, 3]
-    # Threshold 0.1: pixel (0, 1) best is label 1 at 0.047 -> background; (1, 1) best is label 2 at 0.076 -> background.
-    assert labels_from_logits(logits, ids, background_id=0, threshold=0.1).tolist() == [[1, 0], [1, 0]]
-    # Threshold 0.5 keeps only scores >= 0.5: (0, 0) at 0.88 and (1, 0) at exactly 0.5.
-    assert labels_from_logits(logits, ids, background_id=0, threshold=0.5).tolist() == [[1, 0], [1, 0]]
-    assert labels_from_logits(logits, ids, background_id=0, threshold=0.6).tolist() == [[1, 0], [0, 0]]
-    # Plain argmax (no background class, or no threshold): every pixel takes its best query.
-    assert labels_from_logits(logits, ids).tolist() == [[1, 1], [1, 2]]
-    assert labels_from_logits(logits, [0, 1, 2], background_id=None, threshold=0.9).tolist() == [[0, 0], [0, 1]]
-
-
-def test_queries_per_background_mode(model_dir: Path):
-    model, _ = load_open_seg(str(model_dir))
+def test_queries_per_rule():
     voc = benchmark_classes("voc21")
-    by_threshold = class_queries(model, voc, has_background=True, background="threshold", threshold=0.1)
+    by_threshold = class_queries(voc, True, Decision("threshold", 0.5))
     assert by_threshold.label_ids == tuple(range(1, 21)) and by_threshold.names[0] == "aeroplane"
-    assert (by_threshold.background_id, by_threshold.threshold) == (0, 0.1)
-    as_class = class_queries(model, voc, has_background=True, background="class", threshold=None)
-    assert as_class.label_ids == tuple(range(21)) and as_class.names[0] == "background"
-    assert as_class.background_id is None  # argmax over the queries, background included
-    no_background = class_queries(model, benchmark_classes("context59"), has_background=False, background="threshold",
-                                  threshold=0.1)
+    assert (by_threshold.background, by_threshold.background_id) == ((), 0)
+    as_class = class_queries(voc, True, Decision("background-class", None))
+    assert as_class.label_ids == tuple(range(1, 21)) and as_class.background == ("background",)
+    everything = class_queries(voc, True, Decision("argmax", None))
+    assert everything.label_ids == tuple(range(21)) and everything.names[0] == "background"
+    assert everything.background_id is None
+    no_background = class_queries(benchmark_classes("context59"), False, Decision("argmax", None))
     assert no_background.label_ids == tuple(range(59)) and no_background.background_id is None
-    assert no_background.embeds.shape == (59, model.config.projection_dim)
+    from magicseg_hf.errors import InputError
+
+    with pytest.raises(InputError, match="without background gives every pixel a class: use the argmax rule"):
+        class_queries(benchmark_classes("context59"), False, Decision("threshold", 0.5))
 
 
-def test_synonyms_are_averaged_then_normalised(model_dir: Path):
+def test_synonyms_max_or_mean(model_dir: Path):
     model, _ = load_open_seg(str(model_dir))
-    embeds = synonym_embeddings(model, [("tv monitor", "television monitor"), ("cat",)])
+    classes = [("tv monitor", "television monitor"), ("cat",)]
+    best = Queries.encode(model, classes, synonyms="max")
+    assert best.positions.tolist() == [0, 0, 1] and best.names == ("tv monitor", "cat")
+    mean = Queries.encode(model, classes, synonyms="mean")
     pair = model.encode_classes(["tv monitor", "television monitor"]).float()
-    expected = torch.nn.functional.normalize(pair.mean(dim=0), dim=-1)
-    torch.testing.assert_close(embeds[0], expected)
-    torch.testing.assert_close(embeds[1], model.encode_classes(["cat"]).float()[0])
-    assert not torch.allclose(embeds[0], pair[0])
+    torch.testing.assert_close(mean.embeds[0], torch.nn.functional.normalize(pair.mean(dim=0), dim=-1))
+    assert mean.positions.tolist() == [0, 1]
 
 
 def test_display_labels_for_pictures():
@@ -353,11 +331,16 @@ def _resize_a_label(data: Path) -> None:
         (["--benchmark", "voc21", "--data-dir", "{data}"], _break_split_list, "names 2007_000039 but"),
         (["--benchmark", "voc21", "--data-dir", "{data}"], _resize_a_label, "is 15x10 but its image"),
         (["--benchmark", "ade20k", "--data-dir", "{data}"], None, "unknown benchmark 'ade20k'"),
-        (["--benchmark", "voc21", "--data-dir", "{data}", "--protocol", "mmseg"], None, "unknown protocol 'mmseg' (expected one of zegclip, groupvit, sclip)"),
+        (["--benchmark", "voc21", "--data-dir", "{data}", "--protocol", "mmseg"], None, "unknown protocol 'mmseg' (expected one of zegclip, groupvit, sclip, naclip)"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--window", "30"], None, "multiple of the model's patch size 8"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--stride", "64"], None, "stride must not exceed window"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--batch-size", "0"], None, "--batch-size must be a positive"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--threshold", "2"], None, r"threshold must lie in [0, 1]"),
+        (["--benchmark", "voc21", "--data-dir", "{data}", "--decision", "argmax", "--threshold", "0.3"], None,
+         "the argmax rule takes no threshold (got 0.3)"),
+        (["--benchmark", "voc21", "--data-dir", "{data}", "--window", "64"], None,
+         "window 64 is larger than the resized image's short side 48"),
+        (["--benchmark", "voc21", "--data-dir", "{data}", "--class-names", "mine"], None, "class_names must be benchmark or one of"),
         (["--benchmark", "context60", "--data-dir", "{data}"], None, "no PASCAL Context (VOC 2010) layout"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--model", "org/model", "--update-card"], None,
          "--update-card needs a local model folder"),
@@ -407,7 +390,7 @@ def test_help_does_not_import_torch():
         "import sys\nprint('MODULES', ' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "usage: magicseg evaluate" in result.stdout and "--protocol zegclip|groupvit|sclip" in result.stdout
+    assert "usage: magicseg evaluate" in result.stdout and "--protocol zegclip|groupvit|sclip|naclip" in result.stdout
     loaded = set(result.stdout.splitlines()[-1].split()[1:])
     assert "magicseg_hf" in loaded
     assert not {"torch", "transformers", "datasets", "diffusers", "evaluate"} & loaded
