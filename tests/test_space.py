@@ -222,7 +222,9 @@ CLIENT = textwrap.dedent(
     for call in json.load(open(calls_file)):
         image = handle_file(call["image"]) if call["image"] else None
         try:
-            overlay, table = client.predict(image, call["classes"], call["threshold"], api_name="/segment")
+            overlay, table = client.predict(
+                image, call["classes"], call["threshold"], call.get("decision", "threshold"), api_name="/segment"
+            )
         except Exception as error:
             answers.append({"error": f"{type(error).__name__}: {error}"})
             continue
@@ -354,3 +356,31 @@ def test_space_refuses_a_folder_that_is_not_a_model(space_python: Path, tmp_path
     lines = done.stderr.strip().splitlines()
     assert lines[-1] == f"magicseg space: error: MAGICSEG_MODEL={tmp_path}: no config.json (not a saved model folder)"
     assert "Traceback" not in done.stderr
+
+
+def test_space_answers_as_the_pipeline_under_each_rule(space_python: Path, space_url: str, model_dir: Path, tmp_path: Path):
+    """The Space's endpoint and `pipeline("open-vocabulary-segmentation")` give the same masks for the same
+    uploads (wide, tall, smaller than a window), with each decision rule."""
+    from transformers import pipeline
+
+    import magicseg_hf  # noqa: F401  (registers the task)
+
+    segmenter = pipeline("open-vocabulary-segmentation", model=str(model_dir))
+    uploads = []
+    for width, height in ((96, 64), (50, 120), (40, 30)):
+        uploads.append(tmp_path / f"upload-{width}x{height}.png")
+        _picture(width, height).save(uploads[-1])
+    settings = {"threshold": {"threshold": 0.5}, "background-class": {"decision": "background-class"},
+                "argmax": {"decision": "argmax"}}
+    calls = [{"image": str(upload), "classes": "", "threshold": 0.5, "decision": rule}
+             for rule in settings for upload in uploads]  # fmt: skip
+    answers = call_space(space_python, space_url, calls, tmp_path)
+    for call, answer in zip(calls, answers):
+        assert "error" not in answer, answer
+        expected = segmenter(call["image"], **settings[call["decision"]])
+        value = _overlay_value(answer["overlay"])
+        shown = {annotation["label"]: np.asarray(Image.open(annotation["image"]))[..., 3] > 0
+                 for annotation in value["annotations"]}  # fmt: skip
+        assert sorted(shown) == sorted(segment["label"] for segment in expected), call
+        for segment in expected:
+            assert np.array_equal(shown[segment["label"]], np.array(segment["mask"]) > 0), call

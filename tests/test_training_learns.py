@@ -58,14 +58,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"untrained": untrained, "trained": root / "trained", "no-counterfactual": root / "no-counterfactual"}
 
 
-def held_out_mean_iou(folder: Path) -> float:
-    """mIoU over background + the classes of the held-out rows, predicted by the pipeline on ``folder``."""
+def held_out_mean_iou(folder: Path, **call: object) -> float:
+    """mIoU over background + the classes of the held-out rows, predicted by the pipeline on ``folder``
+    (``call``: the pipeline's settings; default ``threshold=DEFAULT_EVAL_THRESHOLD``; ``{}`` for its defaults)."""
+    call = call if call else {"threshold": DEFAULT_EVAL_THRESHOLD}
+    call = {key: value for key, value in call.items() if value is not None}
     segmenter = pipeline("open-vocabulary-segmentation", model=str(folder))
     names = list(segmenter.model.config.vocabulary)
     predictions, references = [], []
     for row in HELD_OUT:
         prediction = np.zeros((row["image"].height, row["image"].width), dtype=np.int64)
-        for segment in segmenter(row["image"], threshold=DEFAULT_EVAL_THRESHOLD):
+        for segment in segmenter(row["image"], **call):
             prediction[np.array(segment["mask"]) > 0] = names.index(segment["label"]) + 1
         label = np.array(row["label"])
         reference = np.zeros_like(prediction)
@@ -105,6 +108,17 @@ def test_training_beats_the_untrained_model_on_held_out_images(runs):
     assert untrained < 0.25
     assert trained >= 0.5, f"held-out mIoU after training: {trained:.3f}"
     assert trained - untrained >= 0.35
+
+
+def test_the_pipeline_default_leaves_the_background_unlabelled(runs):
+    """A newcomer's call (no settings) answers what the trained model was trained to answer: pixels no named
+    class is sure of stay unlabelled, so the default scores as the explicit trained threshold does; labelling
+    every pixel (argmax) scores the background as a class and loses."""
+    explicit = held_out_mean_iou(runs["trained"], threshold=0.5)
+    default = held_out_mean_iou(runs["trained"], decision=None)
+    argmax = held_out_mean_iou(runs["trained"], decision="argmax")
+    assert default == explicit >= 0.5, f"default {default:.3f}, threshold 0.5 {explicit:.3f}"
+    assert argmax < default - 0.1, f"argmax {argmax:.3f} vs default {default:.3f}"
 
 
 def test_training_without_the_counterfactual_loss_also_learns(runs):

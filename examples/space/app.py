@@ -29,7 +29,7 @@ from PIL import Image
 
 from magicseg_hf.errors import InputError, MagicSegError
 from magicseg_hf.loading import load_open_seg
-from magicseg_hf.modeling import DEFAULT_THRESHOLD
+from magicseg_hf.modeling import DECISION_RULES, DEFAULT_THRESHOLD
 from magicseg_hf.predict import OVERLAY_ALPHA, model_type_problem, predict_images
 from magicseg_hf.visualization import class_color
 
@@ -59,13 +59,17 @@ def build_demo(model: Any, processor: Any, model_name: str) -> gr.Blocks:
         model, processor: what :func:`magicseg_hf.loading.load_open_seg` returns.
         model_name: the Hub id or folder shown on the page.
 
-    The ``/segment`` endpoint (also for ``gradio_client``) takes ``(image, classes, threshold)``
-    and returns the overlay and the table: one row ``[class, area %, score]`` per class found.
+    The ``/segment`` endpoint (also for ``gradio_client``) takes ``(image, classes, threshold, decision)``
+    and returns the overlay and the table: one row ``[class, area %, score]`` per class found. The
+    threshold applies to the ``threshold`` rule only; ``background-class`` queries "background" beside the
+    classes and ``argmax`` labels every pixel.
     """
     vocabulary = list(model.config.vocabulary or [])
     shown = ", ".join(vocabulary[:8]) + (f", ... ({len(vocabulary)} in all)" if len(vocabulary) > 8 else "")
 
-    def segment(image: Image.Image | None, classes_text: str, threshold: float) -> tuple[Any, list[list[Any]]]:
+    def segment(
+        image: Image.Image | None, classes_text: str, threshold: float, decision: str = "threshold"
+    ) -> tuple[Any, list[list[Any]]]:
         """(AnnotatedImage value with its colours, table rows) for one uploaded image."""
         if image is None:
             raise gr.Error("upload an image first (got none)")
@@ -74,7 +78,10 @@ def build_demo(model: Any, processor: Any, model_name: str) -> gr.Blocks:
             raise gr.Error("type at least one class name: this model has no saved vocabulary")
         image = image.convert("RGB")
         try:
-            [prediction] = predict_images(model, processor, [image], classes, threshold=threshold)
+            [prediction] = predict_images(
+                model, processor, [image], classes, threshold=threshold if decision == "threshold" else None,
+                decision=decision,
+            )
         except MagicSegError as error:
             raise gr.Error(str(error)) from error
         segments = prediction.segments  # the classes present, largest first
@@ -107,13 +114,20 @@ def build_demo(model: Any, processor: Any, model_name: str) -> gr.Blocks:
                     label="score threshold: a pixel takes its best class only if that class's probability "
                     f"reaches it ({DEFAULT_THRESHOLD}: the model's trained threshold; 0: every pixel gets a class)",
                 )
+                decision = gr.Radio(
+                    list(DECISION_RULES), value="threshold", label="decision rule",
+                    info="threshold: the slider decides; background-class: 'background' competes with the "
+                    "classes; argmax: every pixel takes its best class",
+                )
                 button = gr.Button("Segment", variant="primary")
             with gr.Column():
                 overlay = gr.AnnotatedImage(label="segmentation", format="png")
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS, datatype=["str", "number", "number"], label="classes", interactive=False
                 )
-        button.click(segment, inputs=[image, classes, threshold], outputs=[overlay, table], api_name="segment")
+        button.click(
+            segment, inputs=[image, classes, threshold, decision], outputs=[overlay, table], api_name="segment"
+        )
     return demo
 
 

@@ -30,12 +30,14 @@ from transformers import Trainer, TrainerCallback
 
 from magicseg_hf.errors import MagicSegError
 from magicseg_hf.labels import IGNORE_LABEL, NONE_LABEL, UNKNOWN
+from magicseg_hf.modeling.inference_clip_open_seg import DEFAULT_THRESHOLD, apply_threshold
 
 logger = logging.getLogger(__name__)
 
 LOSS_COMPONENTS = ("focal_loss", "dice_loss", "counterfactual_loss")
-#: Probability under which a pixel is predicted as background during evaluation in training.
-DEFAULT_EVAL_THRESHOLD = 0.5
+#: Probability under which a pixel is predicted as background during evaluation in training (the model's
+#: trained threshold, the inference path's default).
+DEFAULT_EVAL_THRESHOLD = DEFAULT_THRESHOLD
 
 
 class NonFiniteLossError(MagicSegError):
@@ -55,7 +57,8 @@ def predictions_to_vocabulary(logits: torch.Tensor, class_ids: torch.Tensor, thr
     """
     best, position = logits.sigmoid().max(dim=1)  # (B, H, W) each
     ids = class_ids.gather(1, position.flatten(1)).view_as(position) + 1
-    return torch.where(best >= threshold, ids, torch.zeros_like(ids))
+    kept = apply_threshold(position, best, threshold)  # the inference path's threshold rule: -1 below it
+    return torch.where(kept >= 0, ids, torch.zeros_like(ids))
 
 
 def labels_to_vocabulary(labels: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
