@@ -246,7 +246,8 @@ MODEL_VOCABULARY = ["cat", "dog", "traffic light"]
 #: What a model push publishes from the folder below (the card is rendered for the repo).
 MODEL_PUBLISHED = [
     "README.md", "config.json", "configuration_clip_open_seg.py", "image_processing_clip_open_seg.py",
-    "model.safetensors", "modeling_clip_open_seg.py", "processing_clip_open_seg.py", "processor_config.json",
+    "inference_clip_open_seg.py", "model.safetensors", "modeling_clip_open_seg.py", "processing_clip_open_seg.py",
+    "processor_config.json",
     "results_voc21.json", "tokenizer.json", "tokenizer_config.json", "training_summary.json",
 ]
 MODEL_RESULT = {"benchmark": "voc21", "split": "val", "num_images": 2, "mean_iou": 0.125, "protocol": "zegclip"}
