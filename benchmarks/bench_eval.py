@@ -13,10 +13,11 @@ resize back, threshold decision at 0.5), as ``magicseg evaluate``, ``magicseg pr
 2. Peak memory of one ``segment_images`` call on one 512 x 683 image at short side 512, with 1,203 classes (LVIS)
    and with 20, chunked (the default ``score_budget``: classes decoded and decided a chunk at a time) and
    unchunked (``score_budget = 1 << 40``: every class at once, the naive baseline). Each configuration runs in
-   its own subprocess; peak = growth of the process's peak RSS (``ru_maxrss``, reset just before the call
-   through ``/proc/self/clear_refs`` where Linux allows it) across the call, or on CUDA
-   ``torch.cuda.max_memory_allocated`` above the memory allocated before it. Goal: peak(1,203) / peak(20) < 2
-   when chunked.
+   its own subprocess (glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 128 KiB, so freed blocks go back to the
+   system); peak = growth of the process's peak RSS across the call (``VmHWM``, the counter behind ``ru_maxrss``,
+   reset just before the call through ``/proc/self/clear_refs``; ``ru_maxrss`` where there is no ``/proc``), or
+   on CUDA ``torch.cuda.max_memory_allocated`` above the memory allocated before it. Goal: peak(1,203) /
+   peak(20) < 2 when chunked.
 3. Peak Python-heap memory (tracemalloc) of :class:`~magicseg_hf.evaluation.metric.MeanIoUAccumulator` while it
    takes 100 and then 1,000 label maps (each made inside the loop and dropped after its update). Goal: equal
    (the state is per-class totals only).
@@ -61,6 +62,8 @@ MEMORY_CLASSES = (20, 1203)
 MEMORY_IMAGE = (512, 683)
 #: A score budget no vocabulary reaches: every class decoded and decided at once (the naive path).
 UNCHUNKED_SCORE_BUDGET = 1 << 40
+#: glibc's ``mmap`` threshold in the memory workers (its default start value, kept fixed).
+MMAP_THRESHOLD = 128 * 1024
 #: Queries of the windows benchmark (as VOC: 20 classes + background).
 NUM_QUERIES = 21
 
@@ -218,6 +221,23 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _peak_rss_bytes() -> tuple[int, str]:
+    """The process's peak RSS in bytes and where it was read.
+
+    ``VmHWM`` of ``/proc/self/status`` where Linux has it: the counter ``ru_maxrss`` reads, without
+    ``ru_maxrss``'s maximum over the peaks recorded when a thread exits (thread pools exit after the model build,
+    so ``ru_maxrss`` may keep the build's peak through the reset); else ``ru_maxrss`` (KiB on Linux).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "VmHWM"
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+
+
 def class_memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     """In its own process: peak memory growth of one ``segment_images`` call with ``args.worker_classes``."""
     import torch
@@ -232,14 +252,14 @@ def class_memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     image = random_images([MEMORY_IMAGE])[0]
     cuda = args.device.startswith("cuda")
     gc.collect()
-    reset = False
+    reset, source = False, "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
         reset = _reset_peak_rss()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        before, source = _peak_rss_bytes()
     start = time.perf_counter()
     with torch.no_grad():
         results = list(
@@ -253,7 +273,7 @@ def class_memory_worker(args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        peak = _peak_rss_bytes()[0] - before
     seconds = time.perf_counter() - start
     assert tuple(results[0][1].labels.shape) == MEMORY_IMAGE
     return {
@@ -262,7 +282,7 @@ def class_memory_worker(args: argparse.Namespace) -> dict[str, Any]:
         "peak_bytes": int(peak),
         "seconds": round(seconds, 3),
         "peak_reset": reset,
-        "measure": "cuda max_memory_allocated" if cuda else "ru_maxrss growth",
+        "measure": "cuda max_memory_allocated" if cuda else f"{source} growth",
     }
 
 
@@ -272,13 +292,15 @@ def bench_class_memory(args: argparse.Namespace, argv: Sequence[str]) -> dict[st
 
     runs: dict[str, dict[int, dict[str, Any]]] = {"chunked": {}, "unchunked": {}}
     passed = [a for a in argv if not a.startswith("--worker")]
+    # Large blocks get their own pages, returned when freed: RSS follows live memory, not the heap's leftovers.
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
     for mode, budget in (("chunked", DEFAULT_SCORE_BUDGET), ("unchunked", UNCHUNKED_SCORE_BUDGET)):
         for classes in MEMORY_CLASSES:
             command = [
                 sys.executable, os.path.abspath(__file__), *passed, "--size", args.size,
                 "--worker-classes", str(classes), "--worker-budget", str(budget),
             ]
-            output = subprocess.run(command, capture_output=True, text=True, check=False)
+            output = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
             if output.returncode != 0:
                 sys.stderr.write(output.stderr[-4000:])
                 raise RuntimeError(f"memory worker ({mode}, {classes} classes) failed with {output.returncode}")

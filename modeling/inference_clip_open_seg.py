@@ -58,7 +58,7 @@ SCORE_AVERAGING = "sigmoid probabilities averaged over windows"
 #: How a class's synonyms combine: `max` of their probabilities (SCLIP, NACLIP) or `mean` of their embeddings.
 SYNONYM_RULES = ("max", "mean")
 #: Probabilities held at once while classes are decided (classes x pixels, float32): bounds memory.
-DEFAULT_SCORE_BUDGET = 1 << 24
+DEFAULT_SCORE_BUDGET = 1 << 22
 #: Windows per model forward by default.
 DEFAULT_WINDOW_BATCH_SIZE = 8
 #: Largest number of class positions a call may hold (a label map is written as 16-bit PNG at most).

@@ -72,9 +72,18 @@ class OpenVocabularySegmentationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = True
 
+    #: The settings a call may take (see `_settings`).
+    SETTINGS = (
+        "candidate_labels", "threshold", "decision", "background_labels", "short_side", "window", "stride", "mode",
+        "window_batch_size", "crop_size", "timeout",
+    )  # fmt: skip
+
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
-        settings = self._settings(**kwargs)
-        return {"settings": settings}, {"settings": settings}, {}
+        """Settings given to `pipeline(...)` become every call's defaults; they are checked when a call runs."""
+        unknown = sorted(set(kwargs) - set(self.SETTINGS))
+        if unknown:
+            raise TypeError(f"unknown arguments for the {TASK} pipeline (got {unknown})")
+        return {"defaults": dict(kwargs)}, {}, {}
 
     def _settings(
         self,
@@ -120,7 +129,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             inputs = kwargs.pop("images")
         if inputs is None:
             raise ValueError(f"the {TASK} pipeline needs an image (got none)")
-        settings = self._settings(**kwargs)
+        settings = self._settings(**{**self._preprocess_params.get("defaults", {}), **kwargs})
         single = not isinstance(inputs, (list, tuple))
         images = [inputs] if single else list(inputs)
         if not images:
@@ -147,11 +156,11 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         return [self.postprocess({"result": result, "names": queries.names}) for _, result in results]
 
     # The Pipeline contract (single image): the same path as `segment`.
-    def preprocess(self, image: Any, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"image": image, "settings": settings or self._settings()}
+    def preprocess(self, image: Any, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"image": image, "settings": self._settings(**(defaults or {}))}
 
-    def _forward(self, model_inputs: dict[str, Any], settings: dict[str, Any] | None = None) -> dict[str, Any]:
-        settings = settings or model_inputs["settings"]
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        settings = model_inputs["settings"]
         queries = Queries.encode(
             self.model, settings["candidate_labels"], settings["background_labels"], tokenizer=self.tokenizer
         )

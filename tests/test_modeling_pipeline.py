@@ -100,6 +100,23 @@ def test_pipeline_background_class_leaves_the_background_unlabelled(saved_model)
     assert not _union(with_background, image.size).all()
 
 
+def test_pipeline_settings_given_at_construction_are_defaults(saved_model, tmp_path):
+    from magicseg_hf.loading import build_open_seg
+
+    segmenter = pipeline("open-vocabulary-segmentation", model=saved_model, decision="argmax")
+    assert _union(segmenter(_image()), (80, 48)).all()
+    assert segmenter(_image(), decision="threshold", threshold=1.0) == []
+    # A model without a saved vocabulary loads; a call without classes says what is missing.
+    model, processor = build_open_seg("tiny")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    bare = pipeline("open-vocabulary-segmentation", model=str(tmp_path))
+    with pytest.raises(ValueError, match="no saved vocabulary: name the classes"):
+        bare(_image())
+    with pytest.raises(TypeError, match="unknown arguments"):
+        pipeline("open-vocabulary-segmentation", model=saved_model, colour="red")
+
+
 def test_pipeline_defaults_to_saved_vocabulary_and_rejects_bad_labels(saved_model):
     segmenter = pipeline("open-vocabulary-segmentation", model=saved_model)
     segments = segmenter(_image(), decision="argmax")
