@@ -286,29 +286,25 @@ def predict_images(
             image_processor.image_mean, image_processor.image_std, window_batch_size=batch_size,
         )
         for index, result in results:
-            prediction = _prediction(names, result.labels, result.scores, rule.threshold, sources[index] if sources else None)
+            prediction = _prediction(names, result, rule.threshold, sources[index] if sources else None)
             prediction.decision = rule.rule
             predictions.append(prediction)
     return predictions
 
 
-def _prediction(
-    names: list[str], segmentation: Any, probability: Any, threshold: float | None, source: str | None
-) -> Prediction:
-    """A :class:`Prediction` from an ``(H, W)`` segmentation and each pixel's ``(H, W)`` class probability."""
-    total = segmentation.numel()
-    segments = []
-    for position in segmentation.unique().tolist():
-        if position < 0:
-            continue
-        inside = segmentation == position  # (H, W)
-        pixels = int(inside.sum())
-        score = float(probability[inside].mean())
-        segments.append(Segment(names[position], position, pixels, pixels / total, score))
+def _prediction(names: list[str], result: Any, threshold: float | None, source: str | None) -> Prediction:
+    """A :class:`Prediction` from one image's ``SegmentationResult`` (labels and winning probabilities)."""
+    from magicseg_hf.modeling.inference_clip_open_seg import class_statistics
+
+    total = result.labels.numel()
+    segments = [
+        Segment(names[position], position, pixels, pixels / total, score)
+        for position, pixels, score in class_statistics(result, len(names))
+    ]
     segments.sort(key=lambda segment: (-segment.pixels, segment.position))
     return Prediction(
         classes=list(names),
-        segmentation=segmentation.cpu().numpy().astype(np.int64),
+        segmentation=result.labels.cpu().numpy().astype(np.int64),
         segments=segments,
         threshold=threshold,
         source=source,

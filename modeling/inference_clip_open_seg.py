@@ -491,12 +491,18 @@ def chunk_probabilities(item: _Pending[Any], start: int, stop: int, output_size:
     assert first is not None
     total = first.new_zeros((stop - start, padded_height, padded_width))  # (c, H', W')
     counts = first.new_zeros((1, padded_height, padded_width))
-    for (top, left, bottom, right), logits in zip(item.boxes, item.window_logits):
-        assert logits is not None
-        window = F.interpolate(
-            logits[None, start:stop], size=(bottom - top, right - left), mode="bilinear", align_corners=False
-        )[0]  # (c, window, window): the logits `forward` returns for this window
-        total[:, top:bottom, left:right] += window.sigmoid()
+    shapes = {(bottom - top, right - left) for top, left, bottom, right in item.boxes}
+    if len(shapes) == 1:  # slide mode: every window one size, upsampled in one call
+        stacked = torch.stack([logits[start:stop] for logits in item.window_logits])  # (n, c, gh, gw)
+        windows = F.interpolate(stacked, size=shapes.pop(), mode="bilinear", align_corners=False).sigmoid_()
+    else:
+        windows = [
+            F.interpolate(logits[None, start:stop], size=(bottom - top, right - left), mode="bilinear",
+                          align_corners=False)[0].sigmoid_()
+            for (top, left, bottom, right), logits in zip(item.boxes, item.window_logits)
+        ]  # fmt: skip
+    for (top, left, bottom, right), window in zip(item.boxes, windows):  # window: (c, h_w, w_w), as `forward`
+        total[:, top:bottom, left:right] += window
         counts[:, top:bottom, left:right] += 1
     probabilities = (total / counts)[:, :height, :width]  # (c, h, w)
     if (height, width) != tuple(output_size):
@@ -606,17 +612,26 @@ def segment_images(
         yield item.payload, result
 
 
+def class_statistics(result: SegmentationResult, num_classes: int) -> list[tuple[int, int, float]]:
+    """`(position, pixels, score)` per class present, in position order; score = mean probability over its pixels.
+
+    One pass of `bincount` over the label map (no per-class scan of the picture).
+    """
+    labels = result.labels.flatten() + 1  # -1 (no class) -> 0
+    pixels = torch.bincount(labels, minlength=num_classes + 1)  # (C + 1,)
+    sums = torch.bincount(labels, weights=result.scores.flatten().double(), minlength=num_classes + 1)
+    present = torch.nonzero(pixels[1:]).flatten().tolist()
+    return [(p, int(pixels[p + 1]), float(sums[p + 1] / pixels[p + 1])) for p in present]
+
+
 def segments_from_result(
     result: SegmentationResult, names: Sequence[str]
 ) -> list[tuple[int, torch.Tensor, float]]:
     """`(position, mask (H, W) bool, score)` per class present, in position order; score = mean probability."""
-    found = []
-    for position in torch.unique(result.labels).tolist():
-        if position < 0:
-            continue
-        inside = result.labels == position
-        found.append((position, inside, float(result.scores[inside].mean())))
-    return found
+    return [
+        (position, result.labels == position, score)
+        for position, _, score in class_statistics(result, len(names))
+    ]
 
 
 __all__ = [
@@ -636,6 +651,7 @@ __all__ = [
     "apply_threshold",
     "as_rgb",
     "check_class_names",
+    "class_statistics",
     "decide",
     "prepare_image",
     "segment_images",
