@@ -294,3 +294,15 @@ def test_processor_rejects_bad_class_lists():
         processor(text=[["cat", "dog"], ["cat"]])
     with pytest.raises(ValueError, match="non-empty strings"):
         processor(text=["cat", " "])
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 3000), (3000, 2), (33, 17)])
+def test_pipeline_takes_tiny_and_extreme_pictures(saved_model, size):
+    """A 1 x 1 picture, a 1-pixel-high strip (its resized short side rounds to 1 and is padded to a window)
+    and odd sizes come back at their own size."""
+    segmenter = pipeline("open-vocabulary-segmentation", model=saved_model)
+    width, height = size
+    image = Image.new("RGB", (width, height), (120, 80, 40))
+    segments = segmenter(image, decision="argmax")
+    assert segments and all(segment["mask"].size == (width, height) for segment in segments)
+    assert _union(segments, (width, height)).all()
