@@ -336,6 +336,15 @@ def metric_peak_bytes(num_images: int, height: int = 96, width: int = 128, num_l
     return peak
 
 
+def emit_summary(summary: dict[str, Any], json_path: str | None) -> int:
+    """Write ``summary`` to ``json_path`` (when given) and print it as the last line (JSON); returns 0."""
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
+    print(json.dumps(summary))
+    return 0
+
+
 def _mib(value: int) -> str:
     return f"{value / 2**20:.1f} MiB"
 
@@ -408,11 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         metric_memory_ratio=round(peak_1000 / peak_100, 3),
     )
     print(f"metric peak memory: 100 images {peak_100} B, 1000 images {peak_1000} B -> x{summary['metric_memory_ratio']}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=2)
-    print(json.dumps(summary))
-    return 0
+    return emit_summary(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ The last line printed is JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_eval import build_model, random_images, random_queries  # noqa: E402
+from bench_eval import build_model, emit_summary, random_images, random_queries  # noqa: E402
 
 #: Picture sizes (height, width), cycled over the images.
 SIZES = ((375, 500), (500, 375), (240, 320), (480, 640), (64, 64), (100, 300))
@@ -183,11 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['naive_images_per_second']} img/s -> x{result['predict_batching_speedup']}; "
         f"labels agree on {result['label_agreement']:.4%} of the pixels"
     )
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=2)
-    print(json.dumps(summary))
-    return 0
+    return emit_summary(summary, args.json)
 
 
 if __name__ == "__main__":
