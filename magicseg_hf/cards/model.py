@@ -62,7 +62,7 @@ FIRST_CLASSES_SHOWN = 10
 EXAMPLE_LABELS_SHOWN = 3
 #: Candidate labels of the usage snippet when the model has no saved vocabulary.
 FALLBACK_EXAMPLE_LABELS = ("cat", "dog", "tree")
-#: Background threshold of the usage snippet (the training validation's default).
+#: The pipeline's default threshold the usage snippet names (the model's trained threshold).
 EXAMPLE_THRESHOLD = 0.5
 #: The Hub's task for the YAML ``pipeline_tag`` (``open-vocabulary-segmentation`` is a tag).
 PIPELINE_TAG = "image-segmentation"
@@ -80,6 +80,7 @@ MODEL_TAGS = (
 #: Benchmark name -> (model-index dataset type, dataset name as the card shows it).
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "voc21": ("pascal_voc", "PASCAL VOC 2012 (21 classes, with background)"),
+    "voc20": ("pascal_voc", "PASCAL VOC 2012 (20 classes, background ignored)"),
     "context60": ("pascal_context", "PASCAL Context (60 classes, with background)"),
     "context59": ("pascal_context", "PASCAL Context (59 classes, no background)"),
     "coco-object": ("coco_object", "COCO-Object (81 classes, with background)"),
@@ -88,7 +89,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 # Licenses of known base CLIP checkpoints: (lower-cased id prefix, Hub license id).
 _BASE_LICENSES: tuple[tuple[str, str], ...] = (("openai/clip-", "mit"),)
 # Protocol values the results table shows, in order.
-_PROTOCOL_KEYS = ("short_side", "window", "stride", "threshold")
+_PROTOCOL_KEYS = ("short_side", "mode", "window", "stride", "rule", "threshold", "class_names", "refine")
 # Training arguments the hyperparameter table shows, in order: (key, the card's name).
 _HYPERPARAMETERS = (
     ("learning_rate", "learning rate"),
