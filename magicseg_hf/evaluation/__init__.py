@@ -4,8 +4,10 @@
   (dataset-level intersection and union; also an `evaluate` module folder, ``mean_iou/``);
 - :mod:`~magicseg_hf.evaluation.benchmarks`: :func:`load_benchmark` for ``voc21``, ``context60``,
   ``context59``, ``coco-object`` (mmsegmentation's layouts) and this project's dataset folders;
-- :mod:`~magicseg_hf.evaluation.protocols`: :class:`Protocol`, the named harnesses
-  (``zegclip``, ``groupvit``, ``sclip``) and :func:`get_protocol`;
+- :mod:`~magicseg_hf.evaluation.protocols`: :class:`Protocol`, the named harnesses per benchmark
+  (``zegclip``, ``groupvit``, ``sclip``, ``naclip``; every value cited) and :func:`get_protocol`;
+- :mod:`~magicseg_hf.evaluation.inference`: the benchmark's question (queries, rule) for the model's one
+  inference path, and its answer in label ids;
 - :mod:`~magicseg_hf.evaluation.refine`: :func:`pamr`.
 
 The names are exported lazily: ``import magicseg_hf.evaluation`` imports neither torch nor `evaluate`;
