@@ -2,7 +2,7 @@
 
 - :mod:`~magicseg_hf.evaluation.metric`: :func:`compute_mean_iou` and :class:`MeanIoUAccumulator`
   (dataset-level intersection and union; also an `evaluate` module folder, ``mean_iou/``);
-- :mod:`~magicseg_hf.evaluation.benchmarks`: :func:`load_benchmark` for ``voc21``, ``context60``,
+- :mod:`~magicseg_hf.evaluation.benchmarks`: :func:`load_benchmark` for ``voc21``, ``voc20``, ``context60``,
   ``context59``, ``coco-object`` (mmsegmentation's layouts) and this project's dataset folders;
 - :mod:`~magicseg_hf.evaluation.protocols`: :class:`Protocol`, the named harnesses per benchmark
   (``zegclip``, ``groupvit``, ``sclip``, ``naclip``; every value cited) and :func:`get_protocol`;
