@@ -99,6 +99,10 @@ def test_overrides_replace_values_and_are_recorded():
     assert get_protocol("sclip").with_overrides() is get_protocol("sclip") or get_protocol("sclip").with_overrides() == get_protocol("sclip")
     assert get_protocol("naclip", "voc21").with_overrides(refine="none").refine is None
     assert get_protocol("groupvit", "voc21").with_overrides(rule="argmax").threshold is None
+    assert get_protocol("sclip").with_overrides(max_long_side="none").max_long_side is None
+    assert get_protocol("zegclip").with_overrides(max_long_side="2048").max_long_side == 2048
+    with pytest.raises(InputError, match="max_long_side must be a positive integer or none"):
+        get_protocol("zegclip").with_overrides(max_long_side="big")
 
 
 @pytest.mark.parametrize(

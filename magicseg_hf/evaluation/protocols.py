@@ -154,7 +154,7 @@ class Protocol:
     def with_overrides(self, **overrides: Any) -> Protocol:
         """A copy with the given values replaced; ``None`` values are skipped (an unset CLI flag).
 
-        ``refine="none"`` turns a protocol's refinement off; a new ``rule`` without a ``threshold``
+        ``refine="none"`` turns a protocol's refinement off, ``max_long_side="none"`` its long-side cap; a new ``rule`` without a ``threshold``
         takes 0.5 for ``threshold`` and none for ``argmax``.
 
         Raises:
@@ -166,6 +166,11 @@ class Protocol:
         changes = {key: value for key, value in overrides.items() if value is not None}
         if changes.get("refine") == "none":
             changes["refine"] = None
+        if isinstance(changes.get("max_long_side"), str):
+            text = changes["max_long_side"].strip().lower()
+            if text != "none" and not text.isdigit():
+                raise InputError(f"max_long_side must be a positive integer or none (got {changes['max_long_side']!r})")
+            changes["max_long_side"] = None if text == "none" else int(text)
         if "rule" in changes and "threshold" not in changes:
             changes["threshold"] = {"threshold": 0.5, "argmax": None}.get(changes["rule"], self.threshold)
         return dataclasses.replace(self, **changes) if changes else self

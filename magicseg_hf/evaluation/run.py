@@ -90,6 +90,7 @@ class EvaluationConfig:
     split: str | None = None
     protocol: str = "zegclip"
     short_side: int | None = None
+    max_long_side: str | None = None
     window: int | None = None
     stride: int | None = None
     mode: str | None = None
@@ -114,6 +115,7 @@ class EvaluationConfig:
         protocol = get_protocol(self.protocol, _benchmark_key(benchmark or self.benchmark))
         return protocol.with_overrides(
             short_side=self.short_side,
+            max_long_side=self.max_long_side,
             window=self.window,
             stride=self.stride,
             mode=self.mode,
@@ -150,6 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--short-side", type=int, default=None, help="Override: short side after resizing (px).")
     parser.add_argument("--window", type=int, default=None, help="Override: sliding-window side (px).")
     parser.add_argument("--stride", type=int, default=None, help="Override: sliding-window step (px).")
+    parser.add_argument("--max-long-side", default=None, metavar="PX|none",
+                        help="Override: the long side's cap after resizing (mmseg's 2048; none: no cap, as zegclip).")
     parser.add_argument("--mode", default=None, choices=MODES, help="Override: slide windows or the whole image.")
     parser.add_argument(
         "--decision", default=None, choices=RULES,
