@@ -142,7 +142,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         queries = Queries.encode(
             self.model, settings["candidate_labels"], settings["background_labels"], tokenizer=self.tokenizer
         )
-        pictures = [as_rgb(load_image(image, timeout=settings["timeout"])) for image in images]
+        pictures = [_read(image, settings["timeout"]) for image in images]
         results = segment_images(
             self.model.eval(),
             enumerate(pictures),
@@ -164,7 +164,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         queries = Queries.encode(
             self.model, settings["candidate_labels"], settings["background_labels"], tokenizer=self.tokenizer
         )
-        image = as_rgb(load_image(model_inputs["image"], timeout=settings["timeout"]))
+        image = _read(model_inputs["image"], settings["timeout"])
         [(_, result)] = segment_images(
             self.model, [(0, image)], queries, settings["geometry"], settings["decision"],
             self.image_processor.image_mean, self.image_processor.image_std,
@@ -183,6 +183,18 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             }
             for position, inside, score in segments_from_result(result, names)
         ]
+
+
+def _read(image: Any, timeout: float | None) -> Image.Image:
+    """A path, URL or PIL image as RGB (`as_rgb`); an unreadable file or an oversized picture is a ValueError."""
+    what = f"image {image!r}" if isinstance(image, str) else "image"
+    try:
+        picture = load_image(image, timeout=timeout)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{what} is over twice PIL's pixel limit of {Image.MAX_IMAGE_PIXELS:,} ({error})") from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{what} is not a readable image ({type(error).__name__}: {error})") from None
+    return as_rgb(picture, what=what)
 
 
 __all__ = ["DEFAULT_BACKGROUND", "TASK", "OpenVocabularySegmentationPipeline", "sliding_windows"]

@@ -306,3 +306,19 @@ def test_pipeline_takes_tiny_and_extreme_pictures(saved_model, size):
     segments = segmenter(image, decision="argmax")
     assert segments and all(segment["mask"].size == (width, height) for segment in segments)
     assert _union(segments, (width, height)).all()
+
+
+def test_pipeline_refuses_unreadable_and_oversized_pictures(saved_model, tmp_path, monkeypatch):
+    segmenter = pipeline("open-vocabulary-segmentation", model=saved_model)
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    with pytest.raises(ValueError, match="notes.png.* is not a readable image"):
+        segmenter(str(notes))
+    picture = tmp_path / "big.png"
+    Image.new("RGB", (50, 50)).save(picture)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 2,500 pixels: over twice the limit
+    with pytest.raises(ValueError, match="over twice PIL's pixel limit of 1,000"):
+        segmenter(str(picture))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # between the limit and twice it: PIL only warns
+    with pytest.raises(ValueError, match=r"50x50 = 2,500 pixels, over the limit of 2,000"):
+        segmenter(str(picture))
