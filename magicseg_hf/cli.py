@@ -7,7 +7,9 @@ flags and runs live beside the code they drive (:mod:`magicseg_hf.generation.run
 :mod:`magicseg_hf.training.run`), and the two thin wrappers ``validate`` and ``push`` live here. Only the verb being run is imported, so ``magicseg --help`` and ``magicseg VERB --help``
 answer without importing torch. :class:`~magicseg_hf.errors.MagicSegError` (bad input, a model
 that cannot be loaded, an unreachable Hub) becomes one line on stderr and exit status 2; anything
-else is a bug and keeps its traceback.
+else is a bug and keeps its traceback. Every verb runs inside
+:func:`magicseg_hf.hub_access.redacted_logging`: no log line of any library shows the credentials
+of ``HF_ENDPOINT`` or a known token.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from magicseg_hf import hub_access
 from magicseg_hf.errors import MagicSegError
 
 logger = logging.getLogger("magicseg_hf")
@@ -180,9 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.extra = extra  # a verb that takes another library's flags (train: TrainingArguments) parses them
     _setup_logging(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        # Every log record of the run, whichever library makes it, has its credentials redacted.
+        with hub_access.redacted_logging():
+            return int(args.func(args) or 0)
     except MagicSegError as error:
-        sys.stderr.write(f"magicseg {args.verb}: error: {error}\n")
+        sys.stderr.write(f"magicseg {args.verb}: error: {hub_access.redact(str(error))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"magicseg {args.verb}: interrupted\n")

@@ -11,6 +11,10 @@ what each stage made::
     DIR/results-overlay-*.png  image | ground truth | prediction pictures of the evaluation
     DIR/prediction.png   the model's prediction on one held-out image, with a legend
     DIR/SUMMARY.md       what each stage made and how long it took
+    DIR/magicseg-demo.json  the marker, written first: what ``--overwrite`` recognises
+
+``--overwrite`` replaces only a folder that holds the marker, and removes only the entries above
+(a user's own files beside them stay); every setting is checked before the disk is touched.
 
 The tiny preset's models have random weights: the demo proves the plumbing, not the quality.
 """
@@ -18,6 +22,7 @@ The tiny preset's models have random weights: the demo proves the plumbing, not 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import shutil
@@ -41,6 +46,11 @@ model folder (with its card and results), results.json, overlay pictures, predic
 SUMMARY.md.
 The tiny models are random: this proves the plumbing, not the quality.
 
+Every setting is checked before anything is written. The demo first writes magicseg-demo.json
+at the folder's root: --overwrite replaces only a folder holding that file, and removes only what
+a demo writes there (dataset/, heldout/, model/, results.json, results-overlay-*.png,
+prediction.png, prediction.json, SUMMARY.md); any other non-empty folder is refused.
+
 Example:
   magicseg demo --output-dir demo-output"""
 
@@ -50,6 +60,24 @@ TRAIN_PAIRS = 48
 HELDOUT_PAIRS = 12
 #: Evaluation at the tiny model's own scale: 128 px images, 64 px windows.
 EVAL_OVERRIDES = {"short_side": 128, "window": 64, "stride": 48, "threshold": 0.5, "decision": "threshold"}
+#: The file a demo writes first at the root of its output folder: what --overwrite recognises.
+MARKER_FILE = "magicseg-demo.json"
+MARKER_KIND = "magicseg demo output"
+#: What a demo writes at the root of its output folder (names or patterns): all that --overwrite removes.
+OUTPUTS = ("dataset", "heldout", "model", "results.json", "results-overlay-*.png", "prediction.png",
+           "prediction.json", "SUMMARY.md")
+#: At most this many classes (the model trains on K <= 254 classes per row).
+MAX_CLASSES = 254
+
+
+def mark_demo_output(folder: Path) -> Path:
+    """Write the marker that says ``folder`` holds a demo's output; returns its path."""
+    from magicseg_hf import __version__
+
+    marker = folder / MARKER_FILE
+    content = {"kind": MARKER_KIND, "magicseg_hf": __version__}
+    marker.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    return marker
 
 
 @dataclass
@@ -76,8 +104,11 @@ class DemoSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``magicseg demo``."""
-    parser.add_argument("--output-dir", default="demo-output", help="Folder to write (must not exist or be empty).")
-    parser.add_argument("--overwrite", action="store_true", help="Replace what an earlier demo wrote in --output-dir.")
+    parser.add_argument("--output-dir", default="demo-output",
+                        help=f"Folder to write: new, empty, or an earlier demo's output (with {MARKER_FILE}).")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"Replace an earlier demo's output in --output-dir (recognised by its {MARKER_FILE}; "
+                             "only the demo's own files are removed).")
     parser.add_argument("--classes", nargs="+", default=list(CLASSES), help="Class names to generate and learn.")
     parser.add_argument("--train-pairs", type=int, default=TRAIN_PAIRS, help="Pairs in the training set.")
     parser.add_argument("--heldout-pairs", type=int, default=HELDOUT_PAIRS, help="Pairs in the held-out set.")
@@ -95,14 +126,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare(settings: DemoSettings) -> None:
-    folder = settings.output_dir
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"--output-dir {str(folder)!r} is a file, not a folder")
-    if folder.is_dir() and any(folder.iterdir()):
-        if not settings.overwrite:
-            raise InputError(f"--output-dir {str(folder)!r} is not empty (an earlier demo?); pass --overwrite to replace it")
-        shutil.rmtree(folder)
+def check_settings(settings: DemoSettings) -> None:
+    """Raise :class:`InputError` (one line) when a setting is unusable; touches nothing on disk.
+
+    The classes and pair counts are checked as ``magicseg generate`` checks them (both sets'
+    :class:`~magicseg_hf.generation.config.GenerationConfig` are resolved), plus the demo's own bounds.
+    """
     if settings.train_pairs < 8 or settings.heldout_pairs < 1:
         raise InputError(
             f"the demo needs at least 8 training pairs and 1 held-out pair (got {settings.train_pairs} and "
@@ -110,7 +139,76 @@ def _prepare(settings: DemoSettings) -> None:
         )
     if settings.max_steps is not None and settings.max_steps < 1:
         raise InputError(f"--max-steps must be a positive integer (got {settings.max_steps})")
+    if not 1 <= len(settings.classes) <= MAX_CLASSES:
+        raise InputError(f"--classes takes 1 to {MAX_CLASSES} names (got {len(settings.classes)})")
+    for pairs, seed in ((settings.train_pairs, 0), (settings.heldout_pairs, 1)):
+        _generation_config(settings, pairs, seed).resolved()
+
+
+def _generation_config(settings: DemoSettings, pairs: int, seed: int) -> Any:
+    """The generation settings of one of the demo's two sets (``pairs`` pairs, seed ``seed``)."""
+    from magicseg_hf.generation.config import GenerationConfig
+
+    return GenerationConfig(classes=list(settings.classes), num_pairs=pairs, preset="tiny", seed=seed)
+
+
+def is_demo_output(folder: Path) -> bool:
+    """Whether ``folder`` holds a demo's output: its root has the marker :data:`MARKER_FILE`
+    (a regular file, not a link) that :func:`mark_demo_output` writes before anything else."""
+    marker = folder / MARKER_FILE
+    if marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        content = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(content, dict) and content.get("kind") == MARKER_KIND
+
+
+def _demo_entries(folder: Path) -> list[Path]:
+    """The entries at the root of ``folder`` that a demo writes (:data:`OUTPUTS`), marker last."""
+    entries = [path for path in sorted(folder.iterdir())
+               if path.name != MARKER_FILE and any(fnmatch.fnmatchcase(path.name, name) for name in OUTPUTS)]
+    return [*entries, folder / MARKER_FILE]
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link (never what it points to) or a folder."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)
+
+
+def prepare_output_dir(settings: DemoSettings) -> None:
+    """Check every setting, then the output folder, then make it ready: nothing on disk is touched
+    before every check has passed.
+
+    The folder may be missing or empty; a folder holding an earlier demo's output
+    (:func:`is_demo_output`) is cleared with ``overwrite`` — only the entries a demo writes
+    (:data:`OUTPUTS`), anything else in it stays. Any other non-empty folder is refused. The
+    marker is written first, so that a demo stopped half-way can be overwritten too.
+    """
+    check_settings(settings)
+    folder = settings.output_dir
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--output-dir {str(folder)!r} is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not is_demo_output(folder):
+            raise InputError(
+                f"--output-dir {str(folder)!r} is not empty and not the output of a magicseg demo (it has no "
+                f"{MARKER_FILE}); choose a new or empty folder"
+            )
+        if not settings.overwrite:
+            raise InputError(
+                f"--output-dir {str(folder)!r} holds an earlier demo's output; pass --overwrite to replace it"
+            )
+        entries = _demo_entries(folder)
+        logger.info("removing the earlier demo's output in %s: %s", folder, ", ".join(p.name for p in entries))
+        for entry in entries:
+            _remove(entry)
     folder.mkdir(parents=True, exist_ok=True)
+    mark_demo_output(folder)
 
 
 def _stage(settings: DemoSettings, number: int, name: str, work: Callable[[], str]) -> None:
@@ -126,7 +224,7 @@ def _stage(settings: DemoSettings, number: int, name: str, work: Callable[[], st
 
 def run_demo(settings: DemoSettings) -> list[Stage]:
     """Every stage in order; returns their records (also written to SUMMARY.md)."""
-    _prepare(settings)
+    prepare_output_dir(settings)
     quiet = _Quiet()
     root = settings.output_dir
     with quiet:
@@ -141,14 +239,11 @@ def run_demo(settings: DemoSettings) -> list[Stage]:
 
 
 def _generate(settings: DemoSettings) -> str:
-    from magicseg_hf.generation.config import GenerationConfig
     from magicseg_hf.generation.pipeline import generate
 
     root = settings.output_dir
-    train = generate(GenerationConfig(classes=list(settings.classes), num_pairs=settings.train_pairs,
-                                      preset="tiny", seed=0), root / "dataset")
-    heldout = generate(GenerationConfig(classes=list(settings.classes), num_pairs=settings.heldout_pairs,
-                                        preset="tiny", seed=1), root / "heldout")
+    train = generate(_generation_config(settings, settings.train_pairs, 0), root / "dataset")
+    heldout = generate(_generation_config(settings, settings.heldout_pairs, 1), root / "heldout")
     return f"{train.num_rows} training pairs in dataset/, {heldout.num_rows} held-out pairs in heldout/"
 
 

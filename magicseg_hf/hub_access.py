@@ -17,6 +17,15 @@ Bounds on waiting (the user gets one line within them):
 
 ``HF_ENDPOINT`` may carry credentials (``https://user:secret@host``); :func:`redact` removes
 them, and every message that names the endpoint shows :func:`hub_endpoint_for_display`.
+:func:`redact` also replaces the values of ``HF_TOKEN``/``HUGGING_FACE_HUB_TOKEN`` (read at each
+call) and of every token or key given to :func:`register_secret` (``--hub_token``, a push's token).
+
+Log records: whichever library logs a URL or a token (httpx/httpx2 logs every request's URL at
+INFO, httpcore and urllib3 log connections, huggingface_hub logs retries), inside
+:func:`redacted_logging` every record is redacted when it is made — its message, its traceback
+and its stack — so no handler (stderr, a file, pytest's capture, a library's own handler) ever
+sees the secret. The ``magicseg`` command runs every verb inside it, and :func:`bounded_hub_calls`
+(every Hub call of a push) enters it too.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -55,10 +65,35 @@ _SECRET_QUERY = re.compile(
 )
 
 
+#: Environment variables whose values are secrets wherever they appear (read at each :func:`redact`).
+SECRET_ENVIRONMENT = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+#: Shorter values are not treated as secrets: replacing them everywhere would mangle ordinary text.
+MIN_SECRET_LENGTH = 8
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """From now on, in this process, :func:`redact` replaces ``value`` (a token, a key) with
+    ``***`` wherever it appears. ``None``, empty and short values (under :data:`MIN_SECRET_LENGTH`
+    characters) are ignored."""
+    if value and len(value) >= MIN_SECRET_LENGTH:
+        _SECRETS.add(str(value))
+
+
+def _known_secrets() -> list[str]:
+    """The registered secrets and those of :data:`SECRET_ENVIRONMENT`, longest first."""
+    values = set(_SECRETS)
+    values.update(value for value in (os.environ.get(name) for name in SECRET_ENVIRONMENT) if value)
+    return sorted((value for value in values if len(value) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
 def redact(text: str) -> str:
     """``text`` with the credentials of every URL in it replaced by ``***``: the user-info part
     (``user:password@``) and query parameters whose name says key, token, secret, password, auth
-    or signature."""
+    or signature; and every known token (:func:`register_secret`, :data:`SECRET_ENVIRONMENT`)
+    replaced by ``***`` wherever it appears."""
+    for secret in _known_secrets():
+        text = text.replace(secret, "***")
     return _SECRET_QUERY.sub(r"\1***", _URL_USERINFO.sub(r"\1***@", text))
 
 
@@ -149,8 +184,8 @@ def bounded_hub_calls(timeout: float = HUB_CALL_TIMEOUT) -> Iterator[None]:
     huggingface_hub's client has no timeout of its own and several ``HfApi`` methods pass
     ``timeout=None``; a request hook fills every unset bound. The client factory in use (a
     user's own, for proxies or certificates, included) is wrapped, not replaced, and restored
-    afterwards. huggingface_hub's own log messages (its retry warnings name the URL) pass
-    through :func:`redact` meanwhile.
+    afterwards. Every log record made meanwhile (huggingface_hub's retry warnings, httpx's request
+    lines, which name the URL) is redacted (:func:`redacted_logging`).
     """
     from huggingface_hub import set_client_factory
     from huggingface_hub.utils import _http
@@ -171,30 +206,79 @@ def bounded_hub_calls(timeout: float = HUB_CALL_TIMEOUT) -> Iterator[None]:
         client.event_hooks = hooks
         return client
 
-    # A logger's filters see only the records made on it: every huggingface_hub logger gets one.
-    hub_loggers = [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
-                   if name == "huggingface_hub" or name.startswith("huggingface_hub.")]
-    redacting = _RedactingFilter()
     set_client_factory(factory)
-    for hub_logger in hub_loggers:
-        hub_logger.addFilter(redacting)
     try:
-        yield
+        with redacted_logging():
+            yield
     finally:
-        for hub_logger in hub_loggers:
-            hub_logger.removeFilter(redacting)
         set_client_factory(previous)
 
 
-class _RedactingFilter(logging.Filter):
-    """Rewrites a log record's message with :func:`redact` applied (never drops a record)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
+def redact_record(record: logging.LogRecord) -> None:
+    """Apply :func:`redact` to ``record`` in place: its message (formatted with its arguments),
+    its traceback (kept as text, without the exception object, when it held a secret) and its
+    stack. A record whose message has nothing to redact keeps its ``msg`` and ``args``."""
+    try:
         message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
+    except Exception:  # a broken format: logging would print msg and args when reporting it
+        message = f"{record.msg} {record.args!r}"
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and record.exc_info[0] is not None:
+        text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+        cleaned = redact(text)
+        if cleaned != text:  # formatters print exc_text as it is when exc_info is None
+            record.exc_info, record.exc_text = None, cleaned
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+class _RedactingRecordFactory:
+    """A log record factory that makes records with ``previous`` and redacts them
+    (:func:`redact_record`): every logger's records, whatever handlers they reach."""
+
+    def __init__(self, previous: Callable[..., logging.LogRecord]) -> None:
+        self.previous = previous
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
+        redact_record(record)
+        return record
+
+
+_FACTORY_LOCK = threading.Lock()
+_FACTORY_USERS = 0
+_FACTORY_INSTALLED: _RedactingRecordFactory | None = None
+
+
+@contextlib.contextmanager
+def redacted_logging() -> Iterator[None]:
+    """Inside the block, every log record of this process — any logger, any thread, any handler —
+    is redacted as it is made (:func:`redact_record`): the credentials of ``HF_ENDPOINT`` in the
+    URLs httpx, httpcore, urllib3 or huggingface_hub log, and every known token.
+
+    Implemented as a log record factory wrapping the one in use; blocks may nest (and overlap in
+    threads): the factory is installed by the first and restored by the last to leave (unless
+    someone installed another factory meanwhile, which then stays).
+    """
+    global _FACTORY_USERS, _FACTORY_INSTALLED
+    with _FACTORY_LOCK:
+        if _FACTORY_USERS == 0:
+            _FACTORY_INSTALLED = _RedactingRecordFactory(logging.getLogRecordFactory())
+            logging.setLogRecordFactory(_FACTORY_INSTALLED)
+        _FACTORY_USERS += 1
+    try:
+        yield
+    finally:
+        with _FACTORY_LOCK:
+            _FACTORY_USERS -= 1
+            if _FACTORY_USERS == 0 and _FACTORY_INSTALLED is not None:
+                if logging.getLogRecordFactory() is _FACTORY_INSTALLED:
+                    logging.setLogRecordFactory(_FACTORY_INSTALLED.previous)
+                _FACTORY_INSTALLED = None
 
 
 def check_model_available(model_id: str, revision: str | None = None, what: str = "model") -> None:

@@ -189,6 +189,7 @@ def _hub_token(token: str | None, reachability_timeout: float) -> str:
     token = token or get_token()
     if not token:
         raise MagicSegError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    hub_access.register_secret(token)  # redacted wherever it would be shown or logged
     if not hub_access.hub_reachable(reachability_timeout):
         raise MagicSegError(
             f"cannot reach the Hugging Face Hub at {hub_access.hub_endpoint_for_display()} (no answer within "

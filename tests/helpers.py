@@ -285,7 +285,7 @@ class HubStandIn:
         self.repos.setdefault(key, {"repo_type": repo_type or "model", "private": bool(private)})
         self.path(repo_id, None, repo_type or "model").mkdir(parents=True, exist_ok=True)
         prefix = "" if repo_type in (None, "model") else f"{repo_type}s/"
-        return RepoUrl(f"{hub_endpoint()}/{prefix}{repo_id}")
+        return RepoUrl(f"{hub_endpoint()}/{prefix}{repo_id}", endpoint=api.endpoint)
 
     def _create_branch(self, api: Any, repo_id: str, *, branch: str, revision: str | None, token: Any,
                        repo_type: str | None, exist_ok: bool) -> None:
@@ -336,7 +336,7 @@ class HubStandIn:
         oid = hashlib.sha1(f"{repo_id}:{len(self.commits[repo_id])}".encode()).hexdigest()
         prefix = "" if repo_type in (None, "model") else f"{repo_type}s/"
         return CommitInfo(commit_url=f"{hub_endpoint()}/{prefix}{repo_id}/commit/{oid}",
-                          commit_message=commit_message, commit_description="", oid=oid)
+                          commit_message=commit_message, commit_description="", oid=oid, _endpoint=api.endpoint)
 
 
 def subprocess_env() -> dict[str, str]:

@@ -8,7 +8,9 @@ keeps each repo as a folder; the tests assert on what arrived there, read back w
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import sys
 import time
 
 import datasets
@@ -82,6 +84,64 @@ def test_push_then_load_gives_identical_rows(folder, tmp_path, monkeypatch, caps
     assert 'load_dataset("alice/magicseg", split="train")' in card and "USER/NAME" not in card
     assert card.split("---\n")[1] == (folder / CARD_FILE).read_text().split("---\n")[1], "same metadata"
     assert not any("hf_secret_value_123" in p.read_bytes().decode("latin-1") for p in pushed.rglob("*") if p.is_file())
+
+
+ENDPOINT_SECRET = "pa55-endpoint-secret"
+TOKEN_SECRET = "hf_secret_value_logged_321"
+
+
+def test_no_credential_reaches_any_log_output_of_a_push(folder, tmp_path, monkeypatch, capsys, caplog):
+    """Whatever library logs the request (httpx as huggingface_hub's client does, httpcore,
+    urllib3, huggingface_hub, a library with its own handler), the endpoint's ``user:password``
+    and the token reach no stdout, stderr, log record or file."""
+    import httpx2
+
+    hub = HubStandIn(tmp_path / "hub").install(monkeypatch, token=TOKEN_SECRET)
+    monkeypatch.setenv("HF_ENDPOINT", f"https://alice:{ENDPOINT_SECRET}@hub.example")
+    commit = HfApi.create_commit  # the stand-in's
+
+    def logging_commit(api, repo_id, *args, **kwargs):
+        url = f"{api.endpoint}/api/datasets/{repo_id}/commit/main"
+        # What httpx logs for every request (huggingface_hub's client is httpx2; httpx names the logger "httpx").
+        for name in ("httpx2", "httpx", "httpcore.http11", "urllib3.connectionpool", "huggingface_hub.utils._http"):
+            logging.getLogger(name).info('HTTP Request: %s %s "%s %d %s"', "POST", url, "HTTP/1.1", 200, "OK")
+        logging.getLogger("httpcore.connection").info("send_request_headers.started authorization=Bearer %s", TOKEN_SECRET)
+        logging.getLogger("huggingface_hub.utils._http").warning(
+            "Retrying in 1s", exc_info=httpx2.ConnectError(f"cannot connect to {url}"))
+        logging.getLogger("own_handler_library").info("GET %s with token %s", url, TOKEN_SECRET)
+        return commit(api, repo_id, *args, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", logging_commit)
+    log_file = tmp_path / "run.log"
+    file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    stderr_handler = logging.StreamHandler(sys.stderr)  # as the CLI's handler outside pytest
+    own = logging.getLogger("own_handler_library")  # a library with its own handler, not propagating
+    own_handler = logging.StreamHandler(sys.stderr)
+    monkeypatch.setattr(own, "propagate", False)
+    own.addHandler(own_handler)
+    caplog.set_level(logging.INFO)
+    root = logging.getLogger()
+    for handler in (file_handler, stderr_handler):
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    try:
+        assert main(["push", str(folder), "--repo-id", "alice/logged"]) == 0
+    finally:
+        for handler in (file_handler, stderr_handler):
+            root.removeHandler(handler)
+        own.removeHandler(own_handler)
+        file_handler.close()
+    out, err = capsys.readouterr()
+    logged = log_file.read_text(encoding="utf-8")
+    assert "HTTP Request: POST https://***@hub.example/api/datasets/alice/logged/commit/main" in logged
+    assert "HTTP Request: POST" in err and "Retrying in 1s" in err and "ConnectError" in logged
+    assert "GET https://***@hub.example/api/datasets/alice/logged/commit/main with token ***" in err
+    for secret in (ENDPOINT_SECRET, TOKEN_SECRET):
+        assert secret not in out and secret not in err and secret not in logged, secret
+        assert secret not in caplog.text and not any(secret in record.getMessage() for record in caplog.records)
+        written = [p for p in (tmp_path / "hub").rglob("*") if p.is_file()]
+        assert written and not any(secret.encode() in p.read_bytes() for p in written)
+    assert hub.files("alice/logged") == PUBLISHED
 
 
 def test_push_ignores_work_area_and_deletes_stale_shards(folder, tmp_path, monkeypatch):

@@ -308,3 +308,26 @@ def test_several_datasets_lora_and_streaming(dataset: Path, tmp_path: Path):
                  "--num-classes", "4", "--streaming", "--validation-size", "2", "--max_steps", "3",
                  "--per_device_train_batch_size", "2", "--save_strategy", "no"]) == 0
     assert json.loads((streamed / "training_summary.json").read_text())["global_steps"] == 3
+
+
+def test_hub_token_is_written_nowhere(dataset: Path, tmp_path: Path, capsys, caplog):
+    """``--hub_token`` must reach no file of the run (``training_args.bin`` in the model folder and in
+    every checkpoint is a pickle of the TrainingArguments), nor stdout, stderr or the log."""
+    import logging
+
+    secret = "hf_verysecret123"
+    out = tmp_path / "model"
+    caplog.set_level(logging.INFO)
+    assert main(["train", "--dataset", str(dataset), "--output-dir", str(out), "--preset", "tiny",
+                 "--num-classes", "4", "--validation-size", "4", "--max_steps", "2", "--save_steps", "1",
+                 "--per_device_train_batch_size", "2", "--hub_token", secret]) == 0
+    captured = capsys.readouterr()
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert (out / "training_args.bin").is_file() and (out / "checkpoint-1" / "training_args.bin").is_file()
+    assert (out / "checkpoint-2").is_dir() and len(files) > 10
+    leaks = [str(path.relative_to(out)) for path in files if secret.encode() in path.read_bytes()]
+    assert leaks == []
+    assert secret not in captured.out and secret not in captured.err and secret not in caplog.text
+    # The saved arguments still load, without the token (torch's safe loader refuses arbitrary pickles).
+    arguments = torch.load(out / "training_args.bin", weights_only=False)
+    assert arguments.hub_token is None and arguments.max_steps == 2

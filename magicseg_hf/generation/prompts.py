@@ -39,7 +39,7 @@ from typing import Any
 
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.generation.names import bare_name, indefinite_article, mentions
-from magicseg_hf.hub_access import redact
+from magicseg_hf.hub_access import redact, register_secret
 from magicseg_hf.seeding import derive_seed, seeded_random
 
 logger = logging.getLogger(__name__)
@@ -548,6 +548,7 @@ class OpenAIPromptBackend(PromptBackend):
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
+            register_secret(key)  # redacted in every message and log line
             headers["Authorization"] = f"Bearer {key}"
         else:
             logger.debug("%s is not set: calling %s without an API key", self.api_key_env, self.url)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from magicseg_hf.errors import InputError, first_line
+from magicseg_hf.hub_access import register_secret
 from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults
 from magicseg_hf.processes import finish_process_group
 
@@ -125,6 +126,7 @@ def training_arguments(config: TrainConfig, extra: list[str]) -> Any:
         raise InputError(f"bad TrainingArguments flags: {first_line(error)}") from error
     if lr_kwargs and not arguments.lr_scheduler_kwargs and arguments.lr_scheduler_type == "polynomial":
         arguments.lr_scheduler_kwargs = dict(lr_kwargs)
+    register_secret(arguments.hub_token)  # redacted in every message and log line of the run
     arguments.remove_unused_columns = False  # the collator reads the raw image/label columns
     arguments.batch_eval_metrics = True  # the metric streams batch by batch
     arguments.label_names = ["labels"]

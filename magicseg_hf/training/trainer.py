@@ -10,6 +10,9 @@ What it adds to the plain Trainer, and nothing more:
 - a non-finite loss stops training with a clear error (checkpoints already saved are kept);
 - the collator learns the epoch before each epoch starts (its negatives and augmentations are
   drawn from (seed, row id, epoch));
+- ``--hub_token`` is never written: the Trainer pickles its TrainingArguments into
+  ``training_args.bin`` (model folder, every checkpoint, every push from a checkpoint); there the
+  token is ``None`` (:func:`hide_hub_token`), while in memory it still authenticates pushes;
 - evaluation reduces logits to predictions per batch (in :meth:`prediction_step`, with fixed
   negatives from the evaluation collator) and reports mIoU over ``background + vocabulary``
   with the project's metric, streamed batch by batch (``batch_eval_metrics``).
@@ -120,6 +123,36 @@ class _EpochToCollator(TrainerCallback):
             collator.set_epoch(int(math.floor(state.epoch or 0.0)))
 
 
+class _UnwrittenToken(str):
+    """A token that is an ordinary ``str`` in memory (it authenticates requests) but is never
+    written: pickled (``torch.save`` of TrainingArguments), it becomes ``None``; copies are itself;
+    its repr hides it."""
+
+    __slots__ = ()
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[()]]:
+        return (type(None), ())  # unpickles as NoneType() is None, without this package
+
+    def __copy__(self) -> _UnwrittenToken:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _UnwrittenToken:
+        return self
+
+    def __repr__(self) -> str:
+        return "'<hub token>'"
+
+
+def hide_hub_token(arguments: Any) -> Any:
+    """Make ``arguments.hub_token`` (TrainingArguments) pickle as ``None``, in place; returns
+    ``arguments``. The token keeps working for pushes; ``to_dict``/``to_json_string`` already
+    write a placeholder for it."""
+    token = getattr(arguments, "hub_token", None)
+    if isinstance(token, str) and not isinstance(token, _UnwrittenToken):
+        arguments.hub_token = _UnwrittenToken(token)
+    return arguments
+
+
 class MagicSegTrainer(Trainer):
     """The Trainer of ``CLIPForOpenSegmentation`` on MagicSeg pairs.
 
@@ -141,6 +174,7 @@ class MagicSegTrainer(Trainer):
         if kwargs.get("compute_metrics") is None and num_vocabulary_classes is not None:
             kwargs["compute_metrics"] = StreamingMeanIoU(num_vocabulary_classes + 1)
         super().__init__(*args, **kwargs)
+        hide_hub_token(self.args)  # before anything is saved: training_args.bin never holds the token
         self.eval_data_collator = eval_data_collator
         self.eval_threshold = eval_threshold
         self._component_sums: dict[str, torch.Tensor] = {}
