@@ -319,6 +319,19 @@ def _break_split_list(data: Path) -> None:
     (data / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000039.png").unlink()
 
 
+def _grey_label(data: Path) -> None:
+    """A VOC annotation converted to grey levels: stored values are no longer class indices."""
+    path = data / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000039.png"
+    label = np.array(Image.open(path))
+    label[label == 20] = 100
+    Image.fromarray(label, "L").save(path)
+
+
+def _ignore_every_pixel(data: Path) -> None:
+    for path in (data / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png"):
+        Image.fromarray(np.full(np.array(Image.open(path)).shape, 255, np.uint8), "L").save(path)
+
+
 def _resize_a_label(data: Path) -> None:
     path = data / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000039.png"
     Image.fromarray(np.zeros((10, 15), np.uint8), "P").save(path)
@@ -330,6 +343,10 @@ def _resize_a_label(data: Path) -> None:
         (["--benchmark", "voc21", "--data-dir", "{tmp}/nowhere"], None, "does not exist or is not a folder"),
         (["--benchmark", "voc21", "--data-dir", "{data}"], _break_split_list, "names 2007_000039 but"),
         (["--benchmark", "voc21", "--data-dir", "{data}"], _resize_a_label, "is 15x10 but its image"),
+        (["--benchmark", "voc21", "--data-dir", "{data}"], _grey_label,
+         "2007_000039.png holds value(s) 100 outside the benchmark's stored values 0..20 and 255"),
+        (["--benchmark", "voc21", "--data-dir", "{data}", "--overlays", "2"], _ignore_every_pixel,
+         "voc21: no labelled pixel in 2 images"),
         (["--benchmark", "ade20k", "--data-dir", "{data}"], None, "unknown benchmark 'ade20k'"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--protocol", "mmseg"], None, "unknown protocol 'mmseg' (expected one of zegclip, groupvit, sclip, naclip)"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--window", "30"], None, "multiple of the model's patch size 8"),
@@ -363,6 +380,7 @@ def test_bad_input_is_one_line_exit_2_and_no_results(
     assert len(errors) == 1 and "error:" in errors[0] and message in errors[0], err
     assert "Traceback" not in err
     assert not output.exists()
+    assert not (output.parent.exists() and list(output.parent.glob("*.png"))), "no overlay of a failed run is left"
 
 
 def test_an_interrupted_run_writes_no_results(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -132,6 +132,7 @@ class _LabelledFile:
     image_path: Path
     label_path: Path
     table: np.ndarray | None  # (256,) uint8 stored value -> benchmark id, or None to keep values
+    max_stored: int  # the largest value the label PNG may store besides 255 (ignore)
 
 
 class Benchmark:
@@ -226,6 +227,18 @@ def _read_index_png(path: Path) -> np.ndarray:
         return np.array(label, dtype=np.uint8)
 
 
+def _check_stored_values(label: np.ndarray, item: _LabelledFile) -> None:
+    """Refuse a label PNG holding a value no class of the benchmark has (a grey-converted VOC palette PNG
+    looks like this): its pixels would silently leave the metric."""
+    outside = np.unique(label[(label > item.max_stored) & (label != UNKNOWN)])
+    if outside.size:
+        values = ", ".join(str(int(v)) for v in outside[:5])
+        raise InputError(
+            f"label {item.label_path} holds value(s) {values} outside the benchmark's stored values "
+            f"0..{item.max_stored} and {UNKNOWN} (ignore): is it a class-index PNG of this benchmark?"
+        )
+
+
 def _check_same_size(label: np.ndarray, image: Image.Image, label_source: str, image_source: str) -> None:
     if label.shape != (image.height, image.width):
         raise InputError(
@@ -250,6 +263,7 @@ class FileBenchmark(Benchmark):
             image = _read_rgb(item.image_path)
             label = _read_index_png(item.label_path)
             _check_same_size(label, image, str(item.label_path), str(item.image_path))
+            _check_stored_values(label, item)
             if item.table is not None:
                 label = item.table[label]
             yield BenchmarkSample(item.image_id, image, label)
@@ -304,6 +318,7 @@ def _listed_files(
     image_dir: Path,
     label_dir: Path,
     table: np.ndarray | None,
+    max_stored: int,
 ) -> list[_LabelledFile]:
     files = []
     for image_id in ids:
@@ -311,7 +326,7 @@ def _listed_files(
         for path in (image_path, label_path):
             if not path.is_file():
                 raise InputError(f"split list {list_path} names {image_id} but {path} does not exist")
-        files.append(_LabelledFile(image_id, image_path, label_path, table))
+        files.append(_LabelledFile(image_id, image_path, label_path, table, max_stored))
     return files
 
 
@@ -376,7 +391,7 @@ def load_voc21(
     ids = _limited(_split_ids(list_path), limit)
     with_background = name == "voc21"
     table = None if with_background else drop_background_table()
-    files = _listed_files(ids, list_path, root / "JPEGImages", root / "SegmentationClass", table)
+    files = _listed_files(ids, list_path, root / "JPEGImages", root / "SegmentationClass", table, 20)
     return FileBenchmark(
         files, name=name, split=split, root=root, class_synonyms=benchmark_classes(name),
         has_background=with_background,
@@ -400,7 +415,7 @@ def load_context(
     ids = _limited(_split_ids(list_path), limit)
     with_background = name == "context60"
     table = None if with_background else drop_background_table()
-    files = _listed_files(ids, list_path, root / "JPEGImages", root / "SegmentationClassContext", table)
+    files = _listed_files(ids, list_path, root / "JPEGImages", root / "SegmentationClassContext", table, 59)
     return FileBenchmark(
         files,
         name=name,
@@ -441,11 +456,15 @@ def load_coco_object(
         converted, raw = label_dir / f"{image_id}_labelTrainIds.png", label_dir / f"{image_id}.png"
         reference = label_dir / f"{image_id}_instanceTrainIds.png"  # written by the references' convert_coco_object
         if reference.is_file():
-            files.append(_LabelledFile(image_id, image_dir / f"{image_id}.jpg", reference, None))
+            files.append(_LabelledFile(image_id, image_dir / f"{image_id}.jpg", reference, None, COCO_TRAIN_ID_THINGS))
         elif converted.is_file():
-            files.append(_LabelledFile(image_id, image_dir / f"{image_id}.jpg", converted, train_ids))
+            files.append(
+                _LabelledFile(image_id, image_dir / f"{image_id}.jpg", converted, train_ids, COCO_TRAIN_ID_CLASSES - 1)
+            )
         elif raw.is_file():
-            files.append(_LabelledFile(image_id, image_dir / f"{image_id}.jpg", raw, stuffthingmaps))
+            files.append(
+                _LabelledFile(image_id, image_dir / f"{image_id}.jpg", raw, stuffthingmaps, COCO_STUFF_IDS[-1] - 1)
+            )
         else:
             raise InputError(
                 f"image {image_id} of {image_dir} has no label {converted.name} or {raw.name} in {label_dir}"

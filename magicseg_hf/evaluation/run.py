@@ -302,6 +302,14 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     inference_seconds = time.perf_counter() - inference_start
+    if int(accumulator.area_reference.sum()) == 0:
+        for path in overlay_paths:  # no result, so no pictures of one either
+            Path(path).unlink(missing_ok=True)
+            Path(path.replace("-overlay-", "-prediction-")).unlink(missing_ok=True)
+        raise InputError(
+            f"{benchmark.name}: no labelled pixel in {accumulator.num_images} images (every pixel is ignore, "
+            f"{benchmark.ignore_index}): there is nothing to score"
+        )
     results = results_dict(
         config, benchmark, protocol, predictor, accumulator, model,
         wall_time_seconds=time.perf_counter() - start, inference_seconds=inference_seconds,
