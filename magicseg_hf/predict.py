@@ -213,8 +213,10 @@ def check_decision(
     from magicseg_hf.modeling import Decision
     from magicseg_hf.modeling.pipeline_clip_open_seg import DEFAULT_BACKGROUND
 
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise InputError(f"--threshold must lie in [0, 1] (got {threshold})")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0
+    ):
+        raise InputError(f"--threshold must be a number in [0, 1] (got {threshold!r})")
     try:
         rule = Decision.named(decision, threshold)
     except ValueError as error:
@@ -268,8 +270,8 @@ def predict_images(
 
     names = check_classes(classes, list(getattr(model.config, "vocabulary", None) or []))
     rule, background_texts = check_decision(decision, threshold, background)
-    if batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer (got {batch_size})")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer (got {batch_size!r})")
     if sources is not None and len(sources) != len(images):
         raise ValueError(f"sources must name each image (got {len(sources)} for {len(images)} images)")
     try:

@@ -242,7 +242,7 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (["--image", "{image}", "--output", "{tmp}/o.png", "--output-dir", "{tmp}/d"], "not both"),
         (["--image", "{image}", "--output", "{tmp}/o.txt"], "--output must end with an image extension"),
         (["--image", "{image}", "--output", "{image}"], "would overwrite one of the input images"),
-        (["--image", "{image}", "--threshold", "1.5"], "--threshold must lie in [0, 1] (got 1.5)"),
+        (["--image", "{image}", "--threshold", "1.5"], "--threshold must be a number in [0, 1] (got 1.5)"),
         (["--image", "{image}", "--batch-size", "0"], "--batch-size must be a positive integer (got 0)"),
         (["--image", "{image}", "--decision", "argmax", "--threshold", "0.3"], "the argmax rule gives every pixel a class and takes no threshold (got 0.3)"),
         (["--image", "{image}", "--background-classes", "sky"], "--background-classes is only used with --decision background-class (got threshold)"),
@@ -334,3 +334,30 @@ def test_label_dir_holds_the_label_maps_and_odd_pictures_are_read_as_shown(model
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "70x40 = 2,800 pixels, over the limit of 2,000" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"threshold": "0.5"}, "--threshold must be a number in [0, 1] (got '0.5')"),
+        ({"threshold": 5}, "--threshold must be a number in [0, 1] (got 5)"),
+        ({"batch_size": 1.5}, "batch_size must be a positive integer (got 1.5)"),
+        ({"decision": "softmax"}, "decision rule must be one of threshold, background-class, argmax"),
+        ({"classes": []}, "--classes must hold at least one class name"),
+    ],
+)
+def test_predict_images_bad_arguments_are_input_errors(loaded, kwargs, message):
+    from magicseg_hf.errors import InputError
+
+    model, processor = loaded
+    with pytest.raises(InputError) as caught:
+        predict_images(model, processor, [Image.new("RGB", (8, 8))], **kwargs)
+    assert message in str(caught.value)
+
+
+def test_predict_images_refuses_an_empty_picture(loaded):
+    from magicseg_hf.errors import InputError
+
+    model, processor = loaded
+    with pytest.raises(InputError, match=r"image 0 is empty \(0x0 pixels\)"):
+        predict_images(model, processor, [Image.new("RGB", (0, 0))])
