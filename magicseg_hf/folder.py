@@ -147,6 +147,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def check_output_file(path: str | Path, flag: str) -> None:
+    """Refuse, before anything is computed, an output file that could not be written: a folder, a path
+    under a file, or a folder that exists but is not writable (``/proc``, a read-only mount).
+
+    Raises:
+        InputError: naming ``flag`` and the path.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise InputError(f"{flag} must be a file path (got the folder {target})")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the nearest existing folder is where the missing ones would be made
+    if not parent.is_dir():
+        raise InputError(f"{flag} {target}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or str(parent.resolve()).startswith(("/proc", "/sys")):
+        raise InputError(f"{flag} {target}: the folder {parent} is not writable")
+
+
 def json_bytes(value: Any) -> bytes:
     """The bytes of a JSON file of the folder: indented by 2, keys sorted, one final newline."""
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")

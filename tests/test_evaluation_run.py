@@ -358,6 +358,8 @@ def _resize_a_label(data: Path) -> None:
         (["--benchmark", "voc21", "--data-dir", "{data}", "--window", "64"], None,
          "window 64 is larger than the resized image's short side 48"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--class-names", "mine"], None, "class_names must be benchmark or one of"),
+        (["--benchmark", "voc21", "--data-dir", "{data}", "--output", "/proc/results.json"], None,
+         "--output /proc/results.json: the folder /proc is not writable"),
         (["--benchmark", "context60", "--data-dir", "{data}"], None, "no PASCAL Context (VOC 2010) layout"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--model", "org/model", "--update-card"], None,
          "--update-card needs a local model folder"),

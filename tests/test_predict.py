@@ -248,12 +248,16 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (["--image", "{image}", "--background-classes", "sky"], "--background-classes is only used with --decision background-class (got threshold)"),
         (["--image", "{image}", "--label-dir", "{image}"], "--label-dir {image}: exists and is not a folder"),
         (["--image", "{float_image}"], "floating-point image (mode F)"),
+        (["--image", "{image}", "--json", "{tmp}"], "--json must be a file path (got the folder"),
+        (["--image", "{image}", "--json", "/proc/segments.json"], "--json /proc/segments.json: the folder /proc is not writable"),
+        (["--image", "{image}", "--output-dir", "{image}/sub"], "is a file, not a folder"),
         (["--image", "{image}", "--device", "gpu"], "--device must be auto, cpu, cuda, cuda:N or mps (got 'gpu')"),
     ],
     ids=["missing-image", "not-an-image", "truncated-image", "missing-model", "not-our-model", "not-a-model-folder",
          "no-vocabulary", "blank-class", "duplicate-class", "no-class", "output-with-two-images",
          "output-and-output-dir", "output-not-an-image", "output-over-input", "threshold", "batch-size",
-         "argmax-with-threshold", "background-without-rule", "label-dir-is-a-file", "float-image", "device"],
+         "argmax-with-threshold", "background-without-rule", "label-dir-is-a-file", "float-image", "json-is-a-folder",
+         "json-in-proc", "output-dir-under-a-file", "device"],
 )
 def test_bad_input_is_one_line_and_exit_2(case, message, model_dir, images, bad_inputs, tmp_path, capsys):
     values = {"missing": str(tmp_path / "nope.jpg"), "image": str(images[0]), "tmp": str(tmp_path),

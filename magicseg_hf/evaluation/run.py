@@ -225,11 +225,10 @@ def _check_settings(config: EvaluationConfig) -> tuple[Protocol, Path]:
         raise InputError(f"--overlays must be a non-negative integer (got {config.overlays})")
     if config.limit is not None and config.limit < 1:
         raise InputError(f"--limit must be a positive integer (got {config.limit})")
+    from magicseg_hf.folder import check_output_file
+
     output = Path(config.output).expanduser()
-    if output.is_dir():
-        raise InputError(f"--output must be a file path (got the folder {output})")
-    if output.parent.exists() and not output.parent.is_dir():
-        raise InputError(f"--output's folder {output.parent} is a file")
+    check_output_file(output, "--output")
     if config.update_card and not Path(config.model).expanduser().is_dir():
         raise InputError(
             f"--update-card needs a local model folder (got {config.model!r}, not a folder: "
@@ -291,29 +290,30 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     accumulator = MeanIoUAccumulator(benchmark.num_labels, benchmark.ignore_index)
-    overlay_paths: list[str] = []
+    kept: list[tuple[Any, Any]] = []  # the first --overlays (sample, prediction), drawn with the results
     inference_start = time.perf_counter()
     with tqdm(total=num_images, unit="img", desc=f"evaluate {Path(benchmark.name).name}", file=sys.stderr) as bar:
         for index, (sample, prediction) in enumerate(predictor.predict(benchmark)):
             accumulator.update(prediction, sample.label)
             if index < config.overlays:
-                overlay_paths.append(str(_save_overlay(output, index, sample, prediction, benchmark)))
+                kept.append((sample, prediction))
             bar.update(1)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     inference_seconds = time.perf_counter() - inference_start
     if int(accumulator.area_reference.sum()) == 0:
-        for path in overlay_paths:  # no result, so no pictures of one either
-            Path(path).unlink(missing_ok=True)
-            Path(path.replace("-overlay-", "-prediction-")).unlink(missing_ok=True)
         raise InputError(
             f"{benchmark.name}: no labelled pixel in {accumulator.num_images} images (every pixel is ignore, "
             f"{benchmark.ignore_index}): there is nothing to score"
         )
+    # Pictures and results are written together at the end: a run that stops early leaves neither.
+    overlay_paths = [
+        _save_overlay(output, index, sample, prediction, benchmark) for index, (sample, prediction) in enumerate(kept)
+    ]
     results = results_dict(
         config, benchmark, protocol, predictor, accumulator, model,
         wall_time_seconds=time.perf_counter() - start, inference_seconds=inference_seconds,
-        overlays=[Path(path).name for path in overlay_paths],
+        overlays=[path.name for path in overlay_paths],
     )
     atomic_write_json(output, results)
     logger.info(
