@@ -285,7 +285,10 @@ def test_a_non_finite_loss_stops_with_a_clear_error(dataset: Path, tmp_path: Pat
     out = tmp_path / "nan"
     assert main(["train", "--dataset", str(dataset), "--output-dir", str(out), *TRAIN,
                  "--learning_rate", "1e30", "--max_grad_norm", "0"]) == 2
-    _assert_one_error_line(capsys.readouterr().err, "the loss became non-finite at step")
+    err = capsys.readouterr().err
+    _assert_one_error_line(err, "the loss became non-finite at step")
+    # It broke before the first save (--save_steps 3): no "last checkpoint is intact" when there is none.
+    assert "no checkpoint was saved" in err and "intact" not in err, err[-2000:]
 
 
 def test_several_datasets_lora_and_streaming(dataset: Path, tmp_path: Path):

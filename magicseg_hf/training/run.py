@@ -15,7 +15,9 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ vocabulary, plus the counterfactual contrastive loss on the pair. Saves a folder
 Every transformers TrainingArguments flag works too (--learning_rate, --max_steps,
 --per_device_train_batch_size, --gradient_accumulation_steps, --bf16, --torch_compile,
 --report_to tensorboard, --resume_from_checkpoint DIR, ...); the preset only sets their defaults.
+Every setting is checked before any data is read. --resume_from_checkpoint takes a checkpoint
+folder, or the output folder itself (or `true`) for its newest complete checkpoint.
 
 Examples:
   magicseg generate --classes cat dog --num-pairs 64 --preset tiny --output-dir data
@@ -101,12 +105,20 @@ def training_arguments(config: TrainConfig, extra: list[str]) -> Any:
     """TrainingArguments from ``extra`` flags with the preset's defaults."""
     from transformers import HfArgumentParser, TrainingArguments
 
-    parser = HfArgumentParser(TrainingArguments)
+    class _Parser(HfArgumentParser):
+        """Refuses a bad value with our one-line error instead of argparse's usage dump."""
+
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise InputError(f"bad TrainingArguments flag: {message}")
+
+    parser = _Parser(TrainingArguments)
     defaults = training_defaults(config.preset)
     given = {word.split("=")[0].lstrip("-").replace("-", "_") for word in extra if word.startswith("--")}
     if config.preset == "paper" and not given & {"per_device_train_batch_size"}:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         accumulation = _flag_value(extra, "gradient_accumulation_steps", 1)
+        if accumulation < 1 or world < 1:
+            raise InputError(f"--gradient_accumulation_steps must be an integer >= 1 (got {accumulation})")
         per_device, remainder = divmod(PAPER_GLOBAL_BATCH, world * accumulation)
         if remainder or per_device < 1:
             raise InputError(
@@ -118,8 +130,10 @@ def training_arguments(config: TrainConfig, extra: list[str]) -> Any:
     parser.set_defaults(**defaults)
     try:
         (arguments,) = parser.parse_args_into_dataclasses(
-            args=[*extra, "--output_dir", config.output_dir], return_remaining_strings=False
+            args=[*_join_negative_numbers(extra), "--output_dir", config.output_dir], return_remaining_strings=False
         )
+    except InputError:  # a bad value, refused by _Parser.error in one line
+        raise
     except SystemExit as exit_:  # argparse printed its one-line usage error
         raise InputError(f"bad TrainingArguments flag in {' '.join(extra)!r}") from exit_
     except ValueError as error:  # unknown flags, or values TrainingArguments refuses
@@ -140,25 +154,43 @@ def training_arguments(config: TrainConfig, extra: list[str]) -> Any:
     return arguments
 
 
+def _join_negative_numbers(extra: list[str]) -> list[str]:
+    """``--flag -1e-4`` as ``--flag=-1e-4``: argparse takes a negative number in exponent notation
+    (or ``-inf``, ``-nan``) for a flag of its own and would refuse the value unread."""
+    joined: list[str] = []
+    for word in extra:
+        previous = joined[-1] if joined else ""
+        if (word.startswith("-") and previous.startswith("--") and "=" not in previous
+                and _is_float(word) and not re.fullmatch(r"-\d+|-\d*\.\d+", word)):
+            joined[-1] = f"{previous}={word}"
+        else:
+            joined.append(word)
+    return joined
+
+
+def _is_float(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 def _flag_value(extra: list[str], name: str, default: int) -> int:
+    """The integer given to ``--name`` in ``extra`` (the last one), else ``default``."""
+    text: str | None = None
     for index, word in enumerate(extra):
         for spelling in (f"--{name}", f"--{name.replace('_', '-')}"):
             if word == spelling and index + 1 < len(extra):
-                return int(extra[index + 1])
-            if word.startswith(spelling + "="):
-                return int(word.split("=", 1)[1])
-    return default
-
-
-def _check_output_dir(config: TrainConfig, resume: str | None) -> None:
-    path = Path(config.output_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--output-dir {str(path)!r} is a file, not a folder")
-    if path.is_dir() and any(path.iterdir()) and not (config.overwrite or resume):
-        raise InputError(
-            f"--output-dir {str(path)!r} already holds files; pass --resume_from_checkpoint to continue "
-            "its run or --overwrite to replace it"
-        )
+                text = extra[index + 1]
+            elif word.startswith(spelling + "="):
+                text = word.split("=", 1)[1]
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError as error:
+        raise InputError(f"bad TrainingArguments flag: argument --{name}: invalid int value: {text!r}") from error
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,28 +198,27 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(**{item.name: getattr(args, item.name) for item in dataclasses.fields(TrainConfig)})
     extra = list(getattr(args, "extra", []) or [])
     arguments = training_arguments(config, extra)
-    train(config, arguments)
+    train(config, arguments, given_flags=extra)
     finish_process_group()
     return 0
 
 
-def train(config: TrainConfig, training_arguments: Any) -> dict[str, Any]:
-    """Train ``CLIPForOpenSegmentation`` per ``config``; returns the training summary (also saved)."""
-    from magicseg_hf.training.data import load_training_data
+def train(config: TrainConfig, training_arguments: Any, given_flags: Sequence[str] = ()) -> dict[str, Any]:
+    """Train ``CLIPForOpenSegmentation`` per ``config``; returns the training summary (also saved).
+
+    Every setting, and the checkpoint to resume from, is checked first
+    (:func:`~magicseg_hf.training.checks.check_run`), before any data is read or anything written;
+    ``given_flags`` (the TrainingArguments flags as typed) lets its messages quote the value given.
+    """
+    from magicseg_hf.training import data as training_data
+    from magicseg_hf.training.checks import check_run
 
     start = time.perf_counter()
-    if not 1 <= config.num_classes <= 254:
-        raise InputError(f"--num-classes must lie in 1..254 (got {config.num_classes})")
-    if config.counterfactual_loss_weight is not None and not config.counterfactual_loss_weight >= 0:
-        raise InputError(f"--counterfactual-loss-weight must be >= 0 (got {config.counterfactual_loss_weight})")
-    resume = training_arguments.resume_from_checkpoint
-    _check_output_dir(config, resume)
-    data = load_training_data(
+    check_run(config, training_arguments, given_flags)
+    data = training_data.load_training_data(
         config.dataset, vocabulary=config.vocabulary, validation_size=config.validation_size,
         seed=training_arguments.seed, streaming=config.streaming,
     )
-    if config.streaming and training_arguments.max_steps <= 0:
-        raise InputError("--streaming needs --max_steps (a stream has no length to count epochs in)")
     model, processor = _build_model(config, training_arguments.seed)
     summary = _fit(config, training_arguments, data, model, processor)
     summary["wall_time_seconds"] = round(time.perf_counter() - start, 1)
@@ -212,9 +243,7 @@ def _build_model(config: TrainConfig, seed: int) -> tuple[Any, Any]:
             setattr(model.config, key, value)
     else:
         model, processor = build_open_seg(config.preset, seed=seed, **overrides)
-    if config.lora_rank is not None:
-        if config.lora_rank <= 0:
-            raise InputError(f"--lora-rank must be positive (got {config.lora_rank})")
+    if config.lora_rank is not None:  # checked positive up front
         model.enable_lora(rank=config.lora_rank)
     return model, processor
 

@@ -206,10 +206,20 @@ class MagicSegTrainer(Trainer):
         if bad.item() > 0:
             step = self.state.global_step
             raise NonFiniteLossError(
-                f"the loss became non-finite at step {step} (got {loss.item()}); training stopped — the last "
-                f"checkpoint in {self.args.output_dir} is intact: lower --learning_rate or enable "
-                "--max_grad_norm and resume with --resume_from_checkpoint"
+                f"the loss became non-finite at step {step} (got {loss.item()}); training stopped — "
+                f"{self._resume_advice()}"
             )
+
+    def _resume_advice(self) -> str:
+        """What a stopped run can do next: resume from its newest complete checkpoint, or start over."""
+        from magicseg_hf.training.checks import newest_complete_checkpoint
+
+        newest = newest_complete_checkpoint(self.args.output_dir)
+        if newest is None:
+            return (f"no checkpoint was saved in {self.args.output_dir} yet: lower --learning_rate or enable "
+                    "--max_grad_norm and start again with --overwrite")
+        return (f"the newest complete checkpoint, {newest}, is intact: lower --learning_rate or enable "
+                f"--max_grad_norm and resume with --resume_from_checkpoint {newest}")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._component_steps:
