@@ -166,6 +166,24 @@ def check_output_file(path: str | Path, flag: str) -> None:
         raise InputError(f"{flag} {target}: the folder {parent} is not writable")
 
 
+def remove_stale_temporaries(path: str | Path) -> int:
+    """Remove the hidden temporary files an atomic write of ``path`` left behind when its run was killed
+    (``.<name>.*.tmp`` beside it: :func:`atomic_write_bytes`'s names); returns how many were removed. Call it
+    only where no other process writes ``path`` at the same time."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return 0
+    stale = [p for p in target.parent.glob(f".{glob_escape(target.name)}.*.tmp") if p.is_file()]
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return len(stale)
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters (``*?[``) taken literally."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 def json_bytes(value: Any) -> bytes:
     """The bytes of a JSON file of the folder: indented by 2, keys sorted, one final newline."""
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -567,6 +567,11 @@ def run(args: argparse.Namespace) -> int:
     )
     logger.info("segmented %d image(s) for %d classes in %.1f s", len(images), len(predictions[0].classes),
                 time.perf_counter() - start)
+    from magicseg_hf.folder import remove_stale_temporaries
+
+    for target in [*overlays, *label_files, args.json]:  # an earlier killed run's half-written files
+        if target is not None and remove_stale_temporaries(target):
+            logger.info("removed a killed run's temporary files beside %s", target)
     for image, prediction, target, label_file in zip(images, predictions, overlays, label_files):
         if target is not None:
             _write_png(target, prediction.overlay(image))

@@ -365,3 +365,17 @@ def test_predict_images_refuses_an_empty_picture(loaded):
     model, processor = loaded
     with pytest.raises(InputError, match=r"image 0 is empty \(0x0 pixels\)"):
         predict_images(model, processor, [Image.new("RGB", (0, 0))])
+
+
+def test_a_killed_runs_temporary_files_are_cleaned_at_the_next_run(model_dir, images, tmp_path):
+    """An atomic write killed between its temporary file and the rename leaves `.<name>.*.tmp`; the next run
+    writing the same file removes it (and only it)."""
+    out = tmp_path / "overlays"
+    out.mkdir()
+    stale = out / f".{images[0].stem}_overlay.png.k1ll3d.tmp"
+    stale.write_bytes(b"half a png")
+    other = out / ".someone-elses.png.x.tmp"
+    other.write_bytes(b"not ours")
+    assert main(["predict", "--model", str(model_dir), "--image", str(images[0]), "--output-dir", str(out)]) == 0
+    assert not stale.exists() and other.exists()
+    assert (out / f"{images[0].stem}_overlay.png").is_file()

@@ -267,7 +267,7 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     from magicseg_hf.evaluation.benchmarks import load_benchmark
     from magicseg_hf.evaluation.inference import BenchmarkPredictor
     from magicseg_hf.evaluation.metric import MeanIoUAccumulator
-    from magicseg_hf.folder import atomic_write_json
+    from magicseg_hf.folder import atomic_write_json, remove_stale_temporaries
     from magicseg_hf.loading import load_open_seg
 
     start = time.perf_counter()
@@ -315,6 +315,7 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
         wall_time_seconds=time.perf_counter() - start, inference_seconds=inference_seconds,
         overlays=[path.name for path in overlay_paths],
     )
+    remove_stale_temporaries(output)  # what a killed earlier run left beside it
     atomic_write_json(output, results)
     logger.info(
         "%s: mIoU %s %% over %d images (protocol %s%s) -> %s",
@@ -499,7 +500,7 @@ def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchm
     import numpy as np
     from PIL import Image
 
-    from magicseg_hf.folder import atomic_write_bytes
+    from magicseg_hf.folder import atomic_write_bytes, remove_stale_temporaries
     from magicseg_hf.visualization import prediction_triptych
 
     ground_truth, predicted, classes = display_labels(
@@ -517,6 +518,7 @@ def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchm
     ):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
+        remove_stale_temporaries(target)  # what a killed earlier run left beside it
         atomic_write_bytes(target, buffer.getvalue())
     return path
 
