@@ -436,13 +436,15 @@ def build_open_seg(
 
 
 def load_open_seg(
-    model_id: str, revision: str | None = None
+    model_id: str, revision: str | None = None, allow_pickle: bool | None = None
 ) -> tuple[CLIPForOpenSegmentation, CLIPOpenSegProcessor]:
     """``(CLIPForOpenSegmentation, CLIPOpenSegProcessor)`` saved in a folder or a Hub repo.
 
     Fails at once, with one line, when the folder is missing, the Hub unreachable, or the folder
-    holds something else (:class:`ModelLoadError`). The model's tokenizer is the processor's, so
-    ``model.encode_classes`` works right away.
+    holds something else (:class:`ModelLoadError`), a local folder whose weights do not fit its
+    ``config.json``, or one holding only pickle weights (``pytorch_model.bin``) unless ``allow_pickle``
+    (default: the ``MAGICSEG_ALLOW_PICKLE_WEIGHTS=1`` environment variable). The model's tokenizer is the
+    processor's, so ``model.encode_classes`` works right away.
     """
     from transformers import AutoConfig
 
@@ -456,7 +458,45 @@ def load_open_seg(
                 f"segmentation model {model_id!r} is a {config.model_type!r} model, not a CLIPForOpenSegmentation "
                 f"(model_type {CLIPForOpenSegmentation.config_class.model_type!r})"
             )
+        _check_local_weights(model_id, config, allow_pickle)
         model = CLIPForOpenSegmentation.from_pretrained(model_id, revision=revision, config=config)
         processor = CLIPOpenSegProcessor.from_pretrained(model_id, revision=revision)
     model.tokenizer = processor.tokenizer
     return model, processor
+
+
+#: Opt-in for a model folder whose only weights are a pickle (``pytorch_model.bin``; read with weights_only).
+ALLOW_PICKLE_VARIABLE = "MAGICSEG_ALLOW_PICKLE_WEIGHTS"
+
+
+def _check_local_weights(model_id: str, config: Any, allow_pickle: bool | None) -> None:
+    """Refuse, before loading, a local folder whose weights are pickle only (unless allowed) or whose
+    safetensors shapes do not fit its ``config.json`` (an edited config): one line each."""
+    from safetensors import safe_open
+
+    from magicseg_hf.modeling import CLIPForOpenSegmentation
+
+    folder = Path(model_id).expanduser()
+    if not folder.is_dir():
+        return  # a Hub id: transformers prefers its safetensors and reads a pickle with weights_only
+    tensors = sorted(folder.glob("*.safetensors"))
+    if not tensors:
+        pickles = sorted(path.name for path in folder.glob("*.bin"))
+        allowed = allow_pickle if allow_pickle is not None else os.environ.get(ALLOW_PICKLE_VARIABLE) == "1"
+        if pickles and not allowed:
+            raise ModelLoadError(
+                f"segmentation model {model_id!r} holds only pickle weights ({', '.join(pickles)}): refused; "
+                f"save it with safetensors, or set {ALLOW_PICKLE_VARIABLE}=1 to read it (tensors only, weights_only)"
+            )
+        return
+    with torch.device("meta"):
+        expected = {name: tuple(tensor.shape) for name, tensor in CLIPForOpenSegmentation(config).state_dict().items()}
+    for path in tensors:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                shape = tuple(handle.get_slice(name).get_shape())
+                if name in expected and expected[name] != shape:
+                    raise ModelLoadError(
+                        f"segmentation model {model_id!r}: its weights do not fit its config.json ({name} is "
+                        f"{list(shape)} in {path.name}, the config makes it {list(expected[name])}); was config.json edited?"
+                    )
