@@ -430,3 +430,13 @@ def test_class_file_synonyms(tmp_path: Path):
     path.write_text("cat,\n")
     with pytest.raises(InputError, match="line 1 has an empty name"):
         read_class_file(path)
+
+
+def test_coco_instances_file_that_is_not_json_is_one_line(tmp_path: Path):
+    pytest.importorskip("pycocotools.mask")
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "val2017").mkdir()
+    (coco / "annotations" / "instances_val2017.json").write_text("{not json")
+    with pytest.raises(InputError, match="instances_val2017.json is not readable"):
+        load_benchmark("coco-object", data_dir=tmp_path, coco_object_source="instances")

@@ -332,6 +332,19 @@ def _ignore_every_pixel(data: Path) -> None:
         Image.fromarray(np.full(np.array(Image.open(path)).shape, 255, np.uint8), "L").save(path)
 
 
+def _truncate_an_image(data: Path) -> None:
+    path = data / "VOCdevkit" / "VOC2012" / "JPEGImages" / "2007_000039.jpg"
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _binary_split_list(data: Path) -> None:
+    (data / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").write_bytes(bytes(range(256)))
+
+
+def _garbage_label(data: Path) -> None:
+    (data / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000039.png").write_bytes(b"not a png at all")
+
+
 def _resize_a_label(data: Path) -> None:
     path = data / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000039.png"
     Image.fromarray(np.zeros((10, 15), np.uint8), "P").save(path)
@@ -343,6 +356,9 @@ def _resize_a_label(data: Path) -> None:
         (["--benchmark", "voc21", "--data-dir", "{tmp}/nowhere"], None, "does not exist or is not a folder"),
         (["--benchmark", "voc21", "--data-dir", "{data}"], _break_split_list, "names 2007_000039 but"),
         (["--benchmark", "voc21", "--data-dir", "{data}"], _resize_a_label, "is 15x10 but its image"),
+        (["--benchmark", "voc21", "--data-dir", "{data}"], _truncate_an_image, "2007_000039.jpg is not a readable image"),
+        (["--benchmark", "voc21", "--data-dir", "{data}"], _binary_split_list, "val.txt is not a text file of image ids"),
+        (["--benchmark", "voc21", "--data-dir", "{data}"], _garbage_label, "2007_000039.png is not a readable PNG"),
         (["--benchmark", "voc21", "--data-dir", "{data}"], _grey_label,
          "2007_000039.png holds value(s) 100 outside the benchmark's stored values 0..20 and 255"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--overlays", "2"], _ignore_every_pixel,

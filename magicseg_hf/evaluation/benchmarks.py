@@ -56,7 +56,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from magicseg_hf.errors import InputError
+from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.labels import BACKGROUND, UNKNOWN
 from magicseg_hf.schema import DATA_DIR, VOCABULARY_FILE
 
@@ -213,18 +213,26 @@ class Benchmark:
 
 
 def _read_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # truncated, not an image, too large
+        raise InputError(f"image {path} is not a readable image ({first_line(error)})") from None
 
 
 def _read_index_png(path: Path) -> np.ndarray:
     """The stored indices of a label PNG, (H, W) uint8 (palette indices for mode P, never grey levels)."""
-    with Image.open(path) as label:
-        if label.mode not in INDEX_MODES:
-            raise InputError(
-                f"label {path} must store class indices (mode {' or '.join(INDEX_MODES)}; got mode {label.mode})"
-            )
-        return np.array(label, dtype=np.uint8)
+    try:
+        with Image.open(path) as label:
+            if label.mode not in INDEX_MODES:
+                raise InputError(
+                    f"label {path} must store class indices (mode {' or '.join(INDEX_MODES)}; got mode {label.mode})"
+                )
+            return np.array(label, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"label {path} is not a readable PNG ({first_line(error)})") from None
 
 
 def _check_stored_values(label: np.ndarray, item: _LabelledFile) -> None:
@@ -301,7 +309,13 @@ def _describe(candidates: Sequence[str], required: Sequence[str]) -> str:
 def _split_ids(list_path: Path) -> list[str]:
     if not list_path.is_file():
         raise InputError(f"split list {list_path} does not exist")
-    return [line.strip() for line in list_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"split list {list_path} is not a text file of image ids (not UTF-8 text)") from None
+    if "\x00" in text:
+        raise InputError(f"split list {list_path} is not a text file of image ids (it holds NUL bytes)")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _limited(ids: list[str], limit: int | None) -> list[str]:
@@ -498,7 +512,12 @@ class CocoInstancesBenchmark(Benchmark):
             ) from None
         self._mask_utils = mask_utils
         self.annotations_path = annotations_path
-        content = json.loads(annotations_path.read_text(encoding="utf-8"))
+        try:
+            content = json.loads(annotations_path.read_text(encoding="utf-8"))
+            if not isinstance(content, dict) or not isinstance(content.get("images", []), list):
+                raise ValueError("expected a COCO instances object with an 'images' list")
+        except (UnicodeDecodeError, ValueError) as error:
+            raise InputError(f"COCO instances file {annotations_path} is not readable ({first_line(error)})") from None
         self._positions = {
             category_id: position for position, category_id in enumerate(COCO_THING_IDS, start=1)
         }
