@@ -332,16 +332,13 @@ def load_image(path: str | Path) -> Image.Image:
     if not file.is_file():
         raise InputError(f"--image {path}: not a file")
     try:
-        with Image.open(file) as opened:
-            width, height = opened.size
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit is not None and width * height > limit:
-                raise InputError(
-                    f"--image {path}: {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{limit:,} (PIL's Image.MAX_IMAGE_PIXELS); resize it first"
-                )
-            opened.load()
-            return as_rgb(opened, what=f"--image {path}")
+        with Image.open(file) as opened:  # as_rgb checks the pixel limit before decoding the pixels
+            try:
+                return as_rgb(opened, what=f"--image {path}")
+            except ValueError as error:  # as_rgb's own refusal (a float image, over the limit): it names the file
+                raise InputError(first_line(error)) from None
+    except InputError:
+        raise
     except Image.DecompressionBombError as error:
         raise InputError(
             f"--image {path}: over twice PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({first_line(error)}); "

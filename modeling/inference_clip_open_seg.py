@@ -34,6 +34,7 @@ Self-contained: imports only torch, numpy and PIL, so this folder can be pushed 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -53,8 +54,8 @@ DEFAULT_DECISION = "threshold"
 DEFAULT_THRESHOLD = 0.5
 #: Slide over windows, or one forward of the whole image.
 INFERENCE_MODES = ("slide", "whole")
-#: How window scores are combined (recorded by callers; the only one implemented).
-SCORE_AVERAGING = "sigmoid probabilities averaged over windows"
+#: How window scores are combined (recorded by callers, e.g. in results files; the only one implemented).
+SCORE_AVERAGING = "sigmoid probabilities averaged over the windows covering a pixel, then resized bilinearly"
 #: How a class's synonyms combine: `max` of their probabilities (SCLIP, NACLIP) or `mean` of their embeddings.
 SYNONYM_RULES = ("max", "mean")
 #: Probabilities held at once while classes are decided (classes x pixels, float32): bounds memory.
@@ -159,13 +160,7 @@ class InferenceGeometry:
         return max(height, self.window), max(width, self.window)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "short_side": self.short_side,
-            "max_long_side": self.max_long_side,
-            "window": self.window,
-            "stride": self.stride,
-            "mode": self.mode,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -207,7 +202,7 @@ class Decision:
         return cls(rule=rule, threshold=threshold, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "threshold": self.threshold, "area_threshold": self.area_threshold}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -442,9 +437,7 @@ def window_logits_stream(
         chunk = [queue.popleft() for _ in range(count)]
         groups: list[list[tuple[_Pending[T], int]]] = []  # consecutive windows of one size share a forward
         for entry in chunk:
-            item, index = entry
-            top, left, bottom, right = item.boxes[index]
-            if groups and _box_shape(groups[-1][0]) == (bottom - top, right - left):
+            if groups and _box_shape(groups[-1][0]) == _box_shape(entry):
                 groups[-1].append(entry)
             else:
                 groups.append([entry])
@@ -523,10 +516,6 @@ def decide(
 ) -> SegmentationResult:
     """The decision for one image, a chunk of queries at a time (see the module docstring)."""
     positions = queries.positions.to(item.pixel_values.device)  # (Q,)
-    if decision.rule == "background-class" and not bool((positions < 0).any()):
-        raise ValueError("the background-class rule needs at least one background text (got none)")
-    if decision.rule != "background-class" and bool((positions < 0).any()):
-        raise ValueError(f"background texts are only used by the background-class rule (got rule {decision.rule!r})")
     height, width = output_size
     chunk = classes_per_chunk(len(queries), height * width, score_budget)
     guide = None
@@ -603,6 +592,11 @@ def segment_images(
     image_mean = image_mean if image_mean is not None else (0.48145466, 0.4578275, 0.40821073)
     image_std = image_std if image_std is not None else (0.26862954, 0.26130258, 0.27577711)
     _positive_int("score_budget", score_budget)
+    has_background = bool((queries.positions < 0).any())
+    if decision.rule == "background-class" and not has_background:
+        raise ValueError("the background-class rule needs at least one background text (got none)")
+    if decision.rule != "background-class" and has_background:
+        raise ValueError(f"background texts are only used by the background-class rule (got rule {decision.rule!r})")
     stream = window_logits_stream(
         model, images, queries, geometry, image_mean, image_std, window_batch_size, score_budget
     )

@@ -112,8 +112,8 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             if not candidate_labels:
                 raise ValueError("candidate_labels is empty and the model has no saved vocabulary: name the classes")
         geometry_overrides = {"window": window, "stride": stride, "mode": mode, "short_side": short_side}
-        if window is not None and short_side is None:
-            geometry_overrides["short_side"] = max(window, InferenceGeometry.from_config(self.model.config).short_side)
+        if window is not None and short_side is None:  # a larger window than the model's needs a larger image
+            geometry_overrides["short_side"] = max(window, self.model.config.slide_crop_size)
         return {
             "candidate_labels": candidate_labels,
             "background_labels": list(background_labels or []),
@@ -139,6 +139,10 @@ class OpenVocabularySegmentationPipeline(Pipeline):
 
     def segment(self, images: list[Any], settings: dict[str, Any]) -> list[list[dict[str, Any]]]:
         """The segments of each image (all images' windows share forwards)."""
+        return [self.postprocess(outputs) for outputs in self._results(images, settings)]
+
+    def _results(self, images: list[Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
+        """`{"result": SegmentationResult, "names": class names}` per image, through `segment_images`."""
         queries = Queries.encode(
             self.model, settings["candidate_labels"], settings["background_labels"], tokenizer=self.tokenizer
         )
@@ -153,24 +157,15 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             self.image_processor.image_std,
             window_batch_size=settings["window_batch_size"],
         )
-        return [self.postprocess({"result": result, "names": queries.names}) for _, result in results]
+        return [{"result": result, "names": queries.names} for _, result in results]
 
     # The Pipeline contract (single image): the same path as `segment`.
     def preprocess(self, image: Any, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"image": image, "settings": self._settings(**(defaults or {}))}
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
-        settings = model_inputs["settings"]
-        queries = Queries.encode(
-            self.model, settings["candidate_labels"], settings["background_labels"], tokenizer=self.tokenizer
-        )
-        image = _read(model_inputs["image"], settings["timeout"])
-        [(_, result)] = segment_images(
-            self.model, [(0, image)], queries, settings["geometry"], settings["decision"],
-            self.image_processor.image_mean, self.image_processor.image_std,
-            window_batch_size=settings["window_batch_size"],
-        )
-        return {"result": result, "names": queries.names}
+        [outputs] = self._results([model_inputs["image"]], model_inputs["settings"])
+        return outputs
 
     def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
         result: SegmentationResult = model_outputs["result"]

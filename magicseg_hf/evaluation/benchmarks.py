@@ -229,9 +229,9 @@ def _read_index_png(path: Path) -> np.ndarray:
                     f"label {path} must store class indices (mode {' or '.join(INDEX_MODES)}; got mode {label.mode})"
                 )
             return np.array(label, dtype=np.uint8)
+    except InputError:
+        raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        if isinstance(error, InputError):
-            raise
         raise InputError(f"label {path} is not a readable PNG ({first_line(error)})") from None
 
 

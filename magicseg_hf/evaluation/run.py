@@ -356,10 +356,6 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return versions
 
 
-#: How window scores are combined (the model's inference path; written into every results file).
-SCORE_AVERAGING = "sigmoid probabilities averaged over the windows covering a pixel, then resized bilinearly"
-
-
 def results_dict(
     config: EvaluationConfig,
     benchmark: Any,
@@ -382,6 +378,8 @@ def results_dict(
     ``package_versions``, ``wall_time_seconds``, ``inference_seconds``, ``images_per_second``,
     ``overlays`` and ``settings`` (every flag).
     """
+    from magicseg_hf.modeling.inference_clip_open_seg import SCORE_AVERAGING as score_averaging
+
     metrics = accumulator.compute()
     predicted, labelled = accumulator.area_prediction, accumulator.area_reference
     per_class = [
@@ -412,7 +410,7 @@ def results_dict(
         "protocol": protocol.to_dict(),
         "refine": predictor.refine,
         "decision": queries.decision.to_dict(),
-        "score_averaging": SCORE_AVERAGING,
+        "score_averaging": score_averaging,
         "class_names_digest": queries.digest(),
         "queries": queries.to_dict(),
         "per_class": per_class,
