@@ -189,10 +189,11 @@ def _given_values(flags: Sequence[str]) -> dict[str, str]:
 
 
 def _is_flag(word: str) -> bool:
-    return word.startswith("--") or (word.startswith("-") and not _is_number(word))
+    return word.startswith("--") or (word.startswith("-") and not is_number(word))
 
 
-def _is_number(word: str) -> bool:
+def is_number(word: str) -> bool:
+    """Whether `word` reads as a number (`float` accepts it: "-1e-4", "nan", "-inf")."""
     try:
         float(word)
     except ValueError:

@@ -26,6 +26,7 @@ from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.hub_access import register_secret
 from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults
 from magicseg_hf.processes import finish_process_group
+from magicseg_hf.training.checks import is_number
 
 logger = logging.getLogger(__name__)
 
@@ -161,19 +162,11 @@ def _join_negative_numbers(extra: list[str]) -> list[str]:
     for word in extra:
         previous = joined[-1] if joined else ""
         if (word.startswith("-") and previous.startswith("--") and "=" not in previous
-                and _is_float(word) and not re.fullmatch(r"-\d+|-\d*\.\d+", word)):
+                and is_number(word) and not re.fullmatch(r"-\d+|-\d*\.\d+", word)):
             joined[-1] = f"{previous}={word}"
         else:
             joined.append(word)
     return joined
-
-
-def _is_float(word: str) -> bool:
-    try:
-        float(word)
-    except ValueError:
-        return False
-    return True
 
 
 def _flag_value(extra: list[str], name: str, default: int) -> int:
