@@ -162,3 +162,11 @@ def test_importing_the_evaluation_package_imports_neither_torch_nor_evaluate():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_torch_free_copies_of_the_trained_threshold_equal_the_models():
+    from magicseg_hf.cards.model import EXAMPLE_THRESHOLD
+    from magicseg_hf.evaluation.protocols import MODEL_THRESHOLD
+    from magicseg_hf.modeling import DEFAULT_THRESHOLD
+
+    assert MODEL_THRESHOLD == EXAMPLE_THRESHOLD == DEFAULT_THRESHOLD

@@ -44,6 +44,9 @@ MODES = ("slide", "whole")
 SYNONYM_RULES = ("max", "mean")
 #: Post-refinements.
 REFINEMENTS = ("pamr",)
+#: The sigmoid probability CLIPForOpenSegmentation is trained to separate at: `modeling`'s DEFAULT_THRESHOLD,
+#: repeated here because this module must not import torch (a test keeps the two equal).
+MODEL_THRESHOLD = 0.5
 #: The values a user may override.
 OVERRIDABLE = (
     "short_side", "max_long_side", "window", "stride", "mode", "rule", "threshold", "area_threshold",
@@ -172,7 +175,7 @@ class Protocol:
                 raise InputError(f"max_long_side must be a positive integer or none (got {changes['max_long_side']!r})")
             changes["max_long_side"] = None if text == "none" else int(text)
         if "rule" in changes and "threshold" not in changes:
-            changes["threshold"] = {"threshold": 0.5, "argmax": None}.get(changes["rule"], self.threshold)
+            changes["threshold"] = {"threshold": MODEL_THRESHOLD, "argmax": None}.get(changes["rule"], self.threshold)
         return dataclasses.replace(self, **changes) if changes else self
 
     def overrides(self) -> dict[str, Any]:
@@ -334,7 +337,7 @@ SPEC_VALUES: tuple[ProtocolSpec, ...] = (
         reference="GroupViT's segmentation evaluation (mmseg 0.18 configs); VOC21, Context60, COCO-Object",
         values=dict(
             short_side=448, max_long_side=2048, window=448, stride=224, mode="slide", rule="threshold",
-            threshold=0.5, synonyms="max", class_names="groupvit",
+            threshold=MODEL_THRESHOLD, synonyms="max", class_names="groupvit",
             harness={
                 "score": "softmax over classes of group-token x text similarity x learned logit scale (<= 100), "
                 "restricted to the image's top-5 classes; each pixel takes its group's scores",
@@ -387,7 +390,7 @@ SPEC_VALUES: tuple[ProtocolSpec, ...] = (
         reference="SCLIP's evaluation (mmseg 1.1.1 configs/cfg_*.py, clip_segmentor.py)",
         values=dict(
             short_side=336, max_long_side=2048, window=224, stride=112, mode="slide", rule="background-class",
-            threshold=0.5, synonyms="max", class_names="sclip",
+            threshold=MODEL_THRESHOLD, synonyms="max", class_names="sclip",
             harness={
                 "score": "softmax over all queries of patch-text cosine x logit_scale, cosines averaged over "
                 "windows, a class's probability = the max over its synonyms",
@@ -438,7 +441,7 @@ SPEC_VALUES: tuple[ProtocolSpec, ...] = (
         reference="NACLIP's evaluation, reported setting (test_all.sh ... on: PAMR on; SCLIP's harness otherwise)",
         values=dict(
             short_side=336, max_long_side=2048, window=224, stride=112, mode="slide", rule="background-class",
-            threshold=0.5, synonyms="max", class_names="sclip", refine="pamr",
+            threshold=MODEL_THRESHOLD, synonyms="max", class_names="sclip", refine="pamr",
             harness={
                 "score": "softmax over all queries of patch-text cosine x logit_scale (40), cosines averaged "
                 "over windows, PAMR on the cosines at the image size, a class's probability = max over synonyms",
