@@ -218,11 +218,52 @@ def test_resume_from_a_checkpoint_ends_where_a_straight_run_ends(trained: Path, 
     shutil.copytree(trained / "checkpoint-3", interrupted / "checkpoint-3")
     assert main(["train", "--dataset", str(dataset), "--output-dir", str(interrupted), *TRAIN,
                  "--resume_from_checkpoint", str(interrupted / "checkpoint-3")]) == 0
-    straight = load_file(trained / "checkpoint-6" / "model.safetensors")
-    resumed = load_file(interrupted / "checkpoint-6" / "model.safetensors")
+    _assert_same_run(interrupted, trained)
+
+
+def _records(folder: Path) -> tuple[dict, list]:
+    """What a run records (its summary, its logged losses), without the wall-clock figures."""
+    summary = json.loads((folder / "training_summary.json").read_text())
+    for key in ("wall_time_seconds", "train_runtime_seconds"):
+        summary.pop(key)
+    summary["validation"] = {k: v for k, v in summary["validation"].items() if "runtime" not in k
+                             and "per_second" not in k and "preparation" not in k}
+    state = json.loads((folder / "checkpoint-6" / "trainer_state.json").read_text())
+    logged = [{k: v for k, v in entry.items() if k != "learning_rate"} for entry in state["log_history"]
+              if "loss" in entry]
+    return summary, logged
+
+
+def _assert_same_run(resumed_folder: Path, straight_folder: Path) -> None:
+    """Bit-identical weights and the same records as the uninterrupted run."""
+    straight = load_file(straight_folder / "checkpoint-6" / "model.safetensors")
+    resumed = load_file(resumed_folder / "checkpoint-6" / "model.safetensors")
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=name)
+    summary, logged = _records(resumed_folder)
+    straight_summary, straight_logged = _records(straight_folder)
+    # checkpoint-3 lies between the log lines of steps 2 and 4: step 4's loss averages steps 3 and 4
+    assert logged == straight_logged
+    assert summary["final_losses"] == straight_summary["final_losses"]
+    assert summary["mean_loss"] == pytest.approx(straight_summary["mean_loss"], rel=1e-6)
+    assert summary["global_steps"] == straight_summary["global_steps"] == 6
+    assert summary["validation"] == straight_summary["validation"]
+    assert {p.name for p in resumed_folder.glob("checkpoint-*")} <= {"checkpoint-3", "checkpoint-6"}
+
+
+def test_a_kill_during_the_final_save_resumes_without_an_extra_step(trained: Path, dataset: Path, tmp_path: Path):
+    # checkpoint-6 holds the last step; the model folder itself was never written
+    interrupted = tmp_path / "model"
+    interrupted.mkdir()
+    shutil.copytree(trained / "checkpoint-6", interrupted / "checkpoint-6")
+    assert main(["train", "--dataset", str(dataset), "--output-dir", str(interrupted), *TRAIN,
+                 "--resume_from_checkpoint", str(interrupted)]) == 0
+    assert not (interrupted / "checkpoint-7").exists()
+    _assert_same_run(interrupted, trained)
+    straight = load_file(trained / "model.safetensors")
+    for name, value in load_file(interrupted / "model.safetensors").items():
+        torch.testing.assert_close(value, straight[name], rtol=0, atol=0, msg=name)
 
 
 def test_two_processes_split_the_rows_and_write_one_model(dataset: Path, tmp_path: Path):

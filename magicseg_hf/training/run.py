@@ -245,6 +245,7 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
     import torch
 
     from magicseg_hf.training.collator import MagicSegCollator
+    from magicseg_hf.training.resume import finished_checkpoint_state
     from magicseg_hf.training.trainer import MagicSegTrainer
 
     vocabulary = data.vocabulary
@@ -265,7 +266,22 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         num_vocabulary_classes=len(vocabulary),
         processing_class=processor,
     )
-    result = trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)
+    finished = finished_checkpoint_state(arguments.resume_from_checkpoint)
+    if finished is None:
+        result = trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)
+        runtime = result.metrics.get("train_runtime", 0.0)
+    else:
+        # A kill during the final save left a checkpoint with the last step: load it, take no step more.
+        from transformers import TrainerState
+
+        logger.info("%s already holds the last step (%d): saving its model without training further",
+                    arguments.resume_from_checkpoint, finished["global_step"])
+        trainer._load_from_checkpoint(arguments.resume_from_checkpoint)
+        trainer.state = TrainerState.load_from_json(str(Path(arguments.resume_from_checkpoint) / "trainer_state.json"))
+        sums = trainer._running_sums()
+        recorded = finished.get("stateful_callbacks", {}).get(type(sums).__name__, {}).get("attributes", {})
+        trainer._run_loss_total = float(recorded.get("total_loss", 0.0)) + float(recorded.get("partial_loss", 0.0))
+        runtime = 0.0
     metrics = trainer.evaluate() if data.validation is not None else {}
     model.set_vocabulary(vocabulary)
     trainer.save_model(arguments.output_dir)
@@ -273,7 +289,9 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         processor.save_pretrained(arguments.output_dir)
     history = trainer.state.log_history
     # The last logged step's losses; a run shorter than --logging_steps logged none: its mean loss.
-    last = next((entry for entry in reversed(history) if "loss" in entry), {"loss": round(result.training_loss, 4)})
+    mean_loss = trainer.run_mean_loss()
+    fallback = {"loss": None if mean_loss is None else round(mean_loss, 4)}
+    last = next((entry for entry in reversed(history) if "loss" in entry), fallback)
     return {
         "datasets": data.describe(),
         "vocabulary_size": len(vocabulary),
@@ -283,8 +301,9 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         "training_arguments": json.loads(arguments.to_json_string()),
         "global_steps": trainer.state.global_step,
         "num_processes": arguments.world_size,
-        "train_runtime_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
+        "train_runtime_seconds": round(runtime, 1),
         "final_losses": {k: last.get(k) for k in ("loss", "focal_loss", "dice_loss", "counterfactual_loss")},
+        "mean_loss": fallback["loss"],  # over every step of the run, a resumed one's included
         "validation": {k: v for k, v in metrics.items() if k.startswith("eval_")},
         "bad_label_pixels": train_collator.bad_label_pixels,
         "package_versions": _versions(),

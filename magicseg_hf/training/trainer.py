@@ -34,6 +34,7 @@ from transformers import Trainer, TrainerCallback
 from magicseg_hf.errors import MagicSegError
 from magicseg_hf.labels import IGNORE_LABEL, NONE_LABEL, UNKNOWN
 from magicseg_hf.modeling.inference_clip_open_seg import DEFAULT_THRESHOLD, apply_threshold
+from magicseg_hf.training.resume import ResumableRecordsMixin
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def hide_hub_token(arguments: Any) -> Any:
     return arguments
 
 
-class MagicSegTrainer(Trainer):
+class MagicSegTrainer(ResumableRecordsMixin, Trainer):
     """The Trainer of ``CLIPForOpenSegmentation`` on MagicSeg pairs.
 
     Args (beyond ``transformers.Trainer``'s):
