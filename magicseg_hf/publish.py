@@ -39,6 +39,8 @@ from magicseg_hf import __version__, hub_access
 from magicseg_hf.cards import render_dataset_card, render_model_card
 from magicseg_hf.cards.model import CONFIG_FILE, RESULTS_GLOB, TRAINING_SUMMARY_FILE
 from magicseg_hf.errors import InputError, MagicSegError, first_line
+from magicseg_hf.export.check import export_published_files, is_export_folder
+from magicseg_hf.export.core import render_export_card_for
 from magicseg_hf.folder import DatasetFolder
 from magicseg_hf.predict import model_type_problem
 from magicseg_hf.schema import CARD_FILE, DATA_DIR, VOCABULARY_FILE
@@ -146,7 +148,9 @@ def push_dataset_folder(
     (:func:`magicseg_hf.validate.validate_dataset_folder`). Then creates the repo (and branch
     ``revision``) if needed and makes one commit with the shards, ``vocabulary.txt``,
     ``generation.json``, the pictures and the card (rendered with ``repo_id`` in its examples),
-    deleting remote shards the folder no longer has. Nothing is written into ``folder``; a push
+    deleting remote shards the folder no longer has. A ``magicseg export`` folder (``export.json``)
+    is checked by :func:`magicseg_hf.export.check.check_export_folder` and published with all its
+    files (``id2label.json`` included) and its own card. Nothing is written into ``folder``; a push
     that fails half-way can simply be re-run. ``reachability_timeout`` and ``hub_timeout`` bound
     the waiting (see the module's docstring).
     """
@@ -162,8 +166,14 @@ def push_dataset_folder(
             f"{report.problems[0]}); run `magicseg validate {dataset.root}`"
         )
 
-    files = dataset.published_files()
-    card_bytes = str(render_dataset_card(dataset, repo_id=repo_id)).encode("utf-8")
+    if is_export_folder(dataset.root):  # `magicseg export`: every file as written (card, id2label.json...)
+        files = [name for name in export_published_files(dataset.root) if name != CARD_FILE]
+        card_bytes = render_export_card_for(dataset.root, repo_id)
+        stale_patterns = (f"{DATA_DIR}/*", "img_dir/*", "ann_dir/*")
+    else:
+        files = dataset.published_files()
+        card_bytes = str(render_dataset_card(dataset, repo_id=repo_id)).encode("utf-8")
+        stale_patterns = (f"{DATA_DIR}/*",)
     operations: list[Any] = [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card_bytes)]
     operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(dataset.root / name)) for name in files]
     return _commit(
@@ -171,7 +181,7 @@ def push_dataset_folder(
         DATASET_KIND,
         operations,
         files=[CARD_FILE, *files],
-        is_stale=lambda name: fnmatch.fnmatch(name, f"{DATA_DIR}/*"),
+        is_stale=lambda name: any(fnmatch.fnmatch(name, pattern) for pattern in stale_patterns),
         token=token,
         private=private,
         revision=revision,
@@ -262,7 +272,7 @@ def folder_kind(folder: str | Path) -> str:
     if not root.is_dir():
         raise InputError(f"{root} is not a folder")
     is_model = (root / CONFIG_FILE).is_file()
-    is_dataset = (root / DATA_DIR).is_dir() or (root / VOCABULARY_FILE).is_file()
+    is_dataset = (root / DATA_DIR).is_dir() or (root / VOCABULARY_FILE).is_file() or is_export_folder(root)
     if is_model and is_dataset:
         raise InputError(
             f"{root} holds both a model ({CONFIG_FILE}) and a dataset ({DATA_DIR}/, {VOCABULARY_FILE}); "

@@ -20,6 +20,9 @@
   size, ``configs`` data files matching the shards, and the pictures it shows exist;
 - ``datasets.load_dataset(DIR, streaming=True)`` returns exactly the folder's schema and decodes a row.
 
+A ``magicseg export`` folder (``export.json``) is checked as one instead
+(:func:`magicseg_hf.export.check.check_export_folder`).
+
 The folder is read through :class:`~magicseg_hf.folder.DatasetFolder` (its shard naming rule, its
 vocabulary and ``generation.json`` readers).
 """
@@ -42,6 +45,7 @@ from huggingface_hub import DatasetCard
 
 from magicseg_hf.cards import size_category
 from magicseg_hf.errors import InputError, first_line
+from magicseg_hf.export.check import check_export_folder, is_export_folder
 from magicseg_hf.folder import (
     SHARD_NAME_FORM,
     DatasetFolder,
@@ -418,6 +422,13 @@ def validate_dataset_folder(
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
     report = ValidationReport(folder=folder, max_problems=max_problems)
+    if is_export_folder(folder):  # a `magicseg export` folder: global labels, its own layout
+        check = check_export_folder(folder, check_loading=check_loading)
+        for problem in check.problems:
+            report.add(problem)
+        report.num_rows, report.num_shards, report.num_classes = check.num_rows, check.num_shards, check.num_classes
+        report.notes.append(f"a `magicseg export --format {check.format}` folder (global label ids), checked as one")
+        return report
     dataset = DatasetFolder(folder)
     shards = _check_files(dataset, report)
     vocabulary = _read_vocabulary(dataset, report)

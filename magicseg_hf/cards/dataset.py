@@ -55,6 +55,8 @@ DATASET_CARD_TEMPLATE = "dataset_card.md"
 HISTOGRAM_TOP_K = 20
 #: Vocabulary classes named in the card's "no row" sentence before "and N more".
 MISSING_CLASSES_SHOWN = 20
+#: The command the card's first lines name for a global-label view of the folder (``label`` is per row).
+EXPORT_COMMAND = "magicseg export DIR --format semantic --output-dir OUT"
 #: Vocabulary names the card spells out in capitals ("the LVIS vocabulary").
 SHIPPED_VOCABULARY_NAMES = frozenset({"lvis", "voc", "voc20", "context", "context59", "coco", "coco80"})
 
@@ -63,7 +65,8 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "id": "unique row id, stable across resumed runs",
     "image": "the positive image (shows the target classes)",
     "counterfactual_image": "the same scene without the target classes",
-    "label": 'mode "L" label map: 0 background, i = `classes[i-1]`, 255 unknown (reserved)',
+    "label": 'mode "L" label map, per row: 0 background, i = `classes[i-1]`, 255 unknown (reserved); '
+             "`magicseg export --format semantic` gives global ids",
     "classes": "target classes in label-id order, each an exact vocabulary line",
     "prompt": "the prompt of the positive image",
     "counterfactual_prompt": "the prompt of the counterfactual image (classes removed)",
@@ -289,6 +292,8 @@ class DatasetCardValues:
     class_score_license: str | None
     citation: str
     paper_url: str = PAPER_URL
+    #: The card's first lines point to the global-label export (``label`` is per row).
+    export_command: str = EXPORT_COMMAND
     vocabulary_file: str = VOCABULARY_FILE
     generation_file: str = GENERATION_FILE
 
