@@ -476,8 +476,11 @@ def window_logits_stream(
 # ----------------------------------------------------------------------------------------------------------
 # Scores and the decision
 # ----------------------------------------------------------------------------------------------------------
-def chunk_probabilities(item: _Pending[Any], start: int, stop: int, output_size: tuple[int, int]) -> torch.Tensor:
-    """Queries `start:stop` of one image: `(c, H, W)` window-averaged sigmoid probabilities at `output_size`."""
+def chunk_probabilities(
+    item: _Pending[Any], start: int, stop: int, output_size: tuple[int, int], sigmoid: bool = True
+) -> torch.Tensor:
+    """Queries `start:stop` of one image: `(c, H, W)` window-averaged sigmoid probabilities at `output_size`
+    (`sigmoid=False`: the window logits themselves averaged, as the training-free CLIP harnesses average cosines)."""
     height, width = item.size
     padded_height, padded_width = item.pixel_values.shape[-2:]
     first = item.window_logits[0]
@@ -487,11 +490,12 @@ def chunk_probabilities(item: _Pending[Any], start: int, stop: int, output_size:
     shapes = {(bottom - top, right - left) for top, left, bottom, right in item.boxes}
     if len(shapes) == 1:  # slide mode: every window one size, upsampled in one call
         stacked = torch.stack([logits[start:stop] for logits in item.window_logits])  # (n, c, gh, gw)
-        windows = F.interpolate(stacked, size=shapes.pop(), mode="bilinear", align_corners=False).sigmoid_()
+        windows = F.interpolate(stacked, size=shapes.pop(), mode="bilinear", align_corners=False)
+        windows = windows.sigmoid_() if sigmoid else windows
     else:
         windows = [
-            F.interpolate(logits[None, start:stop], size=(bottom - top, right - left), mode="bilinear",
-                          align_corners=False)[0].sigmoid_()
+            _maybe_sigmoid(F.interpolate(logits[None, start:stop], size=(bottom - top, right - left),
+                                         mode="bilinear", align_corners=False)[0], sigmoid)
             for (top, left, bottom, right), logits in zip(item.boxes, item.window_logits)
         ]  # fmt: skip
     for (top, left, bottom, right), window in zip(item.boxes, windows):  # window: (c, h_w, w_w), as `forward`
@@ -505,6 +509,10 @@ def chunk_probabilities(item: _Pending[Any], start: int, stop: int, output_size:
     return probabilities
 
 
+def _maybe_sigmoid(logits: torch.Tensor, sigmoid: bool) -> torch.Tensor:
+    return logits.sigmoid_() if sigmoid else logits
+
+
 def decide(
     item: _Pending[Any],
     queries: Queries,
@@ -513,11 +521,16 @@ def decide(
     score_budget: int = DEFAULT_SCORE_BUDGET,
     refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     excluded: frozenset[int] = frozenset(),
+    softmax_scale: float | None = None,
 ) -> SegmentationResult:
-    """The decision for one image, a chunk of queries at a time (see the module docstring)."""
+    """The decision for one image, a chunk of queries at a time (see the module docstring).
+
+    `softmax_scale`: None (this model's sigmoids), or the training-free harnesses' score: window logits averaged,
+    resized (and refined), then `softmax(logits x softmax_scale)` over all queries at once (one chunk).
+    """
     positions = queries.positions.to(item.pixel_values.device)  # (Q,)
     height, width = output_size
-    chunk = classes_per_chunk(len(queries), height * width, score_budget)
+    chunk = classes_per_chunk(len(queries), height * width, score_budget) if softmax_scale is None else len(queries)
     guide = None
     if refine is not None:
         real = item.pixel_values[:, : item.size[0], : item.size[1]]
@@ -526,9 +539,11 @@ def decide(
     best_position = torch.full((height, width), NO_CLASS, dtype=torch.long, device=item.pixel_values.device)
     for start in range(0, len(queries), chunk):
         stop = min(start + chunk, len(queries))
-        probabilities = chunk_probabilities(item, start, stop, output_size)  # (c, H, W)
+        probabilities = chunk_probabilities(item, start, stop, output_size, softmax_scale is None)  # (c, H, W)
         if guide is not None:
             probabilities = refine(guide, probabilities[None])[0]
+        if softmax_scale is not None:
+            probabilities = (probabilities * softmax_scale).softmax(dim=0)
         if excluded:  # dropped classes' probabilities are 0 everywhere (SCLIP's area_thd)
             dropped = torch.tensor([int(p) in excluded for p in positions[start:stop].tolist()], device=positions.device)
             probabilities[dropped] = 0.0
@@ -540,7 +555,7 @@ def decide(
         # Areas of the argmax before the threshold, background wins left out; one pass, as SCLIP does.
         small = small_classes(best_position, decision.area_threshold)
         if small:
-            return decide(item, queries, decision, output_size, score_budget, refine, frozenset(small))
+            return decide(item, queries, decision, output_size, score_budget, refine, frozenset(small), softmax_scale)
     best_position = apply_threshold(best_position, best_score, decision.threshold)
     return SegmentationResult(labels=best_position, scores=best_score.clamp(min=0.0))
 
@@ -572,6 +587,7 @@ def segment_images(
     window_batch_size: int = DEFAULT_WINDOW_BATCH_SIZE,
     score_budget: int = DEFAULT_SCORE_BUDGET,
     refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    softmax_scale: float | None = None,
 ) -> Iterator[tuple[T, SegmentationResult]]:
     """Segment a stream of images: `(payload, RGB PIL image)` in, `(payload, SegmentationResult)` out, in order.
 
@@ -586,6 +602,9 @@ def segment_images(
         score_budget: probabilities held at once per chunk of classes.
         refine: optional `(guide (1, 3, H, W), probabilities (1, c, H, W)) -> (1, c, H, W)` (e.g. PAMR), applied
             at the output size before the decision.
+        softmax_scale: None (default: per-class sigmoids averaged over windows), or the training-free CLIP
+            harnesses' score (SCLIP, NACLIP, ClearCLIP): the model's window logits (cosines) averaged over windows,
+            resized, refined, then a softmax over all queries of `logits x softmax_scale`.
     """
     geometry = geometry or InferenceGeometry.from_config(model.config)
     decision = decision or Decision()
@@ -602,7 +621,7 @@ def segment_images(
     )
     for item in stream:
         output_size = (item.image.height, item.image.width)
-        result = decide(item, queries, decision, output_size, score_budget, refine)
+        result = decide(item, queries, decision, output_size, score_budget, refine, softmax_scale=softmax_scale)
         yield item.payload, result
 
 

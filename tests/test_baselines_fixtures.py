@@ -1,0 +1,123 @@
+"""The training-free methods against their reference code (fixture made by tests/fixtures/baselines/make_fixtures.py).
+
+Patch logits within 1e-4 of the reference's ``forward_feature`` (square window and a non-square input, ViT-B/16-
+and ViT-L/14-shaped tiny CLIPs); label maps of the whole pipeline (windows merged, resized, PAMR for NACLIP,
+softmax, synonyms, area threshold, probability threshold) identical, on a VOC21-type (background words) and a
+Context59-type (no background) question.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from magicseg_hf.evaluation.methods import TrainingFreeCLIP, gaussian_neighbourhood
+from magicseg_hf.evaluation.refine import pamr
+from magicseg_hf.modeling.inference_clip_open_seg import Decision, InferenceGeometry, Queries, segment_images
+
+FIXTURE = Path(__file__).parent / "fixtures" / "baselines"
+PARAMETERS = json.loads((FIXTURE / "parameters.json").read_text())
+ARRAYS = dict(np.load(FIXTURE / "reference_outputs.npz"))
+MEAN = tuple(v / 255 for v in PARAMETERS["mean"])
+STD = tuple(v / 255 for v in PARAMETERS["std"])
+METHODS = ("maskclip", "sclip", "clearclip", "naclip")
+
+_MODELS: dict[tuple[str, int], TrainingFreeCLIP] = {}
+
+
+def model_for(method: str, patch: int) -> TrainingFreeCLIP:
+    from transformers import CLIPModel
+
+    if (method, patch) not in _MODELS:
+        clip = CLIPModel.from_pretrained(FIXTURE / f"tiny_clip_p{patch}").eval()
+        _MODELS[(method, patch)] = TrainingFreeCLIP(clip, method).eval()
+    return _MODELS[(method, patch)]
+
+
+def normalised(image: np.ndarray) -> torch.Tensor:
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float()
+    return (pixels / 255.0 - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+
+
+PATCH_CASES = [case for case in PARAMETERS["cases"] if case["kind"] == "patch_logits"]
+PIPELINE_CASES = [case for case in PARAMETERS["cases"] if case["kind"] == "pipeline"]
+
+
+def test_fixture_covers_every_method_both_patch_sizes_and_nonsquare_inputs() -> None:
+    keys = {case["key"] for case in PATCH_CASES}
+    for method in METHODS:
+        for patch in (16, 14):
+            assert f"{method}/p{patch}/voc21/nonsquare" in keys
+        assert f"{method}/p16/voc21/pipeline" in {case["key"] for case in PIPELINE_CASES}
+    # the pipeline label maps are not degenerate: at least two labels in every case
+    for case in PIPELINE_CASES:
+        assert sum(count > 0 for count in case["label_counts"]) >= 2, case["key"]
+
+
+@pytest.mark.parametrize("case", PATCH_CASES, ids=[case["key"] for case in PATCH_CASES])
+def test_patch_logits_match_reference(case: dict) -> None:
+    method, patch_name, benchmark, _ = case["key"].split("/")
+    model = model_for(method, int(patch_name[1:]))
+    image = ARRAYS[case["image"]]
+    queries = torch.from_numpy(ARRAYS[f"queries/{benchmark}"])
+    ours = model.mask_logits(normalised(image)[None], queries)[0]  # (Q, h, w)
+    reference = torch.from_numpy(ARRAYS[case["key"] + "/patch_logits"])
+    assert ours.shape == reference.shape
+    difference = (ours - reference).abs().max().item()
+    assert difference < 1e-4, f"{case['key']}: largest difference {difference:.2e}"
+
+
+@pytest.mark.parametrize("case", PIPELINE_CASES, ids=[case["key"] for case in PIPELINE_CASES])
+def test_pipeline_labels_match_reference(case: dict) -> None:
+    method, _, benchmark, _ = case["key"].split("/")
+    settings = case["settings"]
+    lines = case["lines"]
+    model = model_for(method, 16)
+    image = ARRAYS[case["image"]]
+    embeds = torch.from_numpy(ARRAYS[f"queries/{benchmark}"])  # reference order: line by line
+    has_background = benchmark == "voc21"
+    owners = [i for i, line in enumerate(lines) for _ in line]
+    # ours: classes first (position = line - 1 with background), background queries last (-1)
+    if has_background:
+        order = [q for q, owner in enumerate(owners) if owner > 0] + [q for q, owner in enumerate(owners) if owner == 0]
+        positions = [owners[q] - 1 if owners[q] > 0 else -1 for q in order]
+        names = tuple(line[0] for line in lines[1:])
+        background = tuple(lines[0])
+    else:
+        order = list(range(len(owners)))
+        positions = owners
+        names = tuple(line[0] for line in lines)
+        background = ()
+    queries = Queries(embeds[order], torch.tensor(positions), names, background)
+    whole = settings["crop"] == 0
+    geometry = InferenceGeometry(
+        short_side=settings["short"], max_long_side=2048, window=settings["short"] if whole else settings["crop"],
+        stride=settings["stride"] if not whole else settings["short"], mode="whole" if whole else "slide",
+    )
+    threshold = settings["prob_thd"] or None
+    if has_background:
+        decision = Decision("background-class", threshold, settings.get("area_thd"))
+    else:
+        decision = Decision("argmax", None, settings.get("area_thd"))
+    (_, result), = list(segment_images(
+        model, [(0, Image.fromarray(image))], queries, geometry, decision, MEAN, STD,
+        refine=pamr if settings.get("pamr_steps") else None, softmax_scale=settings["logit_scale"],
+    ))  # fmt: skip
+    labels = result.labels + 1 if has_background else result.labels  # -1 -> background 0
+    reference = torch.from_numpy(ARRAYS[case["key"] + "/labels"].astype(np.int64))
+    mismatched = int((labels != reference).sum())
+    assert mismatched == 0, f"{case['key']}: {mismatched} of {reference.numel()} pixels differ"
+
+
+def test_naclip_neighbourhood_is_a_gaussian_of_patch_distance() -> None:
+    bias = gaussian_neighbourhood(3, 4, std=5.0)  # (13, 13)
+    assert bias.shape == (13, 13)
+    assert torch.all(bias[0] == 0) and torch.all(bias[:, 0] == 0)
+    assert bias[1, 1] == 1.0
+    # patch (0, 0) -> patch (2, 3): squared distance 13
+    assert torch.isclose(bias[1, 1 + 2 * 4 + 3], torch.exp(torch.tensor(-13 / 50.0)))
