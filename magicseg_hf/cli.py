@@ -8,8 +8,10 @@ flags and runs live beside the code they drive (:mod:`magicseg_hf.generation.run
 answer without importing torch. :class:`~magicseg_hf.errors.MagicSegError` (bad input, a model
 that cannot be loaded, an unreachable Hub) becomes one line on stderr and exit status 2; anything
 else is a bug and keeps its traceback. Every verb runs inside
-:func:`magicseg_hf.hub_access.redacted_logging`: no log line of any library shows the credentials
-of ``HF_ENDPOINT`` or a known token.
+:func:`magicseg_hf.hub_access.redacted_logging` and :func:`magicseg_hf.console.guarded_output`: no
+log line, warning, progress bar or traceback of any library shows the credentials of
+``HF_ENDPOINT`` or a known token, and what stderr would show before a verb's checks pass is dropped
+when the input is refused (bad input prints one line).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from magicseg_hf import hub_access
+from magicseg_hf import console, hub_access
 from magicseg_hf.errors import MagicSegError
 
 logger = logging.getLogger("magicseg_hf")
@@ -163,9 +165,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+_HANDLERS: list[logging.Handler] = []
+
+
 def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig, but the handler is ours to remove at the end
+        handler = logging.StreamHandler(sys.stderr)  # the command's guarded stderr
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(level)
+        _HANDLERS.append(handler)
     logging.getLogger("magicseg_hf").setLevel(level)
     # transformers reads TRANSFORMERS_VERBOSITY when first imported: set it instead of importing it here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -173,6 +184,13 @@ def _setup_logging(verbose: bool) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+
+
+def _close_logging_handlers() -> None:
+    """Remove the handler :func:`_setup_logging` added (it writes to this command's stderr guard)."""
+    root = logging.getLogger()
+    while _HANDLERS:
+        root.removeHandler(_HANDLERS.pop())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,20 +201,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra  # a verb that takes another library's flags (train: TrainingArguments) parses them
-    _setup_logging(args.verbose)
-    try:
-        # Every log record of the run, whichever library makes it, has its credentials redacted.
-        with hub_access.redacted_logging():
-            return int(args.func(args) or 0)
-    except MagicSegError as error:
-        sys.stderr.write(f"magicseg {args.verb}: error: {hub_access.redact(str(error))}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"magicseg {args.verb}: interrupted\n")
-        return 130
+    # Every log record and every write to stdout/stderr, whichever library makes it, has its
+    # credentials redacted; stderr is held back until the verb's checks pass (console.py).
+    with console.guarded_output() as held_stderr:
+        _setup_logging(args.verbose)
+        try:
+            with hub_access.redacted_logging():
+                return int(args.func(args) or 0)
+        except MagicSegError as error:
+            held_stderr.discard()  # bad input prints one line: not the INFO lines and bars before it
+            sys.stderr.write(f"magicseg {args.verb}: error: {error}\n")
+            return 2
+        except KeyboardInterrupt:
+            sys.stderr.write(f"magicseg {args.verb}: interrupted\n")
+            return 130
+        finally:
+            _close_logging_handlers()
 
 
 def console_main() -> None:
     """The ``magicseg`` console script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.excepthook = console.redacting_excepthook  # a bug's traceback is printed with secrets redacted
     sys.exit(main())

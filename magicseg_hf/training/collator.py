@@ -14,13 +14,16 @@ gathered per row, so no text-encoder forward happens during training.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.labels import MAX_CLASSES_PER_CALL, UNKNOWN, dataset_to_model_labels
 from magicseg_hf.seeding import derive_seed, seeded_random
 from magicseg_hf.training.transforms import AugmentationSettings, PairTransform
@@ -30,6 +33,8 @@ logger = logging.getLogger(__name__)
 #: Seed namespaces of the collator's draws.
 NEGATIVES_STREAM = "magicseg-train-negatives"
 AUGMENT_STREAM = "magicseg-train-augment"
+#: Unreadable rows named in the log; later ones are counted only.
+MAX_NAMED_SKIPS = 5
 #: The "epoch" of evaluation batches: fixed negatives, the same at every evaluation.
 EVAL_EPOCH = "eval"
 
@@ -96,6 +101,8 @@ class MagicSegCollator:
         self.fixed_negatives = fixed_negatives
         self.epoch: int | str = EVAL_EPOCH if fixed_negatives else 0
         self.bad_label_pixels = 0
+        self.skipped_rows = 0
+        self.skipped_row_ids: list[str] = []
         self._warned = False
 
     def set_epoch(self, epoch: int) -> None:
@@ -119,10 +126,14 @@ class MagicSegCollator:
         for row in rows:
             row_id, classes = str(row["id"]), list(row["classes"])
             ids = self.classes_for(row_id, classes)
+            try:
+                image, counterfactual, label = self._decode(row)
+            except UnreadableRow as error:
+                self._skip(row_id, str(error))
+                continue
             seed = derive_seed(AUGMENT_STREAM, self.seed, row_id, self.epoch)
-            counterfactual = row.get("counterfactual_image") if self.counterfactual else None
-            self._count_bad_labels(np.asarray(row["label"]), len(classes), row_id)
-            image, counterfactual, label = self.transform(row["image"], counterfactual, row["label"], seed)
+            self._count_bad_labels(np.asarray(label), len(classes), row_id)
+            image, counterfactual, label = self.transform(image, counterfactual, label, seed)
             label = label.numpy()
             kept = min(len(classes), self.num_classes)
             positions = {class_id: class_id - 1 for class_id in range(1, kept + 1)}
@@ -131,6 +142,11 @@ class MagicSegCollator:
             if counterfactual is not None:
                 counterfactuals.append(counterfactual)
             class_ids.append(ids)
+        if not pixels:
+            raise InputError(
+                f"every row of a batch is unreadable (rows {', '.join(repr(str(r['id'])) for r in rows)}): "
+                "check the dataset with `magicseg validate`"
+            )
         ids = torch.tensor(class_ids, dtype=torch.long)  # (B, K)
         batch = {
             "pixel_values": torch.stack(pixels),
@@ -141,6 +157,33 @@ class MagicSegCollator:
         if counterfactuals:
             batch["counterfactual_pixel_values"] = torch.stack(counterfactuals)
         return batch
+
+    def _decode(self, row: dict[str, Any]) -> tuple[Image.Image, Image.Image | None, Image.Image]:
+        """The row's image, counterfactual (None when not used) and label, read in full and checked
+        to be the same size.
+
+        Raises:
+            UnreadableRow: a picture that cannot be decoded, or pictures of different sizes.
+        """
+        image = _read_picture(row["image"], "image")
+        label = _read_picture(row["label"], "label")
+        counterfactual = None
+        if self.counterfactual:
+            counterfactual = _read_picture(row.get("counterfactual_image"), "counterfactual_image")
+        sizes = {"image": image.size, "label": label.size}
+        if counterfactual is not None:
+            sizes["counterfactual_image"] = counterfactual.size
+        if len(set(sizes.values())) > 1:
+            raise UnreadableRow("sizes differ: " + ", ".join(f"{k} {w}x{h}" for k, (w, h) in sizes.items()))
+        return image, counterfactual, label
+
+    def _skip(self, row_id: str, reason: str) -> None:
+        """Leave an unreadable row out of its batch: counted (``skipped_rows``), the first few named."""
+        self.skipped_rows += 1
+        if self.skipped_rows <= MAX_NAMED_SKIPS:
+            self.skipped_row_ids.append(row_id)
+            more = " (further unreadable rows are counted silently)" if self.skipped_rows == MAX_NAMED_SKIPS else ""
+            logger.warning("skipping row %r: %s%s", row_id, reason, more)
 
     def _count_bad_labels(self, label: np.ndarray, num_row_classes: int, row_id: str) -> None:
         """Label values naming no class of the row (not 0, 1..n or 255): counted (in the dataset's
@@ -155,6 +198,31 @@ class MagicSegCollator:
                 "row %r has %d label pixels with values outside its %d classes; they are ignored "
                 "(further rows like it are counted silently)", row_id, bad, num_row_classes,
             )
+
+
+class UnreadableRow(ValueError):
+    """A row whose pictures cannot be decoded or do not fit each other."""
+
+
+def _read_picture(value: Any, column: str) -> Image.Image:
+    """A row's picture, read in full: a PIL image, or a stored cell (``{"bytes", "path"}``) that the
+    training data leaves undecoded so that a corrupt one is caught here, per row."""
+    if value is None:
+        raise UnreadableRow(f"{column} is missing")
+    try:
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                value = Image.open(io.BytesIO(value["bytes"]))
+            elif value.get("path"):
+                value = Image.open(value["path"])
+            else:
+                raise UnreadableRow(f"{column} holds no picture")
+        value.load()
+    except UnreadableRow:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UnreadableRow(f"{column} cannot be decoded ({first_line(error)})") from error
+    return value
 
 
 def _processor_size(image_processor: Any) -> int:

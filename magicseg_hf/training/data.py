@@ -9,6 +9,7 @@ rows name. Several sources are concatenated, their vocabularies merged in order.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 #: Columns the collator reads.
 REQUIRED_COLUMNS = ("id", "image", "counterfactual_image", "label", "classes")
+#: Columns read undecoded: the collator decodes them per row and skips a corrupt row.
+PICTURE_COLUMNS = ("image", "counterfactual_image", "label")
 
 
 @dataclass
@@ -48,6 +51,24 @@ def _load_rows(source: str, streaming: bool) -> Any:
         raise InputError(f"--dataset {source!r} cannot be read: {first_line(error)}") from error
 
 
+def _check_local_shards(source: str) -> None:
+    """Every parquet shard of a local dataset folder has a readable footer (a truncated copy or a
+    shard cut short by a full disk does not): checked before ``datasets`` reads it, naming the file."""
+    import pyarrow.parquet as pq
+
+    folder = DatasetFolder(source)
+    if not folder.exists():
+        return
+    for path in folder.shard_paths():
+        try:
+            pq.ParquetFile(path)
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise InputError(
+                f"--dataset {source!r}: {path} is not a readable parquet shard ({first_line(error)}); "
+                "check the folder with `magicseg validate`"
+            ) from error
+
+
 def _source_vocabulary(source: str) -> list[str] | None:
     """The source's vocabulary.txt, or None when it has none."""
     folder = DatasetFolder(source)
@@ -63,7 +84,7 @@ def _source_vocabulary(source: str) -> list[str] | None:
 
 
 def load_training_data(
-    sources: Sequence[str],
+    sources: Sequence[str] | str,
     vocabulary: str | None = None,
     validation_size: float = 0.05,
     seed: int = 0,
@@ -72,7 +93,7 @@ def load_training_data(
     """Read ``sources`` and split off a validation set.
 
     Args:
-        sources: dataset folders or Hub dataset repo ids.
+        sources: dataset folders or Hub dataset repo ids (one may be given as a plain string).
         vocabulary: a shipped vocabulary name or a file; default the sources' own.
         validation_size: fraction (< 1) or number (>= 1) of rows held out (0: none).
         seed: the split's seed.
@@ -86,16 +107,21 @@ def load_training_data(
 
     from magicseg_hf.generation.vocabulary import load_vocabulary
 
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [os.fspath(sources)]  # one source, not a sequence of its characters
     if not sources:
         raise InputError("no --dataset given: pass a MagicSeg dataset folder or Hub repo")
     parts, described, merged = [], [], []
     for source in sources:
+        _check_local_shards(source)
         rows = _load_rows(source, streaming)
         columns = list(rows.features or {}) if rows.features is not None else []
         missing = [c for c in REQUIRED_COLUMNS if columns and c not in columns]
         if missing:
             raise InputError(f"--dataset {source!r} lacks the columns {missing} (a MagicSeg dataset has {list(REQUIRED_COLUMNS)})")
         rows = rows.select_columns(list(REQUIRED_COLUMNS))
+        for column in PICTURE_COLUMNS:  # decoded by the collator, row by row (a corrupt one is skipped)
+            rows = rows.cast_column(column, datasets.Image(decode=False))
         own = _source_vocabulary(source)
         merged += [name for name in (own or []) if name not in merged]
         described.append({"source": source, "rows": None if streaming else len(rows), "vocabulary": len(own or [])})

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from magicseg_hf.console import checks_passed
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.hub_access import register_secret
 from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults
@@ -212,6 +213,7 @@ def train(config: TrainConfig, training_arguments: Any, given_flags: Sequence[st
         config.dataset, vocabulary=config.vocabulary, validation_size=config.validation_size,
         seed=training_arguments.seed, streaming=config.streaming,
     )
+    checks_passed()  # settings and data are read: the terminal shows the run from here on (console.py)
     model, processor = _build_model(config, training_arguments.seed)
     summary = _fit(config, training_arguments, data, model, processor)
     summary["wall_time_seconds"] = round(time.perf_counter() - start, 1)
@@ -244,7 +246,7 @@ def _build_model(config: TrainConfig, seed: int) -> tuple[Any, Any]:
 def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: Any) -> dict[str, Any]:
     import torch
 
-    from magicseg_hf.training.collator import MagicSegCollator
+    from magicseg_hf.training.collator import MAX_NAMED_SKIPS, MagicSegCollator
     from magicseg_hf.training.resume import finished_checkpoint_state
     from magicseg_hf.training.trainer import MagicSegTrainer
 
@@ -306,6 +308,10 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         "mean_loss": fallback["loss"],  # over every step of the run, a resumed one's included
         "validation": {k: v for k, v in metrics.items() if k.startswith("eval_")},
         "bad_label_pixels": train_collator.bad_label_pixels,
+        # rows left out of their batch because a picture could not be decoded or sizes differ
+        # (counted in this process: with --dataloader_num_workers > 0 the workers' counts are not seen)
+        "skipped_rows": train_collator.skipped_rows + eval_collator.skipped_rows,
+        "skipped_row_ids": (train_collator.skipped_row_ids + eval_collator.skipped_row_ids)[:MAX_NAMED_SKIPS],
         "package_versions": _versions(),
     }
 
