@@ -39,6 +39,10 @@ from magicseg_hf.presets import (
 )
 
 COUNTERFACTUAL_MODES = ("prompt", "inpaint", "paper")
+#: Where the pairs come from: the diffusion models, or drawn scenes (:mod:`magicseg_hf.generation.procedural`).
+SOURCES = ("diffusion", "procedural")
+#: Picture side of --source procedural when --height/--width are not given.
+PROCEDURAL_SIZE = 128
 #: Counterfactual modes that load the inpainting model.
 INPAINTING_MODES = ("inpaint",)
 PROMPT_BACKENDS = ("template", "transformers", "openai")
@@ -80,6 +84,15 @@ class GenerationConfig:
     seed: int = _f(0, "Master seed: attempt k uses a seed derived from (seed, k).")
     max_classes_per_prompt: int = _f(
         2, f"Each prompt names 1..this many classes (paper: 1-2; at most {MAX_CLASSES_PER_PROMPT})."
+    )
+    source: str = _f(
+        "diffusion", "Where the pairs come from: diffusion (prompts -> diffusion model -> detector + SAM) or "
+        f"procedural (drawn scenes of named objects with exact labels, no model; {PROCEDURAL_SIZE} px by default).",
+        choices=SOURCES,
+    )
+    context_bias: float = _f(
+        0.0, "--source procedural: probability in [0, 1] that an object sits on its class's own context "
+        "texture (0: the context is independent of the class)."
     )
     preset: str = _f(
         "paper", "Component set: 'paper' (the published models), 'quality' (current models: FLUX.1, "
@@ -245,7 +258,20 @@ class GenerationConfig:
         high = 1.0 if self.max_mask_area is None else self.max_mask_area
         if not 0.0 <= low < high <= 1.0:
             raise InputError(f"need 0 <= --min-mask-area < --max-mask-area <= 1 (got {low}, {high})")
+        if not math.isfinite(self.context_bias) or not 0.0 <= self.context_bias <= 1.0:
+            raise InputError(f"--context-bias must be a probability in [0, 1] (got {self.context_bias})")
+        if self.context_bias and self.source != "procedural":
+            raise InputError(f"--context-bias applies to --source procedural (got --source {self.source})")
+        if self.source == "procedural":
+            for name in ("height", "width"):
+                value = getattr(self, name)
+                if value is not None and value < 32:
+                    raise InputError(f"--{name} must be at least 32 for --source procedural (got {value})")
+            if self.height is not None and self.width is not None and self.height != self.width:
+                raise InputError(f"--source procedural draws square pictures: --height must equal --width "
+                                 f"(got {self.height} x {self.width})")
         choices = {
+            "source": SOURCES,
             "counterfactual": COUNTERFACTUAL_MODES,
             "dtype": DTYPES,
             "preset": PRESETS,
@@ -296,9 +322,14 @@ class GenerationConfig:
                 fill(key, value)
         fill_model("detector_model", detector_model_for(preset, values["detector"]))
         fill_model("segmenter_model", segmenter_model_for(preset, values["segmenter"]))
+        if values.get("source") == "procedural":  # drawn pictures: their own size, not the generator's
+            fill("height", PROCEDURAL_SIZE)
+            fill("width", PROCEDURAL_SIZE)
         info = diffusion_model_info(values["diffusion_model"], values["diffusion_model_revision"])
         small = preset == "tiny" or is_tiny(values["diffusion_model"])
         for key, value in info.family.defaults(tiny=small).items():
+            if values.get("source") == "procedural" and key in ("height", "width"):
+                continue
             fill(key, value)
         fill_model(
             "inpainting_model",

@@ -81,6 +81,8 @@ from magicseg_hf.generation.components import (
 )
 from magicseg_hf.generation.config import GenerationConfig
 from magicseg_hf.generation.names import bare_name
+from magicseg_hf.generation.procedural import SOURCE as PROCEDURAL
+from magicseg_hf.generation.procedural import ProceduralEngine, procedural_record
 from magicseg_hf.generation.prompts import sample_class_sets
 from magicseg_hf.generation.vocabulary import resolve_classes
 from magicseg_hf.generation.writer import (
@@ -145,7 +147,7 @@ def _generation_record(config: GenerationConfig, models: ModelsRecord) -> dict[s
     return {
         "config": config.to_dict(),
         "models": models,
-        "diffusion": diffusion_record(config),
+        "diffusion": procedural_record(config) if config.source == PROCEDURAL else diffusion_record(config),
         "package_version": __version__,
         "library_versions": _library_versions(),
         "summary": None,
@@ -488,7 +490,8 @@ def generate(
         config = _saved_settings(folder, resume)
     config = config.resolved()  # the one resolution: everything below reads this config
     vocabulary = resolve_classes(config.classes, config.vocabulary)
-    models = models_record(config)
+    procedural = config.source == PROCEDURAL  # drawn scenes: no model to load or check
+    models = {} if procedural else models_record(config)
     check_device(config.device)
     state = _process_state()
     lock = FolderLock(folder, what="--output-dir")
@@ -504,10 +507,12 @@ def generate(
         found = _check_output_dir(folder, config, resume)  # again: no other run can change it now
         if found.state == _COMPLETE:
             return _complete_summary(folder, found.saved)
-        check_models(config, models)
+        if not procedural:
+            check_models(config, models)
         device = _run_device(config, state)
         store = ShardStore(folder.root)
-        parts = _checked_components(config, vocabulary, device) if _needs_attempts(store, config) else None
+        needed = not procedural and _needs_attempts(store, config)
+        parts = _checked_components(config, vocabulary, device) if needed else None
         state.wait_for_everyone()  # every process has checked everything before anyone writes
         generation = _generation_record(config, models)
         if state.is_main_process:
@@ -542,7 +547,9 @@ def _run(config: GenerationConfig, vocabulary: list[str], folder: DatasetFolder,
     """Every process's part of :func:`generate` once the folder is set up: its shards, then the
     first process's finalisation. ``parts`` is None when no attempt is left to make."""
     prompt_cache = _PromptCache(folder, enabled=config.prompt_backend != "template")
-    engine = _Engine(config, vocabulary, parts, prompt_cache) if parts is not None else None
+    engine: _Engine | ProceduralEngine | None = _Engine(config, vocabulary, parts, prompt_cache) if parts is not None else None
+    if config.source == PROCEDURAL:
+        engine = ProceduralEngine(config, vocabulary)
     store = ShardStore(folder.root)
     shard_size, batch_size = config.shard_size, config.batch_size
     max_attempts, target = config.max_attempts, config.num_pairs
