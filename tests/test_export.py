@@ -377,3 +377,40 @@ def test_export_python_api_refuses_unknown_format(source, tmp_path):
         export_dataset(source, tmp_path / "x", format="voc")
     assert not (tmp_path / "x").exists()
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_an_export_being_written_is_refused(source, tmp_path):
+    from magicseg_hf.folder import FolderLock
+
+    out = tmp_path / "busy"
+    with FolderLock(out):
+        with pytest.raises(InputError, match="being written by another magicseg run"):
+            export_dataset(source, out, progress=False)
+    assert [p.name for p in out.iterdir()] == []
+
+
+def test_interrupted_mmseg_export_resumes_with_the_same_splits(source, tmp_path, monkeypatch):
+    straight = export_dataset(source, tmp_path / "straight", format="mmseg", val_fraction=0.4, progress=False)
+    real = export_core._write_mmseg_shard
+    calls = []
+
+    def dies_on_third_shard(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export_core, "_write_mmseg_shard", dies_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        export_dataset(source, tmp_path / "resumed", format="mmseg", val_fraction=0.4, progress=False)
+    monkeypatch.setattr(export_core, "_write_mmseg_shard", real)
+    resumed = export_dataset(source, tmp_path / "resumed", format="mmseg", val_fraction=0.4, progress=False)
+    assert resumed.resumed and resumed.shards_converted == 1
+    assert resumed.splits == straight.splits
+    for kind in ("img_dir", "ann_dir"):
+        for split in ("train", "val"):
+            names = sorted(p.name for p in (tmp_path / "straight" / kind / split).iterdir())
+            assert names == sorted(p.name for p in (tmp_path / "resumed" / kind / split).iterdir())
+    # Another val fraction is another export: without --overwrite the folder is refused.
+    with pytest.raises(InputError, match="--overwrite"):
+        export_dataset(source, tmp_path / "resumed", format="mmseg", val_fraction=0.2, progress=False)

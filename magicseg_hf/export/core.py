@@ -631,6 +631,10 @@ def export_dataset(
     action, done = _plan_output(out, src, state, overwrite)
 
     lock = FolderLock(out, what="export folder")
+    holder = lock.active_holder() if out.is_dir() else None
+    if holder is not None:
+        raise InputError(f"--output-dir {out} is being written by another magicseg run ({holder.describe()}); "
+                         "wait for it to finish, then run the same export again")
     lock.acquire()
     try:
         if action == "overwrite":
