@@ -69,6 +69,13 @@ def test_bad_settings_fail_when_the_builder_is_made(tmp_path):
         MagicSeg(cache_dir=str(tmp_path), **{**TINY, "classes": None, "vocabulary": "nope"})
 
 
+def test_an_unknown_configuration_name_is_refused(tmp_path):
+    # datasets would make a config of any name: a typo must not silently run with the defaults
+    with pytest.raises(ValueError, match="unknown configuration 'tiny'.*'default'"):
+        MagicSeg(cache_dir=str(tmp_path), config_name="tiny", **TINY)
+    assert MagicSeg(cache_dir=str(tmp_path), config_name="default", **TINY).config.name == "default"
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """One tiny generation through the builder (shared by the end-to-end tests below)."""

@@ -40,6 +40,9 @@ from magicseg_hf.schema import DATASET_FEATURES
 
 logger = logging.getLogger(__name__)
 
+#: The builder's one configuration name (datasets' default).
+DEFAULT_CONFIG = "default"
+
 _DESCRIPTION = (
     "Synthetic open-world segmentation data made from class names with the MagicSeg method: "
     "positive and counterfactual diffusion images with detector + SAM pixel labels."
@@ -118,6 +121,17 @@ class MagicSeg(datasets.GeneratorBasedBuilder):
             homepage=PAPER_URL,
             citation=PAPER_CITATION,
         )
+
+    def _create_builder_config(self, config_name: Any = None, custom_features: Any = None, config_id: Any = None,
+                               **config_kwargs: Any) -> Any:
+        # datasets makes a config of any name it is given when the builder lists none: a mistyped
+        # name would run with the defaults. This builder has one configuration; its settings are keywords.
+        if config_name not in (None, DEFAULT_CONFIG):
+            raise ValueError(
+                f"unknown configuration {config_name!r}: the MagicSeg builder has one, {DEFAULT_CONFIG!r}; "
+                "pass the generation settings as keyword arguments (classes=[...], num_pairs=..., preset=...)"
+            )
+        return super()._create_builder_config(config_name, custom_features, config_id, **config_kwargs)
 
     @property
     def generation_dir(self) -> Path:
