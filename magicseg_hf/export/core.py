@@ -533,16 +533,19 @@ def render_export_card(out: Path, record: dict[str, Any], vocabulary: Sequence[s
             "```python",
             "import json",
             "from datasets import load_dataset",
+            "from huggingface_hub import hf_hub_download",
             f'dataset = load_dataset("{ref}", split="train")',
-            f'id2label = {{int(k): v for k, v in json.load(open("{ID2LABEL_FILE}")).items()}}',
+            f'path = hf_hub_download("{ref}", "{ID2LABEL_FILE}", repo_type="dataset")',
+            "id2label = {int(k): v for k, v in json.load(open(path)).items()}  # as the recipe reads it",
             "```",
         ]
     else:
+        splits = ", ".join(f"{count} {name}" for name, count in (record.get("splits") or {}).items())
         lines += [
             "## Use",
             "",
             "`img_dir/{train,val}/*.jpg` and `ann_dir/{train,val}/*.png` (same file stem = same row; the split "
-            f"is chosen by a hash of the row id, {record.get('splits')}). `{MMSEG_CONFIG_FILE}` holds the class "
+            f"is chosen by a hash of the row id: {splits}). `{MMSEG_CONFIG_FILE}` holds the class "
             "list, the palette and the dataset settings for mmsegmentation's `BaseSegDataset`.",
         ]
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
