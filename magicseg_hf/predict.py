@@ -538,6 +538,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Segment ``args.image`` and report; returns 0. Bad input raises :class:`InputError` first."""
+    from magicseg_hf.console import checks_passed
     from magicseg_hf.folder import atomic_write_json
     from magicseg_hf.loading import load_open_seg
 
@@ -556,6 +557,7 @@ def run(args: argparse.Namespace) -> int:
     model, processor = load_open_seg(args.model)
     model.to(device)
     logger.info("loaded %s on %s", args.model, device)
+    checks_passed()  # images, outputs and model are read: the terminal shows the rest (console.py)
 
     start = time.perf_counter()
     predictions = predict_images(
