@@ -113,7 +113,7 @@ def test_overrides_replace_values_and_are_recorded():
         ({"threshold": 1.5}, r"threshold must lie in \[0, 1\] \(got 1.5\)"),
         ({"rule": "none"}, r"rule must be one of threshold, background-class, argmax \(got 'none'\)"),
         ({"window": 1024, "stride": 512}, r"window 1024 is larger than the resized image's short side 512"),
-        ({"class_names": "mine"}, r"class_names must be benchmark or one of groupvit, sclip, zegclip \(got 'mine'\)"),
+        ({"class_names": "mine"}, r"class_names must be benchmark or one of clearclip, groupvit, sclip, zegclip \(got 'mine'\)"),
         ({"flip": True}, r"cannot override flip"),
     ],
 )
@@ -123,7 +123,7 @@ def test_bad_overrides_say_what_was_expected(overrides, message):
 
 
 def test_unknown_protocol():
-    with pytest.raises(InputError, match=r"unknown protocol 'clip' \(expected one of zegclip, groupvit, sclip, naclip\)"):
+    with pytest.raises(InputError, match=r"unknown protocol 'clip' \(expected one of zegclip, groupvit, sclip, naclip, clearclip\)"):
         get_protocol("clip")
 
 
@@ -151,7 +151,7 @@ def test_window_counts_you_can_predict():
 
 
 def test_every_named_protocol_is_listed():
-    assert list(PROTOCOLS) == ["zegclip", "groupvit", "sclip", "naclip"]
+    assert list(PROTOCOLS) == ["zegclip", "groupvit", "sclip", "naclip", "clearclip"]
 
 
 def test_importing_the_evaluation_package_imports_neither_torch_nor_evaluate():

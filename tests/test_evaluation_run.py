@@ -364,7 +364,7 @@ def _resize_a_label(data: Path) -> None:
         (["--benchmark", "voc21", "--data-dir", "{data}", "--overlays", "2"], _ignore_every_pixel,
          "voc21: no labelled pixel in 2 images"),
         (["--benchmark", "ade20k", "--data-dir", "{data}"], None, "unknown benchmark 'ade20k'"),
-        (["--benchmark", "voc21", "--data-dir", "{data}", "--protocol", "mmseg"], None, "unknown protocol 'mmseg' (expected one of zegclip, groupvit, sclip, naclip)"),
+        (["--benchmark", "voc21", "--data-dir", "{data}", "--protocol", "mmseg"], None, "unknown protocol 'mmseg' (expected one of zegclip, groupvit, sclip, naclip, clearclip)"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--window", "30"], None, "multiple of the model's patch size 8"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--stride", "64"], None, "stride must not exceed window"),
         (["--benchmark", "voc21", "--data-dir", "{data}", "--batch-size", "0"], None, "--batch-size must be a positive"),

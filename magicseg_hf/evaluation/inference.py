@@ -152,6 +152,8 @@ class BenchmarkPredictor:
         tokenizer: the CLIP tokenizer (default: the model's).
         refine: None or ``pamr``.
         batch_size: sliding windows per forward (across images).
+        softmax_scale: None (the trained model's sigmoids) or a training-free method's logit scale: window
+            cosines averaged, then a softmax over all queries (see ``segment_images``).
     """
 
     def __init__(
@@ -164,6 +166,7 @@ class BenchmarkPredictor:
         tokenizer: Any = None,
         refine: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        softmax_scale: float | None = None,
     ) -> None:
         if refine is not None and refine not in REFINEMENTS:
             raise InputError(f"refine must be one of {', '.join(REFINEMENTS)} (got {refine!r})")
@@ -180,6 +183,7 @@ class BenchmarkPredictor:
         self.image_std = tuple(float(v) for v in image_std)
         self.refine = refine
         self.batch_size = batch_size
+        self.softmax_scale = softmax_scale
         try:
             self.encoded = Queries.encode(
                 model, queries.classes, queries.background, synonyms=queries.synonyms, tokenizer=tokenizer
@@ -201,10 +205,28 @@ class BenchmarkPredictor:
         protocol: Protocol,
         refine: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        method: str = "magicseg",
+        threshold: float | None = None,
     ) -> BenchmarkPredictor:
-        """A predictor of ``benchmark``'s classes (the protocol's class-name file where it has one)."""
+        """A predictor of ``benchmark``'s classes (the protocol's class-name file where it has one).
+
+        ``method``: ``magicseg`` (a CLIPForOpenSegmentation, the protocol's rule for it) or a training-free one
+        (``model`` a :class:`~magicseg_hf.evaluation.methods.TrainingFreeCLIP`; ``processor`` anything with
+        ``image_mean``/``image_std``): the harness's softmax score, ``prob_thd`` (or ``threshold``), area
+        threshold and logit scale (:meth:`Protocol.training_free_score`).
+        """
         class_lines = protocol.class_lines(benchmark)
-        queries = class_queries(class_lines, benchmark.has_background, protocol.decision(benchmark), protocol.synonyms)
+        softmax_scale = None
+        if method == "magicseg":
+            decision = protocol.decision(benchmark)
+        else:
+            score = protocol.training_free_score(benchmark, method, threshold)
+            softmax_scale = score["logit_scale"]
+            try:
+                decision = Decision(score["rule"], score["threshold"], score["area_threshold"])
+            except ValueError as error:
+                raise InputError(str(error)) from None
+        queries = class_queries(class_lines, benchmark.has_background, decision, protocol.synonyms)
         image_processor = getattr(processor, "image_processor", processor)
         return cls(
             model,
@@ -215,6 +237,7 @@ class BenchmarkPredictor:
             tokenizer=getattr(processor, "tokenizer", None),
             refine=refine if refine is not None else protocol.refine,
             batch_size=batch_size,
+            softmax_scale=softmax_scale,
         )
 
     def predict(self, samples: Iterable[Any]) -> Iterator[tuple[Any, np.ndarray]]:
@@ -230,6 +253,7 @@ class BenchmarkPredictor:
             self.image_std,
             window_batch_size=self.batch_size,
             refine=_pamr if self.refine == "pamr" else None,
+            softmax_scale=self.softmax_scale,
         )
         for sample, result in stream:
             labels = self.label_table[result.labels]  # (H, W): -1 indexes the last entry (background)

@@ -44,26 +44,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from magicseg_hf.errors import InputError
+from magicseg_hf.errors import InputError, ModelLoadError
+from magicseg_hf.evaluation.protocols import (
+    DEFAULT_PROTOCOLS,
+    METHODS,
+    TRAINING_FREE_METHODS,
+    check_method,
+)
 from magicseg_hf.evaluation.templates import OPENAI_IMAGENET_TEMPLATES
 
-#: Every method ``magicseg evaluate --method`` knows; ``magicseg`` is the trained CLIPForOpenSegmentation.
-METHODS = ("magicseg", "maskclip", "sclip", "clearclip", "naclip")
-#: The training-free ones (run on a plain CLIPModel).
-TRAINING_FREE_METHODS = ("maskclip", "sclip", "clearclip", "naclip")
-#: Each method's published protocol (harness) by default.
-DEFAULT_PROTOCOLS = {
-    "magicseg": "zegclip", "maskclip": "clearclip", "sclip": "sclip", "clearclip": "clearclip", "naclip": "naclip",
-}  # fmt: skip
 #: NACLIP's Gaussian standard deviation (patches): NACLIP@0cac3a6:naclip.py:21 (gaussian_std=5.).
 NACLIP_GAUSSIAN_STD = 5.0
-
-
-def check_method(method: str) -> str:
-    """``method`` if known, else InputError listing the known ones."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
-    return method
+#: OpenAI CLIP's normalisation, for a CLIP checkpoint saved without an image processor.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def reference_position_embeddings(weight: torch.Tensor, rows: int, cols: int, square_pixels: bool) -> torch.Tensor:
@@ -243,14 +237,65 @@ def methods_for_model_type(model_type: str | None) -> tuple[str, ...]:
     return ()
 
 
+def check_checkpoint(model_id: str, revision: str | None, method: str) -> str:
+    """The checkpoint's ``model_type`` when it can run ``method``; otherwise one line (ModelLoadError for a model
+    that is not CLIP, InputError for a method this CLIP checkpoint cannot run, naming those it can)."""
+    from transformers import AutoConfig
+
+    from magicseg_hf.hub_access import check_model_available
+    from magicseg_hf.loading import load_errors
+
+    check_method(method)
+    check_model_available(model_id, revision, "model")
+    with load_errors(model_id, "model"):
+        model_type = getattr(AutoConfig.from_pretrained(model_id, revision=revision), "model_type", None)
+    allowed = methods_for_model_type(model_type)
+    if not allowed:
+        raise ModelLoadError(
+            f"model {model_id!r} is a {model_type!r} model, not a CLIP model (clip) or a CLIPForOpenSegmentation "
+            "(clip_open_seg): no --method runs it"
+        )
+    if method not in allowed:
+        kind = "a CLIPForOpenSegmentation" if model_type == "clip_open_seg" else "a plain CLIP model"
+        raise InputError(
+            f"--method {method} cannot run {model_id!r}, {kind}: it can run --method {' or '.join(allowed)}"
+        )
+    return str(model_type)
+
+
+def load_training_free(
+    model_id: str, method: str, revision: str | None = None
+) -> tuple[TrainingFreeCLIP, tuple[float, ...], tuple[float, ...]]:
+    """``(model, image_mean, image_std)`` for a training-free ``method`` on a CLIPModel checkpoint (folder or
+    Hub id); the image processor's normalisation when the checkpoint has one, else OpenAI CLIP's."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    from magicseg_hf.loading import load_errors
+
+    check_checkpoint(model_id, revision, method)
+    with load_errors(model_id, "CLIP model"):
+        clip = CLIPModel.from_pretrained(model_id, revision=revision).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+    try:
+        processor = CLIPImageProcessor.from_pretrained(model_id, revision=revision)
+        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+    except (OSError, ValueError):
+        mean, std = CLIP_MEAN, CLIP_STD
+    return TrainingFreeCLIP(clip, method, tokenizer=tokenizer).eval(), mean, std
+
+
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
     "DEFAULT_PROTOCOLS",
     "METHODS",
     "NACLIP_GAUSSIAN_STD",
     "TRAINING_FREE_METHODS",
     "TrainingFreeCLIP",
+    "check_checkpoint",
     "check_method",
     "gaussian_neighbourhood",
+    "load_training_free",
     "methods_for_model_type",
     "reference_position_embeddings",
 ]

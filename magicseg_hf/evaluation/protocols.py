@@ -5,7 +5,7 @@ of values that belong to a *harness*, not to a method — how images are resized
 windows slide, which class-name file is queried (background words included), how synonyms
 combine, how background is decided, whether small classes are dropped and whether PAMR refines —
 as that reference codebase sets them, per benchmark. :data:`PROTOCOLS` holds ``zegclip``,
-``groupvit``, ``sclip`` and ``naclip``; every value carries the file and line it was read from
+``groupvit``, ``sclip``, ``naclip`` and ``clearclip``; every value carries the file and line it was read from
 (:attr:`ProtocolSpec.citations`), and :meth:`Protocol.to_dict` writes values, citations and
 overrides into every results file.
 
@@ -52,6 +52,27 @@ OVERRIDABLE = (
     "short_side", "max_long_side", "window", "stride", "mode", "rule", "threshold", "area_threshold",
     "synonyms", "class_names", "refine",
 )  # fmt: skip
+#: Every method ``magicseg evaluate --method`` knows; ``magicseg`` is the trained CLIPForOpenSegmentation, the
+#: others the training-free CLIP segmenters of :mod:`magicseg_hf.evaluation.methods` (kept here: no torch).
+METHODS = ("magicseg", "maskclip", "sclip", "clearclip", "naclip")
+#: The training-free ones (run on a plain CLIPModel).
+TRAINING_FREE_METHODS = ("maskclip", "sclip", "clearclip", "naclip")
+#: Each method's published harness, its protocol by default.
+DEFAULT_PROTOCOLS = {
+    "magicseg": "zegclip", "maskclip": "clearclip", "sclip": "sclip", "clearclip": "clearclip", "naclip": "naclip",
+}  # fmt: skip
+#: A training-free method's own logit scale, used under a protocol whose harness has none (zegclip, groupvit):
+#: SCLIP@b56bd30:clip_segmentor.py:20, NACLIP@0cac3a6:naclip.py:22, ClearCLIP@ad68a40:clearclip_segmentor.py:23.
+METHOD_LOGIT_SCALES = {"maskclip": 50.0, "sclip": 40.0, "clearclip": 50.0, "naclip": 40.0}
+
+
+def check_method(method: str) -> str:
+    """``method`` if known, else InputError listing the known ones."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
+    return method
+
+
 #: Package folder of the class-name files: ``classes/<benchmark>.txt`` (the benchmark's own names) and
 #: ``classes/<harness>/<benchmark>.txt`` (a harness's queries, background words included).
 CLASSES_DIR = Path(__file__).with_name("classes")
@@ -238,6 +259,23 @@ class Protocol:
             )
         return lines
 
+    def training_free_score(self, benchmark: Any, method: str, threshold: float | None = None) -> dict[str, Any]:
+        """How a training-free ``method`` decides under this harness: ``rule`` (``background-class`` where the
+        benchmark has background, else ``argmax``), ``threshold`` (the harness's ``prob_thd`` on the softmax,
+        None where 0 or without background; ``threshold`` overrides it), ``area_threshold`` and
+        ``logit_scale`` (the harness's, else the method's own)."""
+        prob_thd = float(self.harness.get("prob_thd", 0.0)) if threshold is None else float(threshold)
+        if not benchmark.has_background:
+            rule, prob_thd = "argmax", 0.0
+        else:
+            rule = "background-class"
+        return {
+            "rule": rule,
+            "threshold": prob_thd or None,
+            "area_threshold": self.area_threshold,
+            "logit_scale": float(self.harness.get("logit_scale", METHOD_LOGIT_SCALES[method])),
+        }
+
     def decision(self, benchmark: Any) -> Any:
         """The model's :class:`~magicseg_hf.modeling.Decision` for ``benchmark`` (argmax without background)."""
         from magicseg_hf.modeling.inference_clip_open_seg import Decision
@@ -278,6 +316,7 @@ _NACLIP = "sinahmr/NACLIP@0cac3a6"
 _GROUPVIT = "NVlabs/GroupViT@13b7861"
 _ZEGCLIP = "ZiqinZhou66/ZegCLIP@9ba4bb5"
 _MAGICSEG = "ckxhp/magicseg@6d850ad"
+_CLEARCLIP = "mc-lan/ClearCLIP@ad68a40"
 #: SCLIP's and NACLIP's background line on VOC21 and COCO-Object (their class files' first line).
 _STUFF_WORDS_NOTE = "background queried as 26 stuff words (sky, wall, tree, ...), best word wins"
 
@@ -477,6 +516,46 @@ SPEC_VALUES: tuple[ProtocolSpec, ...] = (
                           "short_side": f"{_NACLIP}:configs/cfg_context60.py:15"},
             "coco-object": {"prob_thd": f"{_NACLIP}:configs/cfg_coco_object.py:6",
                             "short_side": f"{_NACLIP}:configs/cfg_coco_object.py:15"},
+        },
+    ),
+    ProtocolSpec(
+        name="clearclip",
+        reference="ClearCLIP's evaluation (mmseg 1.x configs/cfg_*.py, clearclip_segmentor.py); MaskCLIP as this "
+        "harness runs it (model_type MaskCLIP)",
+        values=dict(
+            short_side=448, max_long_side=2048, window=448, stride=224, mode="slide", rule="background-class",
+            threshold=MODEL_THRESHOLD, synonyms="max", class_names="clearclip",
+            harness={
+                "score": "softmax over all queries of patch-text cosine x logit_scale (50), cosines averaged over "
+                "windows, a class's probability = the max over its synonyms",
+                "templates": "the 80 OpenAI ImageNet templates",
+                "logit_scale": 50, "prob_thd": 0.0,
+                "precision": "float16 (model and input); float32 here unless --dtype says otherwise",
+            },
+            model_rule_note=_SOFTMAX_NOTE,
+        ),
+        per_benchmark={
+            "voc21": dict(harness={"prob_thd": 0.5, "background": "queried as 'background'"}),
+            "context60": dict(harness={"prob_thd": 0.15, "background": "queried as 'background'"}),
+            "coco-object": dict(harness={"prob_thd": 0.4, "background": "queried as 'background'"}),
+        },
+        citations={
+            "*": {
+                "short_side": f"{_CLEARCLIP}:configs/cfg_voc21.py:15",
+                "max_long_side": f"{_CLEARCLIP}:configs/cfg_voc21.py:15",
+                "window": f"{_CLEARCLIP}:clearclip_segmentor.py:23",
+                "stride": f"{_CLEARCLIP}:clearclip_segmentor.py:23",
+                "mode": f"{_CLEARCLIP}:clearclip_segmentor.py:23,211-214",
+                "synonyms": f"{_CLEARCLIP}:clearclip_segmentor.py:222-227",
+                "class_names": f"{_CLEARCLIP}:configs/cls_*.txt",
+                "score": f"{_CLEARCLIP}:clearclip_segmentor.py:113-131,216-220",
+                "logit_scale": f"{_CLEARCLIP}:clearclip_segmentor.py:23",
+                "prob_thd": f"{_CLEARCLIP}:clearclip_segmentor.py:23,229-230",
+                "attention": f"{_CLEARCLIP}:open_clip/transformer.py:500-531,589-625",
+            },
+            "voc21": {"prob_thd": f"{_CLEARCLIP}:configs/cfg_voc21.py:6"},
+            "context60": {"prob_thd": f"{_CLEARCLIP}:configs/cfg_context60.py:6"},
+            "coco-object": {"prob_thd": f"{_CLEARCLIP}:configs/cfg_coco_object.py:6"},
         },
     ),
 )

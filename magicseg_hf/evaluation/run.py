@@ -29,12 +29,15 @@ from typing import Any
 
 from magicseg_hf.errors import InputError
 from magicseg_hf.evaluation.protocols import (
+    DEFAULT_PROTOCOLS,
+    METHODS,
     MODES,
     PROTOCOLS,
     REFINEMENTS,
     RULES,
     SYNONYM_RULES,
     Protocol,
+    check_method,
     get_protocol,
 )
 from magicseg_hf.labels import UNKNOWN
@@ -63,10 +66,19 @@ Each value is overridable. See docs/fidelity.md.
   groupvit  short side 448, slide 448/224, background below a threshold
   sclip     short side 336, slide 224/112, SCLIP's class names (background as stuff words)
   naclip    NACLIP's settings (short side 336, slide 224/112 or whole image, PAMR)
+  clearclip ClearCLIP's settings (short side 448, slide 448/224; also MaskCLIP's here)
+
+Methods (--method; default magicseg): magicseg is a trained CLIPForOpenSegmentation; maskclip, sclip,
+clearclip and naclip run any CLIP checkpoint (transformers CLIPModel) training-free, changing its last
+block at inference as the method's reference code does and scoring as its harness does (softmax over
+the queries, its logit scale and probability threshold); each takes its own harness as --protocol by
+default (maskclip: clearclip). See docs/baselines.md.
 
 Example:
   magicseg evaluate --model model --benchmark voc21 --data-dir data --protocol zegclip \\
-      --output results/voc21.json --overlays 8 --update-card"""
+      --output results/voc21.json --overlays 8 --update-card
+  magicseg evaluate --model openai/clip-vit-base-patch16 --method naclip --benchmark voc21 \\
+      --data-dir data --output results/naclip-voc21.json"""
 
 #: Where the run's device may be: ``auto`` is CUDA when available, else the CPU.
 DEVICES = ("auto", "cpu", "cuda")
@@ -88,7 +100,8 @@ class EvaluationConfig:
     data_dir: str | None = None
     revision: str | None = None
     split: str | None = None
-    protocol: str = "zegclip"
+    protocol: str | None = None
+    method: str = "magicseg"
     short_side: int | None = None
     max_long_side: str | None = None
     window: int | None = None
@@ -108,6 +121,15 @@ class EvaluationConfig:
     update_card: bool = False
     device: str = "auto"
     dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_method(self.method)
+        if self.protocol is None:
+            self.protocol = DEFAULT_PROTOCOLS[self.method]
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if self.dtype not in DTYPES:
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
 
     def resolved_protocol(self, benchmark: str | None = None) -> Protocol:
         """The named protocol's values for ``benchmark`` with this run's overrides (InputError for an
@@ -137,7 +159,14 @@ def _benchmark_key(benchmark: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``magicseg evaluate``."""
-    parser.add_argument("--model", required=True, help="A saved CLIPForOpenSegmentation folder or Hub repo id.")
+    parser.add_argument(
+        "--model", required=True,
+        help="A saved CLIPForOpenSegmentation folder or Hub repo id; for a training-free --method, any CLIPModel.",
+    )
+    parser.add_argument(
+        "--method", default="magicseg", metavar="|".join(METHODS),
+        help="magicseg (a trained CLIPForOpenSegmentation) or a training-free method on a CLIP checkpoint.",
+    )
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model.")
     parser.add_argument(
         "--benchmark", required=True, metavar="NAME|DIR",
@@ -146,8 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="Where the benchmark's layout is (see above).")
     parser.add_argument("--split", default=None, help="Split list or folder (default: val; val2017 for coco-object).")
     parser.add_argument(
-        "--protocol", default="zegclip", metavar="|".join(PROTOCOLS),
-        help="Named harness: its resize, windows, class names, synonym rule, background rule and PAMR, per benchmark.",
+        "--protocol", default=None, metavar="|".join(PROTOCOLS),
+        help="Named harness: its resize, windows, class names, synonym rule, background rule and PAMR, per "
+             "benchmark (default: the method's own; zegclip for magicseg).",
     )
     parser.add_argument("--short-side", type=int, default=None, help="Override: short side after resizing (px).")
     parser.add_argument("--window", type=int, default=None, help="Override: sliding-window side (px).")
@@ -162,7 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threshold", type=float, default=None,
-        help="Override: lowest sigmoid probability of the best class; below it a pixel is background.",
+        help="Override: lowest sigmoid probability of the best class (a training-free method: its softmax "
+             "probability, the harness's prob_thd); below it a pixel is background.",
     )
     parser.add_argument(
         "--area-threshold", type=float, default=None,
@@ -266,12 +297,13 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
 
     from magicseg_hf.evaluation.benchmarks import load_benchmark
     from magicseg_hf.evaluation.inference import BenchmarkPredictor
+    from magicseg_hf.evaluation.methods import check_checkpoint
     from magicseg_hf.evaluation.metric import MeanIoUAccumulator
     from magicseg_hf.folder import atomic_write_json, remove_stale_temporaries
-    from magicseg_hf.loading import load_open_seg
 
     start = time.perf_counter()
     protocol, output = _check_settings(config)
+    check_checkpoint(config.model, config.revision, config.method)
     benchmark = load_benchmark(
         config.benchmark, config.data_dir, config.split, config.coco_object_source, config.limit,
         coco_object_unlabeled=config.coco_object_unlabeled,
@@ -280,9 +312,12 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     if num_images == 0:
         raise InputError(f"benchmark {benchmark.name} has no images in split {benchmark.split} under {benchmark.root}")
     device = _resolve_device(config.device)
-    model, processor = load_open_seg(config.model, config.revision)
+    model, processor = load_method_model(config.model, config.revision, config.method)
     model = model.to(device=device, dtype=getattr(torch, config.dtype)).eval()
-    predictor = BenchmarkPredictor.for_benchmark(model, processor, benchmark, protocol, batch_size=config.batch_size)
+    predictor = BenchmarkPredictor.for_benchmark(
+        model, processor, benchmark, protocol, batch_size=config.batch_size, method=config.method,
+        threshold=config.threshold if config.method != "magicseg" else None,
+    )
     logger.info(
         "evaluating %s on %s (%d images, %d labels; %d text queries) with protocol %s: %s",
         config.model, benchmark.name, num_images, benchmark.num_labels, len(predictor.queries.label_ids),
@@ -326,6 +361,21 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
         card = update_model_card(Path(config.model).expanduser(), results)
         logger.info("model card updated: %s", card)
     return results
+
+
+def load_method_model(model_id: str, revision: str | None, method: str) -> tuple[Any, Any]:
+    """``(model, processor)`` for ``method``: a CLIPForOpenSegmentation and its processor (magicseg), or a
+    :class:`~magicseg_hf.evaluation.methods.TrainingFreeCLIP` and its normalisation (the others)."""
+    if method == "magicseg":
+        from magicseg_hf.loading import load_open_seg
+
+        return load_open_seg(model_id, revision)
+    from types import SimpleNamespace
+
+    from magicseg_hf.evaluation.methods import load_training_free
+
+    model, mean, std = load_training_free(model_id, method, revision)
+    return model, SimpleNamespace(image_mean=mean, image_std=std, tokenizer=None)
 
 
 def _percent_text(value: float | None) -> str:
@@ -402,6 +452,7 @@ def results_dict(
     return {
         "format_version": RESULTS_FORMAT_VERSION,
         "complete": True,
+        "method": config.method,
         "mean_iou": mean_iou,
         "mean_iou_percent": None if mean_iou is None else round(100 * mean_iou, 2),
         "mean_accuracy": _number(metrics["mean_accuracy"]),
@@ -410,7 +461,10 @@ def results_dict(
         "protocol": protocol.to_dict(),
         "refine": predictor.refine,
         "decision": queries.decision.to_dict(),
-        "score_averaging": score_averaging,
+        "score_averaging": score_averaging if predictor.softmax_scale is None else (
+            f"window cosines averaged, resized bilinearly, then softmax over all queries of cosine x "
+            f"{predictor.softmax_scale:g} (the training-free harness's score)"
+        ),
         "class_names_digest": queries.digest(),
         "queries": queries.to_dict(),
         "per_class": per_class,
@@ -439,6 +493,8 @@ def card_results_name(results: dict[str, Any]) -> str:
     different settings never overwrite each other's file."""
     protocol = results["protocol"]
     parts = [Path(str(results["benchmark"])).name or "benchmark", str(protocol["name"])]
+    if results.get("method", "magicseg") != "magicseg":  # a training-free baseline beside the model's own
+        parts.append(str(results["method"]))
     if results.get("refine"):
         parts.append(str(results["refine"]))
     if protocol.get("overrides"):
