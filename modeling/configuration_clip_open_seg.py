@@ -110,11 +110,14 @@ class CLIPOpenSegConfig(PreTrainedConfig):
         use_prompt_norm (`bool`, *optional*, defaults to `True`):
             Apply a trainable LayerNorm (`prompt_norm`) to the last encoder layer's tokens before CLIP's frozen
             post-layernorm, as the paper's code does. `False` goes straight to the post-layernorm.
-        drop_path_rate (`float`, *optional*, defaults to 0.1):
+        drop_path_rate (`float`, *optional*, defaults to 0.0):
             Stochastic depth in the frozen vision tower (training only): each residual branch (attention, MLP)
             of encoder layer `i` is dropped per sample with probability `drop_path_rate * i / (num_layers - 1)`,
-            rising linearly from 0 at the first layer to `drop_path_rate` at the last (the rule of the paper's
-            DenseCLIP/ZegCLIP backbone). 0 turns it off.
+            rising linearly from 0 at the first layer to `drop_path_rate` at the last (the rule of the DenseCLIP/
+            ZegCLIP backbone). 0 (the default) turns it off, which is what the paper's released code runs: its
+            config asks for 0.1 and its `ResidualAttentionBlock` builds a `DropPath`, but its `forward` never
+            calls it. With it on, the positive and the counterfactual get independent masks inside the
+            counterfactual term (identical images no longer give a loss of 1).
         decoder_hidden_size (`int`, *optional*, defaults to 512): width of the decoder.
         decoder_num_layers (`int`, *optional*, defaults to 3): cross-attention decoder layers.
         decoder_num_heads (`int`, *optional*, defaults to 8): attention heads of the decoder.
@@ -143,7 +146,7 @@ class CLIPOpenSegConfig(PreTrainedConfig):
     prompt_dropout: float = 0.1
     use_prompt_proj: bool = True
     use_prompt_norm: bool = True
-    drop_path_rate: float = 0.1
+    drop_path_rate: float = 0.0
     decoder_hidden_size: int = 512
     decoder_num_layers: int = 3
     decoder_num_heads: int = 8

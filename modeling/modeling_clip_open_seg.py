@@ -183,9 +183,10 @@ def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> 
 def drop_path_schedule(drop_path_rate: float, num_layers: int) -> list[float]:
     """Per-layer drop probabilities, linear from 0 (first layer) to `drop_path_rate` (last layer).
 
-    This is `torch.linspace(0, drop_path_rate, num_layers)`, the stochastic-depth decay rule of the paper's
+    This is `torch.linspace(0, drop_path_rate, num_layers)`, the stochastic-depth decay rule written in the paper's
     backbone (DenseCLIP/ZegCLIP's CLIP `Transformer`, as in timm's ViT): shallow layers, whose features every later
-    layer builds on, are dropped least.
+    layer builds on, are dropped least. (The released `ResidualAttentionBlock.forward` never applies its
+    `DropPath`, so the paper ran with none: `CLIPOpenSegConfig.drop_path_rate` defaults to 0.)
     """
     if num_layers <= 1:
         return [0.0] * num_layers
@@ -332,6 +333,9 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
     ... )[0]  # (H, W): class position, -1 where no class clears the threshold
     ```
     """
+
+    #: The loss is a per-batch mean that takes no `num_items_in_batch`: the Trainer scales it for accumulation.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: CLIPOpenSegConfig):
         super().__init__(config)
@@ -696,9 +700,9 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
 
         The prompts are `prompt_dropout(prompt_proj(visual_prompts[layer_index]))`. The layer is CLIP's own pre-norm
         block (`x + attn(ln1(x))`, then `x + mlp(ln2(x))`, the same weights and operations as
-        `CLIPEncoderLayer.forward`) written out so that each residual branch passes through `drop_path` with this
-        layer's probability, as the paper's `ResidualAttentionBlock` does; in eval mode it equals
-        `layer(hidden_states, None)` exactly.
+        `CLIPEncoderLayer.forward`) written out so that each residual branch can pass through `drop_path` with this
+        layer's probability (the paper's `ResidualAttentionBlock` builds a `DropPath` but its `forward` skips it, so
+        the default rate is 0); in eval mode, or at rate 0, it equals `layer(hidden_states, None)` exactly.
 
         hidden_states: (B, 1 [+ P] + N, E) -> (B, 1 + P + N, E) once prompting has started.
         """
@@ -792,7 +796,6 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
         labels: torch.Tensor | None = None,
         counterfactual_pixel_values: torch.Tensor | None = None,
         return_dict: bool | None = None,
-        **kwargs: Any,
     ) -> CLIPOpenSegOutput | tuple:
         r"""
         Args:
@@ -808,6 +811,11 @@ class CLIPForOpenSegmentation(CLIPOpenSegPreTrainedModel):
                 a call holds fewer than `none_label` classes (ValueError otherwise).
             counterfactual_pixel_values (`torch.FloatTensor`, same shape as `pixel_values`, *optional*):
                 the counterfactual images (the same scenes without the target classes).
+
+        The loss is a mean over this batch: `focal_loss_weight * focal + dice_loss_weight * dice` (each divided by
+        the batch's number of present masks) `+ counterfactual_loss_weight * counterfactual` (averaged over the
+        pairs). There is no `num_items_in_batch` and no catch-all keyword (a misspelt argument is a TypeError):
+        the Trainer divides the loss by the gradient-accumulation steps itself.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         batch_size, _, height, width = pixel_values.shape

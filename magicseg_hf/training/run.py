@@ -25,7 +25,7 @@ from typing import Any
 from magicseg_hf.console import checks_passed
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.hub_access import register_secret
-from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults
+from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults, training_recipe
 from magicseg_hf.processes import finish_process_group
 from magicseg_hf.training.checks import is_number
 
@@ -249,6 +249,7 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
     from magicseg_hf.training.collator import MAX_NAMED_SKIPS, MagicSegCollator
     from magicseg_hf.training.resume import finished_checkpoint_state
     from magicseg_hf.training.trainer import MagicSegTrainer
+    from magicseg_hf.training.transforms import augmentation_settings
 
     vocabulary = data.vocabulary
     with torch.no_grad():
@@ -256,7 +257,8 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
     counterfactual = model.config.counterfactual_loss_weight > 0
     common = {"processor": processor, "vocabulary": vocabulary, "class_embeds": class_embeds,
               "num_classes": config.num_classes, "seed": arguments.seed}
-    train_collator = MagicSegCollator(**common, augment=True, counterfactual=counterfactual)
+    train_collator = MagicSegCollator(**common, augment=True, counterfactual=counterfactual,
+                                      settings=augmentation_settings(config.preset))
     eval_collator = MagicSegCollator(**common, augment=False, counterfactual=counterfactual, fixed_negatives=True)
     trainer = MagicSegTrainer(
         model=model,
@@ -267,6 +269,7 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         eval_data_collator=eval_collator,
         num_vocabulary_classes=len(vocabulary),
         processing_class=processor,
+        decay_norms_and_biases=training_recipe(config.preset)["decay_norms_and_biases"],
     )
     finished = finished_checkpoint_state(arguments.resume_from_checkpoint)
     if finished is None:

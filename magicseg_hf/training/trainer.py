@@ -17,9 +17,28 @@ What it adds to the plain Trainer, and nothing more:
   negatives from the evaluation collator) and reports mIoU over ``background + vocabulary``
   with the project's metric, streamed batch by batch (``batch_eval_metrics``).
 
-Optimizer and schedule are the Trainer's own (``TrainingArguments``): frozen weights have
-``requires_grad=False`` and so are not in the optimizer, and the Trainer already keeps norms and
-biases out of weight decay, as the paper's code does.
+Optimizer and schedule come from ``TrainingArguments``, with two named options for the released
+recipe (docs/fidelity.md):
+
+- ``decay_norms_and_biases=True`` puts weight decay on every trainable tensor, norms and biases
+  included, as the release does (mmcv's ``DefaultOptimizerConstructor`` matches its ``custom_keys``
+  longest first, so ``backbone``/``head`` win over ``norm``/``ln`` and every tensor keeps
+  ``decay_mult`` 1). ``False`` is the Trainer's default, which keeps norms and biases out of decay.
+  Frozen weights have ``requires_grad=False`` and are in no group either way.
+- ``lr_scheduler_type="polynomial"`` with ``"warmup_times_poly": true`` in ``lr_scheduler_kwargs``
+  runs the release's mmcv schedule (:mod:`magicseg_hf.training.schedule`); without the key, the
+  Trainer's own polynomial schedule.
+
+Gradient clipping is ``--max_grad_norm`` (0 turns it off; the release clips nothing).
+
+Gradient accumulation: the model returns a per-batch mean loss (focal and dice divided by the
+micro-batch's mask count, the counterfactual term averaged over its pairs) and takes no
+``num_items_in_batch``, so :attr:`loss_is_scaled_for_ga` is ``False`` and the Trainer divides each
+micro-batch's loss by the number of accumulation steps: N micro-batches of b rows give the update
+of one batch of N x b rows when the micro-batches hold equal numbers of masks (otherwise each
+micro-batch's masks are weighted by its own count, as the release's per-process normalisation does).
+The logged ``loss`` is then the mean over micro-batches of ``focal_loss_weight x focal_loss +
+dice_loss_weight x dice_loss + counterfactual_loss_weight x counterfactual_loss``, the logged parts.
 """
 
 from __future__ import annotations
@@ -35,6 +54,11 @@ from magicseg_hf.errors import MagicSegError
 from magicseg_hf.labels import IGNORE_LABEL, NONE_LABEL, UNKNOWN
 from magicseg_hf.modeling.inference_clip_open_seg import DEFAULT_THRESHOLD, apply_threshold
 from magicseg_hf.training.resume import ResumableRecordsMixin
+from magicseg_hf.training.schedule import (
+    get_release_schedule,
+    release_schedule_kwargs,
+    wants_release_schedule,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +186,12 @@ class MagicSegTrainer(ResumableRecordsMixin, Trainer):
             defaults to ``data_collator``.
         num_vocabulary_classes: vocabulary size, for the evaluation metric (``background + V`` labels).
         eval_threshold: background threshold of evaluation predictions.
+        decay_norms_and_biases: weight decay on every trainable tensor (the release) instead of the
+            Trainer's default, which exempts norms and biases.
     """
+
+    #: The model's loss is a per-batch mean: the Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
 
     def __init__(
         self,
@@ -170,6 +199,7 @@ class MagicSegTrainer(ResumableRecordsMixin, Trainer):
         eval_data_collator: Any = None,
         num_vocabulary_classes: int | None = None,
         eval_threshold: float = DEFAULT_EVAL_THRESHOLD,
+        decay_norms_and_biases: bool = False,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("compute_metrics") is None and num_vocabulary_classes is not None:
@@ -178,9 +208,31 @@ class MagicSegTrainer(ResumableRecordsMixin, Trainer):
         hide_hub_token(self.args)  # before anything is saved: training_args.bin never holds the token
         self.eval_data_collator = eval_data_collator
         self.eval_threshold = eval_threshold
+        self.decay_norms_and_biases = decay_norms_and_biases
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_steps = 0
         self.add_callback(_EpochToCollator(self))
+
+    # ---- optimizer and schedule ----------------------------------------------------------------
+    def get_decay_parameter_names(self, model: Any) -> list[str]:
+        """Every parameter name with ``decay_norms_and_biases`` (the release), else the Trainer's rule."""
+        if self.decay_norms_and_biases:
+            return [name for name, _ in model.named_parameters()]
+        return super().get_decay_parameter_names(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        """The release's warm-up-times-poly schedule when ``lr_scheduler_kwargs`` ask for it, else the Trainer's."""
+        if self.lr_scheduler is None and wants_release_schedule(
+            self.args.lr_scheduler_type, self.args.lr_scheduler_kwargs
+        ):
+            self.lr_scheduler = get_release_schedule(
+                optimizer if optimizer is not None else self.optimizer,
+                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                num_training_steps=num_training_steps,
+                **release_schedule_kwargs(self.args.lr_scheduler_kwargs),
+            )
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
 
     # ---- training ------------------------------------------------------------------------------
     def compute_loss(
@@ -216,11 +268,14 @@ class MagicSegTrainer(ResumableRecordsMixin, Trainer):
         from magicseg_hf.training.checks import newest_complete_checkpoint
 
         newest = newest_complete_checkpoint(self.args.output_dir)
+        clip = self.args.max_grad_norm
+        remedy = ("lower --learning_rate or clip gradients with --max_grad_norm (e.g. 1.0; this run clipped none)"
+                  if not clip or clip <= 0 else
+                  f"lower --learning_rate or --max_grad_norm (this run clipped at {clip})")
         if newest is None:
-            return (f"no checkpoint was saved in {self.args.output_dir} yet: lower --learning_rate or enable "
-                    "--max_grad_norm and start again with --overwrite")
-        return (f"the newest complete checkpoint, {newest}, is intact: lower --learning_rate or enable "
-                f"--max_grad_norm and resume with --resume_from_checkpoint {newest}")
+            return f"no checkpoint was saved in {self.args.output_dir} yet: {remedy} and start again with --overwrite"
+        return (f"the newest complete checkpoint, {newest}, is intact: {remedy} and resume with "
+                f"--resume_from_checkpoint {newest}")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._component_steps:
