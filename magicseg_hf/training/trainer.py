@@ -36,7 +36,8 @@ micro-batch's mask count, the counterfactual term averaged over its pairs) and t
 ``num_items_in_batch``, so :attr:`loss_is_scaled_for_ga` is ``False`` and the Trainer divides each
 micro-batch's loss by the number of accumulation steps: N micro-batches of b rows give the update
 of one batch of N x b rows when the micro-batches hold equal numbers of masks (otherwise each
-micro-batch's masks are weighted by its own count, as the release's per-process normalisation does).
+micro-batch is normalised by its own mask count, averaged over processes as the release's criterion
+does; the release itself does not accumulate).
 The logged ``loss`` is then the mean over micro-batches of ``focal_loss_weight x focal_loss +
 dice_loss_weight x dice_loss + counterfactual_loss_weight x counterfactual_loss``, the logged parts.
 """

@@ -101,9 +101,10 @@ def _randint(generator: torch.Generator, low: int, high: int) -> int:
 
 
 def resized_size(height: int, width: int, size: int, ratio: float) -> tuple[int, int]:
-    """mmseg ``Resize(img_scale=(4 size, size), ratio_range)`` with ``keep_ratio``: the scale factor that fits
-    the long side in ``4 size ratio`` and the short side in ``size ratio``; returns (height, width)."""
-    long_edge, short_edge = 4 * size * ratio, size * ratio
+    """mmseg ``Resize(img_scale=(4 size, size), ratio_range)`` with ``keep_ratio`` (mmcv ``imrescale``): the scale
+    factor that fits the long side in ``int(4 size ratio)`` and the short side in ``int(size ratio)``, sizes rounded
+    half up; returns (height, width)."""
+    long_edge, short_edge = int(4 * size * ratio), int(size * ratio)  # mmseg's random_sample_ratio truncates
     factor = min(long_edge / max(height, width), short_edge / min(height, width))
     return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
