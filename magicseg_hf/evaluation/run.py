@@ -160,7 +160,12 @@ def _benchmark_key(benchmark: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``magicseg evaluate``."""
     parser.add_argument(
-        "--model", required=True,
+        "--suite", default=None, metavar="SUITE.yaml",
+        help="Run every (model, method) x benchmark cell of a suite file into the folder --output (resumable), "
+             "then write comparison.md and comparison.png there (see magicseg_hf/evaluation/suite.py).",
+    )
+    parser.add_argument(
+        "--model", default=None,
         help="A saved CLIPForOpenSegmentation folder or Hub repo id; for a training-free --method, any CLIPModel.",
     )
     parser.add_argument(
@@ -169,7 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model.")
     parser.add_argument(
-        "--benchmark", required=True, metavar="NAME|DIR",
+        "--benchmark", default=None, metavar="NAME|DIR",
         help="voc21, voc20, context60, context59, coco-object, or a dataset folder written by `magicseg generate`.",
     )
     parser.add_argument("--data-dir", default=None, help="Where the benchmark's layout is (see above).")
@@ -221,7 +226,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=16,
         help="Sliding windows per forward pass (windows of consecutive images share batches).",
     )
-    parser.add_argument("--output", required=True, help="Results file to write (JSON).")
+    parser.add_argument("--output", required=True, help="Results file to write (JSON); with --suite, a folder.")
     parser.add_argument(
         "--overlays", type=int, default=0, metavar="K",
         help="Save image | ground truth | prediction pictures of the first K images beside --output, and "
@@ -237,6 +242,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and write the results file; returns 0."""
+    if getattr(args, "suite", None):
+        from magicseg_hf.evaluation.suite import run_suite
+
+        run_suite(args.suite, args.output)
+        return 0
+    missing = [flag for flag, value in (("--model", args.model), ("--benchmark", args.benchmark)) if value is None]
+    if missing:
+        raise InputError(f"the following arguments are required: {', '.join(missing)} (or --suite SUITE.yaml)")
     names = {item.name for item in dataclasses.fields(EvaluationConfig)}
     config = EvaluationConfig(**{name: getattr(args, name) for name in names})
     evaluate_benchmark(config)
