@@ -18,7 +18,14 @@ resize back, threshold decision at 0.5), as ``magicseg evaluate``, ``magicseg pr
    reset just before the call through ``/proc/self/clear_refs``; ``ru_maxrss`` where there is no ``/proc``), or
    on CUDA ``torch.cuda.max_memory_allocated`` above the memory allocated before it. Goal: peak(1,203) /
    peak(20) < 2 when chunked.
-3. Peak Python-heap memory (tracemalloc) of :class:`~magicseg_hf.evaluation.metric.MeanIoUAccumulator` while it
+4. Training-free methods (``maskclip``, ``sclip``, ``clearclip``, ``naclip``: :mod:`magicseg_hf.evaluation.methods`)
+   through the same ``segment_images`` (their softmax score, ``softmax_scale``): images/s per method with
+   ``--batch-size`` windows per forward vs one window per forward, on a random-weight CLIP (``tiny``: the tiny
+   preset's CLIP, 8 px patches, the windows geometry above; ``paper``: ViT-B/16 built from a config, each
+   method's published geometry: sclip/naclip short side 336, slide 224/112; maskclip/clearclip 448, slide
+   448/224). PAMR (NACLIP's refinement, per image) is left out: it is the same either way. Skip with
+   ``--no-methods``.
+5. Peak Python-heap memory (tracemalloc) of :class:`~magicseg_hf.evaluation.metric.MeanIoUAccumulator` while it
    takes 100 and then 1,000 label maps (each made inside the loop and dropped after its update). Goal: equal
    (the state is per-class totals only).
 
@@ -131,6 +138,7 @@ def segment_seconds(
     window_batch_size: int,
     device: str,
     windows_only: bool = False,
+    softmax_scale: float | None = None,
 ) -> float:
     """Wall time of one ``segment_images`` pass over ``images`` (all results consumed).
 
@@ -153,8 +161,9 @@ def segment_seconds(
             )
         else:
             stream = segment_images(
-                model, enumerate(images), queries, inference_geometry, Decision("threshold", 0.5),
-                OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, window_batch_size=window_batch_size,
+                model, enumerate(images), queries, inference_geometry,
+                Decision("threshold", 0.5 if softmax_scale is None else 0.1),
+                OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, window_batch_size=window_batch_size, softmax_scale=softmax_scale,
             )
         for _ in stream:
             pass
@@ -199,6 +208,59 @@ def bench_windows(args: argparse.Namespace) -> dict[str, Any]:
         "window_stage_speedup": round(medians["one_window_windows"] / medians["batched_windows"], 2),
         "decision_stage_seconds_per_image": round((medians["batched"] - medians["batched_windows"]) / args.images, 4),
     }
+
+
+#: Per training-free method at ``paper`` size: (short_side, window, stride) of its published protocol.
+METHOD_GEOMETRY = {"maskclip": (448, 448, 224), "sclip": (336, 224, 112), "clearclip": (448, 448, 224),
+                   "naclip": (336, 224, 112)}  # fmt: skip
+#: Their logit scales (the harnesses' defaults).
+METHOD_SCALES = {"maskclip": 50.0, "sclip": 40.0, "clearclip": 50.0, "naclip": 40.0}
+
+
+def build_clip(size: str, device: str, dtype: str) -> Any:
+    """A random-weight CLIPModel: the tiny preset's (8 px patches) or ViT-B/16 built from a config."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    if size == "tiny":
+        from magicseg_hf.tiny import tiny_clip
+
+        clip, _ = tiny_clip(seed=0)
+    else:
+        torch.manual_seed(0)
+        clip = CLIPModel(CLIPConfig(vision_config={"patch_size": 16, "image_size": 224}, projection_dim=512))
+    return clip.to(device=device, dtype=getattr(torch, dtype)).eval()
+
+
+def bench_methods(args: argparse.Namespace) -> dict[str, Any]:
+    """Images/s of each training-free method, batched windows vs one window per forward (medians of rounds)."""
+    from magicseg_hf.evaluation.methods import TRAINING_FREE_METHODS, TrainingFreeCLIP
+
+    clip = build_clip(args.size, args.device, args.dtype)
+    queries = random_queries(NUM_QUERIES, clip.config.projection_dim)
+    images = random_images([(args.height, args.width)] * args.images, seed=1)
+    results: dict[str, Any] = {}
+    for method in TRAINING_FREE_METHODS:
+        model = TrainingFreeCLIP(clip, method).eval()
+        values = (args.short_side or WINDOWS_GEOMETRY["tiny"][0], args.window or WINDOWS_GEOMETRY["tiny"][1],
+                  args.stride or WINDOWS_GEOMETRY["tiny"][2]) if args.size == "tiny" else METHOD_GEOMETRY[method]
+        shape = geometry(values)
+        scale = METHOD_SCALES[method]
+        for batch in (args.batch_size, 1):  # warm-up
+            segment_seconds(model, images[:1], queries, shape, batch, args.device, softmax_scale=scale)
+        batched, single = [], []
+        for _ in range(args.rounds):
+            batched.append(segment_seconds(model, images, queries, shape, args.batch_size, args.device,
+                                           softmax_scale=scale))
+            single.append(segment_seconds(model, images, queries, shape, 1, args.device, softmax_scale=scale))
+        b, o = statistics.median(batched), statistics.median(single)
+        results[method] = {
+            "geometry": dict(zip(("short_side", "window", "stride"), values)),
+            "batched_images_per_second": round(len(images) / b, 3),
+            "one_window_images_per_second": round(len(images) / o, 3),
+            "window_batching_speedup": round(o / b, 3),
+        }
+    return results
 
 
 def _reset_peak_rss() -> bool:
@@ -361,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short-side", type=int, help="windows benchmark: override the size's short side")
     parser.add_argument("--window", type=int, help="windows benchmark: override the size's window")
     parser.add_argument("--stride", type=int, help="windows benchmark: override the size's stride")
+    parser.add_argument("--no-methods", dest="methods", action="store_false",
+                        help="skip the training-free methods' images/s")
     parser.add_argument("--no-class-memory", dest="class_memory", action="store_false",
                         help="skip the 1,203 vs 20 classes memory benchmark")
     parser.add_argument("--device", default="cpu")
@@ -397,6 +461,14 @@ def main(argv: list[str] | None = None) -> int:
         f"per-image stage (average, resize back, decide) costs ~{result['decision_stage_seconds_per_image']} s per "
         "image either way"
     )
+
+    if args.methods:
+        methods = bench_methods(args)
+        summary["methods"] = methods
+        for method, run in methods.items():
+            print(f"{args.size} {method} (window {run['geometry']['window']} stride {run['geometry']['stride']}): "
+                  f"batched ({args.batch_size} per forward) {run['batched_images_per_second']} img/s, one window "
+                  f"at a time {run['one_window_images_per_second']} img/s -> x{run['window_batching_speedup']}")
 
     if args.class_memory:
         memory = bench_class_memory(args, [a for a in raw if a != "--quick"])
