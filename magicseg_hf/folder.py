@@ -157,13 +157,31 @@ def check_output_file(path: str | Path, flag: str) -> None:
     target = Path(path).expanduser()
     if target.is_dir():
         raise InputError(f"{flag} must be a file path (got the folder {target})")
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # the nearest existing folder is where the missing ones would be made
-    if not parent.is_dir():
-        raise InputError(f"{flag} {target}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or str(parent.resolve()).startswith(("/proc", "/sys")):
-        raise InputError(f"{flag} {target}: the folder {parent} is not writable")
+    _check_writable_place(target.parent, target, flag)
+
+
+def check_output_folder(path: str | Path, flag: str) -> None:
+    """Refuse, before anything is computed, an output folder that could not be made or written: a
+    file, a path under a file, or a place that is not writable (``/proc``, a read-only mount).
+
+    Raises:
+        InputError: naming ``flag`` and the path.
+    """
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{flag} {target} is a file, not a folder")
+    _check_writable_place(target, target, flag)
+
+
+def _check_writable_place(folder: Path, target: Path, flag: str) -> None:
+    """``folder``, or its nearest existing ancestor (where the missing ones would be made), is a
+    writable folder (root may write anywhere by permission bits, but not under /proc or /sys)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{flag} {target}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or str(folder.resolve()).startswith(("/proc", "/sys")):
+        raise InputError(f"{flag} {target}: the folder {folder} is not writable")
 
 
 def remove_stale_temporaries(path: str | Path) -> int:

@@ -193,6 +193,8 @@ def check_classes(classes: Sequence[str] | None, vocabulary: Sequence[str]) -> l
         if not vocabulary:
             raise InputError("the model has no saved vocabulary: name the classes with --classes")
         classes = vocabulary
+    elif isinstance(classes, str):
+        classes = [classes]  # one class name, not a sequence of its characters
     try:
         return check_class_names(list(classes), what="--classes")
     except ValueError as error:

@@ -103,6 +103,8 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         """Every setting of a call, checked before any image is read."""
         if kwargs:
             raise TypeError(f"unknown arguments for the {TASK} pipeline (got {sorted(kwargs)})")
+        if crop_size is not None and (isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1):
+            raise ValueError(f"crop_size must be a positive integer, the window side in pixels (got {crop_size!r})")
         window = window if window is not None else crop_size
         rule = decision or "threshold"
         if rule == "background-class" and background_labels is None:

@@ -152,6 +152,14 @@ def _check_ranges(arguments: Any, shown: Any) -> None:
     count("per_device_eval_batch_size", 1)
     count("gradient_accumulation_steps", 1)
     count("dataloader_num_workers", 0)
+    strategies = {"save_steps": "save_strategy", "logging_steps": "logging_strategy", "eval_steps": "eval_strategy"}
+    for name, strategy in strategies.items():  # 0 steps would mean "never" under a "steps" strategy
+        value = getattr(arguments, name)
+        if str(getattr(getattr(arguments, strategy), "value", "")) == "steps" and value is not None and not value > 0:
+            raise InputError(
+                f"--{name} must be > 0 with --{strategy} steps (got {shown(name, value)}); "
+                f"use --{strategy} no to turn it off"
+            )
 
 
 def _check_report_to(arguments: Any, shown: Any) -> None:
@@ -203,9 +211,10 @@ def is_number(word: str) -> bool:
 
 # ---- the output folder ------------------------------------------------------------------------------
 def _check_output_dir(config: Any, resume: str | None) -> None:
+    from magicseg_hf.folder import check_output_folder
+
     path = Path(config.output_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--output-dir {str(path)!r} is a file, not a folder")
+    check_output_folder(path, "--output-dir")
     if path.is_dir() and any(path.iterdir()) and not (config.overwrite or resume):
         raise InputError(
             f"--output-dir {str(path)!r} already holds files; pass --resume_from_checkpoint to continue "
