@@ -80,7 +80,13 @@ BAD_SETTINGS = {
     "nan weight decay": (["--weight_decay", "nan"], ["--weight_decay", "nan"]),
     "unknown integration": (["--report_to", "carrier_pigeon"], ["--report_to", "carrier_pigeon"]),
     "lora rank 0": (["--lora-rank", "0"], ["--lora-rank", "0"]),
+    "save steps 0 (never saving)": (["--save_steps", "0"], ["--save_steps", "0", "--save_strategy no"]),
 }
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_up_front(dataset, capsys):
+    code = main(["train", "--dataset", str(dataset), "--output-dir", "/proc/magicseg-run", *FAST, "--max_steps", "2"])
+    assert_refused(code, capsys.readouterr().err, "--output-dir", "/proc", "not writable")
 
 
 @pytest.mark.parametrize("flags,needles", list(BAD_SETTINGS.values()), ids=list(BAD_SETTINGS))
