@@ -1,22 +1,30 @@
-"""``magicseg demo``: the whole chain, offline, on the tiny preset — generate, validate, train,
-evaluate, predict — in a few minutes on a CPU.
+"""``magicseg demo``: two acts, offline, in a few minutes on a CPU.
 
-Everything runs through the same functions as the individual commands. The output folder holds
-what each stage made::
+**Act 1, plumbing** — the MagicSeg generation chain on the tiny random models: generate a small
+training set and a held-out set (random diffusion pictures, labels from a random detector and SAM),
+validate them, train, evaluate, predict. It proves that every stage runs and hands the next one
+what it needs; with random models its numbers mean nothing.
 
-    DIR/dataset/         the generated training set (a dataset folder: load_dataset("DIR/dataset"))
-    DIR/heldout/         a second generated set, never trained on, for evaluation
-    DIR/model/           the trained model (model card, training_summary.json, results-*.json)
-    DIR/results.json     evaluation of the model on DIR/heldout
-    DIR/results-overlay-*.png  image | ground truth | prediction pictures of the evaluation
-    DIR/prediction.png   the model's prediction on one held-out image, with a legend
-    DIR/SUMMARY.md       what each stage made and how long it took
+**Act 2, learning** — the same train / evaluate / predict commands on procedural scenes
+(:mod:`magicseg_hf.generation.procedural`: drawn objects with exact labels): the tiny model is
+trained on one seed's scenes and scored on another seed's (held-out, context bias 0), where the
+numbers mean something.
+
+Everything runs through the same functions as the individual commands. The output folder holds::
+
+    DIR/plumbing/        act 1: dataset/, heldout/, model/, results.json, results-overlay-*.png,
+                         prediction.png, prediction.json
+    DIR/dataset/         act 2: the procedural training scenes (a dataset folder)
+    DIR/heldout/         act 2: held-out procedural scenes (another seed), never trained on
+    DIR/model/           act 2: the trained model (model card, training_summary.json, results-*.json)
+    DIR/results.json     act 2: evaluation of the model on DIR/heldout
+    DIR/results-overlay-*.png  act 2: image | ground truth | prediction pictures of the evaluation
+    DIR/prediction.png   act 2: the model's prediction on one held-out scene (image | truth | prediction)
+    DIR/SUMMARY.md       both acts: what each stage made and how long it took, with the pictures
     DIR/magicseg-demo.json  the marker, written first: what ``--overwrite`` recognises
 
 ``--overwrite`` replaces only a folder that holds the marker, and removes only the entries above
 (a user's own files beside them stay); every setting is checked before the disk is touched.
-
-The tiny preset's models have random weights: the demo proves the plumbing, not the quality.
 """
 
 from __future__ import annotations
@@ -37,37 +45,59 @@ from magicseg_hf.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-HELP = "Run the whole chain offline on tiny random models (generate, validate, train, evaluate, predict)."
+HELP = "Run the whole chain offline in two acts: the tiny diffusion chain (plumbing), then a model that learns."
 DESCRIPTION = """\
-Runs every stage of magicseg on the tiny preset, offline, in a few minutes on a CPU:
-generate a training set and a held-out set, validate them, train a model, evaluate it on the
-held-out set and segment one held-out image. Leaves in --output-dir the dataset folders, the
-model folder (with its card and results), results.json, overlay pictures, prediction.png and
-SUMMARY.md.
-The tiny models are random: this proves the plumbing, not the quality.
+Two acts, offline, in a few minutes on a CPU.
+
+Act 1 (plumbing): every MagicSeg stage on the tiny random models - generate a training set and a
+held-out set, validate them, train, evaluate, predict. The models are random: the pictures are
+noise and the numbers mean nothing; it proves the stages run and fit together.
+
+Act 2 (learning): the same train / evaluate / predict on procedural scenes (drawn objects with exact
+labels, `magicseg generate --source procedural`): the tiny model learns them, and its held-out
+mIoU and prediction.png show it.
+
+Leaves in --output-dir: plumbing/ (act 1's folders and pictures), dataset/, heldout/, model/,
+results.json, results-overlay-*.png, prediction.png (act 2) and SUMMARY.md (both acts).
 
 Every setting is checked before anything is written. The demo first writes magicseg-demo.json
 at the folder's root: --overwrite replaces only a folder holding that file, and removes only what
-a demo writes there (dataset/, heldout/, model/, results.json, results-overlay-*.png,
+a demo writes there (plumbing/, dataset/, heldout/, model/, results.json, results-overlay-*.png,
 prediction.png, prediction.json, SUMMARY.md); any other non-empty folder is refused.
 
 Example:
   magicseg demo --output-dir demo-output"""
 
-#: The demo's classes and sizes.
+#: Act 1: the classes and sizes of the tiny diffusion chain (kept short: it proves plumbing only).
 CLASSES = ("cat", "dog", "bird")
-TRAIN_PAIRS = 48
-HELDOUT_PAIRS = 12
-#: Evaluation at the tiny model's own scale: 128 px images, 64 px windows.
+TRAIN_PAIRS = 16
+HELDOUT_PAIRS = 4
+PLUMBING_STEPS = 40
+#: Act 1's evaluation at the tiny model's own scale: 128 px images, 64 px windows.
 EVAL_OVERRIDES = {"short_side": 128, "window": 64, "stride": 48, "threshold": 0.5, "decision": "threshold"}
+#: Act 2: procedural scenes at the tiny model's input size (64 px: one window), classes with their own look.
+SCENE_CLASSES = ("sun", "house", "tree", "ball")
+SCENE_SIZE = 64
+SCENE_TRAIN_PAIRS = 256
+SCENE_HELDOUT_PAIRS = 48
+SCENE_STEPS = 600
+#: Seeds of act 2's two sets: the held-out scenes are another seed, never trained on.
+SCENE_TRAIN_SEED = 0
+SCENE_HELDOUT_SEED = 10_000
+SCENE_EVAL_OVERRIDES = {"short_side": SCENE_SIZE, "window": SCENE_SIZE, "stride": 48, "threshold": 0.5,
+                        "decision": "threshold"}
+#: Act 1's outputs live under this folder of the demo's output.
+PLUMBING_DIR = "plumbing"
 #: The file a demo writes first at the root of its output folder: what --overwrite recognises.
 MARKER_FILE = "magicseg-demo.json"
 MARKER_KIND = "magicseg demo output"
 #: What a demo writes at the root of its output folder (names or patterns): all that --overwrite removes.
-OUTPUTS = ("dataset", "heldout", "model", "results.json", "results-overlay-*.png", "prediction.png",
+OUTPUTS = (PLUMBING_DIR, "dataset", "heldout", "model", "results.json", "results-overlay-*.png", "prediction.png",
            "prediction.json", "SUMMARY.md")
 #: At most this many classes (the model trains on K <= 254 classes per row).
 MAX_CLASSES = 254
+#: Stages per act (for the "[act n, i/k]" progress lines).
+ACT_STAGES = {1: 5, 2: 5}
 
 
 def mark_demo_output(folder: Path) -> Path:
@@ -84,6 +114,7 @@ def mark_demo_output(folder: Path) -> Path:
 class Stage:
     """One stage's record for SUMMARY.md."""
 
+    act: int
     name: str
     seconds: float
     made: str
@@ -97,9 +128,16 @@ class DemoSettings:
     classes: tuple[str, ...] = CLASSES
     train_pairs: int = TRAIN_PAIRS
     heldout_pairs: int = HELDOUT_PAIRS
-    max_steps: int | None = None
+    max_steps: int | None = PLUMBING_STEPS
+    scene_classes: tuple[str, ...] = SCENE_CLASSES
+    scene_train_pairs: int = SCENE_TRAIN_PAIRS
+    scene_heldout_pairs: int = SCENE_HELDOUT_PAIRS
+    scene_steps: int = SCENE_STEPS
+    seed: int = 0
     overwrite: bool = False
     stages: list[Stage] = field(default_factory=list)
+    #: Act 2's held-out mIoU, once evaluated.
+    learned_miou: float | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,10 +147,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help=f"Replace an earlier demo's output in --output-dir (recognised by its {MARKER_FILE}; "
                              "only the demo's own files are removed).")
-    parser.add_argument("--classes", nargs="+", default=list(CLASSES), help="Class names to generate and learn.")
-    parser.add_argument("--train-pairs", type=int, default=TRAIN_PAIRS, help="Pairs in the training set.")
-    parser.add_argument("--heldout-pairs", type=int, default=HELDOUT_PAIRS, help="Pairs in the held-out set.")
-    parser.add_argument("--max-steps", type=int, default=None, help="Training steps (default: the tiny preset's).")
+    plumbing = parser.add_argument_group("act 1, plumbing (the tiny random diffusion chain)")
+    plumbing.add_argument("--classes", nargs="+", default=list(CLASSES), help="Class names to generate and learn.")
+    plumbing.add_argument("--train-pairs", type=int, default=TRAIN_PAIRS, help="Pairs in the training set.")
+    plumbing.add_argument("--heldout-pairs", type=int, default=HELDOUT_PAIRS, help="Pairs in the held-out set.")
+    plumbing.add_argument("--max-steps", type=int, default=PLUMBING_STEPS, help="Training steps of act 1.")
+    learning = parser.add_argument_group("act 2, learning (procedural scenes)")
+    learning.add_argument("--scene-classes", nargs="+", default=list(SCENE_CLASSES),
+                          help="Classes of the procedural scenes (sun, house, tree, car, ball, leaf, brick, star are "
+                               "drawn as themselves; other names get a shape and colour of their own).")
+    learning.add_argument("--scene-train-pairs", type=int, default=SCENE_TRAIN_PAIRS, help="Training scenes.")
+    learning.add_argument("--scene-heldout-pairs", type=int, default=SCENE_HELDOUT_PAIRS, help="Held-out scenes.")
+    learning.add_argument("--scene-steps", type=int, default=SCENE_STEPS, help="Training steps of act 2.")
+    learning.add_argument("--seed", type=int, default=0, help="Seed of act 2's training (data and model).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         output_dir=Path(args.output_dir).expanduser(), classes=tuple(args.classes),
         train_pairs=args.train_pairs, heldout_pairs=args.heldout_pairs, max_steps=args.max_steps,
+        scene_classes=tuple(args.scene_classes), scene_train_pairs=args.scene_train_pairs,
+        scene_heldout_pairs=args.scene_heldout_pairs, scene_steps=args.scene_steps, seed=args.seed,
         overwrite=args.overwrite,
     )
     run_demo(settings)
@@ -129,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
 def check_settings(settings: DemoSettings) -> None:
     """Raise :class:`InputError` (one line) when a setting is unusable; touches nothing on disk.
 
-    The classes and pair counts are checked as ``magicseg generate`` checks them (both sets'
+    The classes and pair counts are checked as ``magicseg generate`` checks them (the four sets'
     :class:`~magicseg_hf.generation.config.GenerationConfig` are resolved), plus the demo's own bounds.
     """
     if settings.train_pairs < 8 or settings.heldout_pairs < 1:
@@ -137,19 +186,38 @@ def check_settings(settings: DemoSettings) -> None:
             f"the demo needs at least 8 training pairs and 1 held-out pair (got {settings.train_pairs} and "
             f"{settings.heldout_pairs})"
         )
-    if settings.max_steps is not None and settings.max_steps < 1:
-        raise InputError(f"--max-steps must be a positive integer (got {settings.max_steps})")
-    if not 1 <= len(settings.classes) <= MAX_CLASSES:
-        raise InputError(f"--classes takes 1 to {MAX_CLASSES} names (got {len(settings.classes)})")
+    if settings.scene_train_pairs < 8 or settings.scene_heldout_pairs < 1:
+        raise InputError(
+            f"act 2 needs at least 8 training scenes and 1 held-out scene (got {settings.scene_train_pairs} and "
+            f"{settings.scene_heldout_pairs})"
+        )
+    for flag, steps in (("--max-steps", settings.max_steps), ("--scene-steps", settings.scene_steps)):
+        if steps is not None and steps < 1:
+            raise InputError(f"{flag} must be a positive integer (got {steps})")
+    for flag, classes in (("--classes", settings.classes), ("--scene-classes", settings.scene_classes)):
+        if not 1 <= len(classes) <= MAX_CLASSES:
+            raise InputError(f"{flag} takes 1 to {MAX_CLASSES} names (got {len(classes)})")
+    if settings.seed < 0:
+        raise InputError(f"--seed must be >= 0 (got {settings.seed})")
     for pairs, seed in ((settings.train_pairs, 0), (settings.heldout_pairs, 1)):
         _generation_config(settings, pairs, seed).resolved()
+    for pairs, seed in ((settings.scene_train_pairs, settings.seed), (settings.scene_heldout_pairs, SCENE_HELDOUT_SEED)):
+        _scene_config(settings, pairs, seed).resolved()
 
 
 def _generation_config(settings: DemoSettings, pairs: int, seed: int) -> Any:
-    """The generation settings of one of the demo's two sets (``pairs`` pairs, seed ``seed``)."""
+    """The generation settings of one of act 1's two sets (``pairs`` pairs, seed ``seed``)."""
     from magicseg_hf.generation.config import GenerationConfig
 
     return GenerationConfig(classes=list(settings.classes), num_pairs=pairs, preset="tiny", seed=seed)
+
+
+def _scene_config(settings: DemoSettings, pairs: int, seed: int) -> Any:
+    """The generation settings of one of act 2's two procedural sets (context bias 0)."""
+    from magicseg_hf.generation.config import GenerationConfig
+
+    return GenerationConfig(source="procedural", classes=list(settings.scene_classes), num_pairs=pairs,
+                            preset="tiny", seed=seed, height=SCENE_SIZE, width=SCENE_SIZE, context_bias=0.0)
 
 
 def is_demo_output(folder: Path) -> bool:
@@ -211,40 +279,73 @@ def prepare_output_dir(settings: DemoSettings) -> None:
     mark_demo_output(folder)
 
 
-def _stage(settings: DemoSettings, number: int, name: str, work: Callable[[], str]) -> None:
+def _stage(settings: DemoSettings, act: int, number: int, name: str, work: Callable[[], str]) -> None:
     """Run one stage with one progress line before and one after."""
-    total = 5
-    sys.stderr.write(f"[{number}/{total}] {name} ...\n")
+    prefix = f"[act {act}, {number}/{ACT_STAGES[act]}]"
+    sys.stderr.write(f"{prefix} {name} ...\n")
     start = time.perf_counter()
     made = work()
     seconds = time.perf_counter() - start
-    settings.stages.append(Stage(name, seconds, made))
-    sys.stderr.write(f"[{number}/{total}] {name}: {made} ({seconds:.1f} s)\n")
+    settings.stages.append(Stage(act, name, seconds, made))
+    sys.stderr.write(f"{prefix} {name}: {made} ({seconds:.1f} s)\n")
 
 
 def run_demo(settings: DemoSettings) -> list[Stage]:
-    """Every stage in order; returns their records (also written to SUMMARY.md)."""
+    """Both acts in order; returns the stages' records (also written to SUMMARY.md).
+
+    The terminal's last line says what was learned: act 2's held-out mIoU, and that act 1 is plumbing.
+    """
     prepare_output_dir(settings)
-    quiet = _Quiet()
     root = settings.output_dir
-    with quiet:
-        _stage(settings, 1, "generate", lambda: _generate(settings))
-        _stage(settings, 2, "validate", lambda: _validate(root))
-        _stage(settings, 3, "train", lambda: _train(settings))
-        _stage(settings, 4, "evaluate", lambda: _evaluate(root))
-        _stage(settings, 5, "predict", lambda: _predict(root))
+    plumbing = root / PLUMBING_DIR
+    with _Quiet():
+        sys.stderr.write("act 1 - plumbing: the MagicSeg chain on tiny RANDOM models (random pictures, random "
+                         "labels; the numbers mean nothing)\n")
+        _stage(settings, 1, 1, "generate", lambda: _generate(settings, plumbing))
+        _stage(settings, 1, 2, "validate", lambda: _validate(plumbing))
+        _stage(settings, 1, 3, "train", lambda: _train(settings, plumbing, len(settings.classes), settings.max_steps))
+        _stage(settings, 1, 4, "evaluate", lambda: _evaluate(plumbing, EVAL_OVERRIDES)[0])
+        _stage(settings, 1, 5, "predict", lambda: _predict(plumbing))
+        sys.stderr.write("act 2 - learning: the tiny model trained on procedural scenes, scored on held-out "
+                         "scenes (exact labels; the numbers mean something)\n")
+        _stage(settings, 2, 1, "generate", lambda: _generate_scenes(settings))
+        _stage(settings, 2, 2, "validate", lambda: _validate(root))
+        _stage(settings, 2, 3, "train", lambda: _train(settings, root, len(settings.scene_classes),
+                                                        settings.scene_steps, seed=settings.seed))
+        _stage(settings, 2, 4, "evaluate", lambda: _evaluate_scenes(settings))
+        _stage(settings, 2, 5, "predict", lambda: _predict_scene(root))
     _write_summary(settings)
-    sys.stderr.write(f"done: see {root / 'SUMMARY.md'}\n")
+    total = sum(stage.seconds for stage in settings.stages)
+    sys.stderr.write(f"done in {total:.0f} s: see {root / 'SUMMARY.md'}\n")
+    sys.stderr.write(f"{learned_line(settings)}\n")
     return settings.stages
 
 
-def _generate(settings: DemoSettings) -> str:
+def learned_line(settings: DemoSettings) -> str:
+    """The demo's last line: what was learned (act 2) and what act 1 was."""
+    miou = settings.learned_miou
+    figure = "n/a" if miou is None else f"{miou:.2f}"
+    return (f"learned: held-out mIoU {figure} on procedural scenes ({', '.join(settings.scene_classes)}; act 2); "
+            "the tiny diffusion chain of act 1 is plumbing only")
+
+
+def _generate(settings: DemoSettings, root: Path) -> str:
+    from magicseg_hf.generation.pipeline import generate
+
+    train = generate(_generation_config(settings, settings.train_pairs, 0), root / "dataset")
+    heldout = generate(_generation_config(settings, settings.heldout_pairs, 1), root / "heldout")
+    where = f"{root.name}/" if root != settings.output_dir else ""
+    return f"{train.num_rows} training pairs in {where}dataset/, {heldout.num_rows} held-out pairs in {where}heldout/"
+
+
+def _generate_scenes(settings: DemoSettings) -> str:
     from magicseg_hf.generation.pipeline import generate
 
     root = settings.output_dir
-    train = generate(_generation_config(settings, settings.train_pairs, 0), root / "dataset")
-    heldout = generate(_generation_config(settings, settings.heldout_pairs, 1), root / "heldout")
-    return f"{train.num_rows} training pairs in dataset/, {heldout.num_rows} held-out pairs in heldout/"
+    train = generate(_scene_config(settings, settings.scene_train_pairs, settings.seed), root / "dataset")
+    heldout = generate(_scene_config(settings, settings.scene_heldout_pairs, SCENE_HELDOUT_SEED), root / "heldout")
+    return (f"{train.num_rows} procedural training scenes in dataset/, {heldout.num_rows} held-out scenes "
+            f"(another seed) in heldout/")
 
 
 def _validate(root: Path) -> str:
@@ -257,30 +358,43 @@ def _validate(root: Path) -> str:
     return "both folders valid (schema, labels, boxes, card, load_dataset)"
 
 
-def _train(settings: DemoSettings) -> str:
+def _train(settings: DemoSettings, root: Path, num_classes: int, max_steps: int | None, seed: int | None = None) -> str:
     from magicseg_hf.training.run import TrainConfig, train, training_arguments
 
-    root = settings.output_dir
     config = TrainConfig(dataset=[str(root / "dataset")], output_dir=str(root / "model"), preset="tiny",
-                         num_classes=len(settings.classes), validation_size=0.1)
+                         num_classes=num_classes, validation_size=0.1)
     extra = ["--disable_tqdm", "true", "--report_to", "none"]
-    if settings.max_steps is not None:
-        extra += ["--max_steps", str(settings.max_steps)]
+    if max_steps is not None:
+        extra += ["--max_steps", str(max_steps)]
+    if seed is not None:
+        extra += ["--seed", str(seed)]
     summary = train(config, training_arguments(config, extra))
     losses = summary.get("final_losses") or {}
-    return (f"{summary['global_steps']} steps, final loss {losses.get('loss')}, "
-            f"validation mIoU {summary['validation'].get('eval_mean_iou', float('nan')):.3f}; model in model/")
+    loss = losses.get("loss")
+    loss_text = f"{loss:.3f}" if isinstance(loss, (int, float)) else str(loss)
+    where = f"{root.name}/" if root != settings.output_dir else ""
+    return (f"{summary['global_steps']} steps, final loss {loss_text}, "
+            f"validation mIoU {summary['validation'].get('eval_mean_iou', float('nan')):.3f}; model in {where}model/")
 
 
-def _evaluate(root: Path) -> str:
+def _evaluate(root: Path, overrides: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     from magicseg_hf.evaluation.run import EvaluationConfig, evaluate_benchmark
 
     config = EvaluationConfig(model=str(root / "model"), benchmark=str(root / "heldout"),
                               output=str(root / "results.json"), protocol="groupvit", overlays=4,
-                              update_card=True, device="cpu", **EVAL_OVERRIDES)
+                              update_card=True, device="cpu", **overrides)
     results = evaluate_benchmark(config)
-    return (f"mIoU {results['mean_iou']:.3f} on {results['num_images']} held-out images; results.json, "
+    made = (f"mIoU {results['mean_iou']:.3f} on {results['num_images']} held-out images; results.json, "
             f"{len(results.get('overlays') or [])} overlay pictures")
+    return made, results
+
+
+def _evaluate_scenes(settings: DemoSettings) -> str:
+    made, results = _evaluate(settings.output_dir, SCENE_EVAL_OVERRIDES)
+    settings.learned_miou = float(results["mean_iou"])
+    per_class = ", ".join(f"{c['name']} {c['iou']:.2f}" for c in results.get("per_class") or []
+                          if isinstance(c.get("iou"), (int, float)))
+    return f"{made} (IoU: {per_class})" if per_class else made
 
 
 def _predict(root: Path) -> str:
@@ -298,34 +412,110 @@ def _predict(root: Path) -> str:
     return f"held-out image {row['id']}: {found}; prediction.png, prediction.json"
 
 
+def _predict_scene(root: Path) -> str:
+    """Segment the first held-out scene with act 2's model; prediction.png is image | truth | prediction."""
+    import numpy as np
+
+    from magicseg_hf.folder import DatasetFolder, decode_image
+    from magicseg_hf.loading import load_open_seg
+    from magicseg_hf.predict import predict_images
+    from magicseg_hf.visualization import prediction_triptych
+
+    row = next(DatasetFolder(root / "heldout").iter_rows(columns=["id", "image", "label", "classes"]))
+    image = decode_image(row["image"])
+    model, processor = load_open_seg(str(root / "model"))
+    vocabulary = list(model.config.vocabulary)
+    (prediction,) = predict_images(model, processor, [image], classes=vocabulary, sources=[row["id"]])
+    label = np.asarray(decode_image(row["label"]))
+    truth = np.zeros(label.shape, dtype=np.uint8)  # the row's ids -> positions in the model's vocabulary
+    for class_id, name in enumerate(row["classes"], start=1):
+        truth[label == class_id] = vocabulary.index(name) + 1
+    predicted, _ = prediction.label_map()
+    picture = prediction_triptych(image, truth, predicted, vocabulary,
+                                  title=f"held-out scene {row['id']}: image | ground truth | prediction")
+    picture.save(root / "prediction.png")
+    (root / "prediction.json").write_text(json.dumps(prediction.to_dict(), indent=2) + "\n", encoding="utf-8")
+    hits = []
+    for name in row["classes"]:
+        position = vocabulary.index(name)
+        wanted, got = truth == position + 1, predicted == position + 1
+        union = int((wanted | got).sum())
+        hits.append(f"{name} IoU {int((wanted & got).sum()) / union:.2f}" if union else f"{name} -")
+    found = ", ".join(f"{s.label} {s.area:.0%}" for s in prediction.segments) or "no class above the threshold"
+    return f"held-out scene {row['id']} ({'; '.join(hits)}); found {found}; prediction.png, prediction.json"
+
+
+def _stage_rows(settings: DemoSettings, act: int) -> list[str]:
+    stages = [stage for stage in settings.stages if stage.act == act]
+    return [
+        "| stage | what it made | seconds |",
+        "|---|---|---|",
+        *(f"| {stage.name} | {stage.made} | {stage.seconds:.1f} |" for stage in stages),
+        f"| total | | {sum(stage.seconds for stage in stages):.1f} |",
+    ]
+
+
 def _write_summary(settings: DemoSettings) -> None:
-    total = sum(stage.seconds for stage in settings.stages)
+    root = settings.output_dir
+    overlays = sorted(path.name for path in root.glob("results-overlay-*.png"))[:2]
+    classes = " ".join(settings.scene_classes)
     lines = [
         "# magicseg demo",
         "",
-        "The whole MagicSeg chain on the tiny preset, offline. **The tiny models (Stable Diffusion, "
-        "Grounding DINO, SAM, CLIP) have random weights: this run proves the plumbing, not the "
-        "quality** — the pictures are noise and the labels are what random detectors make of it. "
-        "With real checkpoints (`--preset paper`) the same commands make a real dataset and model.",
+        f"**What was learned:** {learned_line(settings)}.",
         "",
-        "| stage | what it made | seconds |",
-        "|---|---|---|",
-        *(f"| {stage.name} | {stage.made} | {stage.seconds:.1f} |" for stage in settings.stages),
-        f"| total | | {total:.1f} |",
+        "## Act 1 — plumbing: the MagicSeg chain on tiny random models",
         "",
-        "Each stage is a command you can run yourself:",
+        "Every MagicSeg stage on the tiny preset, offline. **The tiny models (Stable Diffusion, "
+        "Grounding DINO, SAM, CLIP) have random weights: this act proves the plumbing, not the "
+        "quality** — the pictures are noise and the labels are what random detectors make of it, so its "
+        "mIoU means nothing. With real checkpoints (`--preset paper`) the same commands make a real dataset "
+        "and model.",
+        "",
+        *_stage_rows(settings, 1),
+        "",
+        f"![act 1: a random model's answer on a random picture]({PLUMBING_DIR}/prediction.png)",
         "",
         "```bash",
-        f"magicseg generate --classes {' '.join(settings.classes)} --num-pairs {settings.train_pairs} --preset tiny --output-dir dataset",
+        f"magicseg generate --classes {' '.join(settings.classes)} --num-pairs {settings.train_pairs} --preset tiny "
+        "--output-dir dataset",
         "magicseg validate dataset",
-        "magicseg train --dataset dataset --preset tiny --output-dir model",
+        f"magicseg train --dataset dataset --preset tiny --output-dir model --max_steps {settings.max_steps}",
         "magicseg evaluate --model model --benchmark heldout --protocol groupvit --short-side 128 --window 64 "
         "--stride 48 --decision threshold --threshold 0.5 --output results.json --overlays 4 --update-card",
         "magicseg predict --model model --image photo.png --output prediction.png",
         "```",
         "",
+        "## Act 2 — learning: the tiny model on procedural scenes",
+        "",
+        "The same train / evaluate / predict commands on procedural scenes: drawn objects "
+        f"({', '.join(settings.scene_classes)}) on textured backgrounds, each on a context patch, with "
+        "occlusion; exact labels; the counterfactual is the scene without the objects. The model trains on "
+        f"{settings.scene_train_pairs} scenes of seed {settings.seed} and is scored on {settings.scene_heldout_pairs} "
+        f"scenes of seed {SCENE_HELDOUT_SEED} it never saw. Here the numbers mean something: "
+        f"held-out mIoU **{settings.learned_miou if settings.learned_miou is not None else float('nan'):.3f}** "
+        "(background + classes, threshold 0.5).",
+        "",
+        *_stage_rows(settings, 2),
+        "",
+        "![act 2: a held-out scene, its ground truth and the trained model's prediction](prediction.png)",
+        "",
+        *(f"![act 2: evaluation overlay]({name})" for name in overlays),
+        "",
+        "```bash",
+        f"magicseg generate --source procedural --classes {classes} --num-pairs {settings.scene_train_pairs} "
+        f"--height {SCENE_SIZE} --width {SCENE_SIZE} --seed {settings.seed} --preset tiny --output-dir dataset",
+        f"magicseg generate --source procedural --classes {classes} --num-pairs {settings.scene_heldout_pairs} "
+        f"--height {SCENE_SIZE} --width {SCENE_SIZE} --seed {SCENE_HELDOUT_SEED} --preset tiny --output-dir heldout",
+        f"magicseg train --dataset dataset --preset tiny --output-dir model --max_steps {settings.scene_steps} "
+        f"--seed {settings.seed}",
+        f"magicseg evaluate --model model --benchmark heldout --protocol groupvit --short-side {SCENE_SIZE} "
+        f"--window {SCENE_SIZE} --stride 48 --decision threshold --threshold 0.5 --output results.json --overlays 4 "
+        "--update-card",
+        "```",
+        "",
     ]
-    (settings.output_dir / "SUMMARY.md").write_text("\n".join(lines), encoding="utf-8")
+    (root / "SUMMARY.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 class _Quiet:

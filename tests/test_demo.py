@@ -1,4 +1,4 @@
-"""`magicseg demo`: the whole chain on the tiny preset (random weights: plumbing, not quality)."""
+"""`magicseg demo`: act 1 (the tiny diffusion chain: plumbing) and act 2 (procedural scenes: learning)."""
 
 from __future__ import annotations
 
@@ -12,36 +12,53 @@ from PIL import Image
 from magicseg_hf.cli import main
 from magicseg_hf.demo import MARKER_FILE, MARKER_KIND
 
-SMALL = ["--train-pairs", "12", "--heldout-pairs", "3", "--max-steps", "4"]
+SMALL = ["--train-pairs", "8", "--heldout-pairs", "2", "--max-steps", "3",
+         "--scene-train-pairs", "16", "--scene-heldout-pairs", "3", "--scene-steps", "4"]
 
 
-def test_demo_leaves_every_stage_output_and_refuses_to_run_twice(tmp_path: Path, capsys):
+def test_demo_runs_both_acts_and_refuses_to_run_twice(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--output-dir", str(out), *SMALL]) == 0
     err = capsys.readouterr().err
     # One line when a stage starts and one when it ends, nothing else from the stages.
     stage_lines = [line for line in err.splitlines() if line.startswith("[")]
-    assert [line.split("]")[0] for line in stage_lines] == [f"[{i}/5" for i in range(1, 6) for _ in (0, 1)]
+    expected = [f"[act {act}, {i}/5]" for act in (1, 2) for i in range(1, 6) for _ in (0, 1)]
+    assert [line.split("]")[0] + "]" for line in stage_lines] == expected
     assert "Traceback" not in err and "{'loss'" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("learned: held-out mIoU ") and "procedural scenes" in last and "plumbing only" in last
 
     from datasets import load_dataset
 
-    assert len(load_dataset(str(out / "dataset"), split="train")) == 12
-    assert len(load_dataset(str(out / "heldout"), split="train")) == 3
+    plumbing = out / "plumbing"
+    assert len(load_dataset(str(plumbing / "dataset"), split="train")) == 8
+    assert len(load_dataset(str(plumbing / "heldout"), split="train")) == 2
+    assert json.loads((plumbing / "model" / "training_summary.json").read_text())["global_steps"] == 3
+    assert json.loads((plumbing / "results.json").read_text())["num_images"] == 2
+    assert Image.open(plumbing / "prediction.png").width > 128
+
+    scenes = load_dataset(str(out / "dataset"), split="train")
+    assert len(scenes) == 16 and set(scenes[0]["classes"]) <= {"sun", "house", "tree", "ball"}
+    generation = json.loads((out / "heldout" / "generation.json").read_text())
+    assert generation["config"]["source"] == "procedural" and generation["config"]["context_bias"] == 0.0
+    assert generation["config"]["seed"] != json.loads((out / "dataset" / "generation.json").read_text())["config"]["seed"]
     summary = json.loads((out / "model" / "training_summary.json").read_text())
     assert summary["global_steps"] == 4 and summary["final_losses"]["loss"] is not None
     results = json.loads((out / "results.json").read_text())
     assert results["num_images"] == 3 and 0.0 <= results["mean_iou"] <= 1.0
-    assert [c["name"] for c in results["per_class"]][:1] == ["background"]
-    card = (out / "model" / "README.md").read_text()
-    assert "mean_iou" in card  # the evaluation reached the model card's model-index
+    assert [c["name"] for c in results["per_class"]] == ["background", "sun", "house", "tree", "ball"]
+    assert f"{results['mean_iou']:.2f}" in last
+    assert "mean_iou" in (out / "model" / "README.md").read_text()  # the evaluation reached the model card
     assert len(list(out.glob("results-overlay-*.png"))) == 3
     prediction = Image.open(out / "prediction.png")
-    assert prediction.width > 128  # the 128 px image and its legend
+    assert prediction.width > 3 * 256  # image | truth | prediction, 256 px each, and a legend
     text = (out / "SUMMARY.md").read_text()
+    assert "## Act 1" in text and "## Act 2" in text and "plumbing, not the quality" in text
     for stage in ("generate", "validate", "train", "evaluate", "predict"):
-        assert f"| {stage} |" in text
-    assert "plumbing, not the quality" in text
+        assert text.count(f"| {stage} |") == 2
+    assert "](plumbing/prediction.png)" in text and "](prediction.png)" in text
+    assert "--source procedural" in text
     assert json.loads((out / MARKER_FILE).read_text())["kind"] == MARKER_KIND
 
     assert main(["demo", "--output-dir", str(out), *SMALL]) == 2
@@ -55,7 +72,7 @@ def _earlier_demo_output(folder: Path) -> Path:
 
     folder.mkdir(parents=True)
     mark_demo_output(folder)
-    for sub in ("dataset/data", "heldout/data", "model"):
+    for sub in ("dataset/data", "heldout/data", "model", "plumbing/model"):
         (folder / sub).mkdir(parents=True)
     (folder / "dataset" / "data" / "train-00000.parquet").write_bytes(b"rows")
     (folder / "model" / "config.json").write_text("{}")
@@ -70,6 +87,9 @@ def _earlier_demo_output(folder: Path) -> Path:
     ["--train-pairs", "1"],
     ["--heldout-pairs", "0"],
     ["--max-steps", "0"],
+    ["--scene-steps", "0"],
+    ["--scene-train-pairs", "2"],
+    ["--scene-classes", " "],
     ["--classes", ""],
     ["--classes", "cat", " "],
 ])

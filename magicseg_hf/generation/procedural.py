@@ -124,7 +124,7 @@ BACKDROPS: tuple[Backdrop, ...] = (
     Backdrop("a patterned wall", lambda rng, s: _texture(rng, s, (150, 140, 130), stripe=14, blotch=10)),
     Backdrop("a hazy sky", lambda rng, s: _texture(rng, s, (165, 175, 195), gradient_to=(130, 140, 150), blotch=8)),
     Backdrop("a sandy floor", lambda rng, s: _texture(rng, s, (175, 160, 130), blotch=10, noise=12)),
-    Backdrop("a grey street", lambda rng, s: _texture(rng, s, (115, 115, 118), stripe=8, period=(10, 24), blotch=12)),
+    Backdrop("a grey pavement", lambda rng, s: _texture(rng, s, (115, 115, 118), stripe=8, period=(10, 24), blotch=12)),
 )
 
 #: Context textures an object may sit on (name -> painter), muted like the backdrops but distinct.
