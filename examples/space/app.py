@@ -8,7 +8,7 @@ the image and its mean score.
 
 Run it locally::
 
-    pip install -e ".[demo]"                                      # in the repository root
+    pip install -e ".[space]"                                      # in the repository root
     MAGICSEG_MODEL=path/to/model python examples/space/app.py   # then open http://127.0.0.1:7860
 
 This file is UI glue: loading, prediction and colours come from ``magicseg_hf``.

@@ -6,7 +6,7 @@ names, presses "Segment", waits for the overlay and the table, and saves the pag
 screen and no browser download are needed::
 
     apt-get install -y chromium
-    pip install -e ".[demo]" playwright         # in the repository root
+    pip install -e ".[space]" playwright         # in the repository root
     python examples/space/screenshot.py --output examples/space/screenshot.png
 
 Without ``--model`` a tiny random model (vocabulary: sky, grass, sun, house) is built in a
