@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from magicseg_hf.evaluation.inference import UnpaddedWholeGeometry
 from magicseg_hf.evaluation.methods import TrainingFreeCLIP, gaussian_neighbourhood
 from magicseg_hf.evaluation.refine import pamr
 from magicseg_hf.modeling.inference_clip_open_seg import Decision, InferenceGeometry, Queries, segment_images
@@ -54,6 +55,7 @@ def test_fixture_covers_every_method_both_patch_sizes_and_nonsquare_inputs() -> 
         for patch in (16, 14):
             assert f"{method}/p{patch}/voc21/nonsquare" in keys
         assert f"{method}/p16/voc21/pipeline" in {case["key"] for case in PIPELINE_CASES}
+    assert "naclip/p16/voc21/pipeline_odd" in {case["key"] for case in PIPELINE_CASES}  # whole image, 420 px wide
     # the pipeline label maps are not degenerate: at least two labels in every case
     for case in PIPELINE_CASES:
         assert sum(count > 0 for count in case["label_counts"]) >= 2, case["key"]
@@ -95,7 +97,7 @@ def test_pipeline_labels_match_reference(case: dict) -> None:
         background = ()
     queries = Queries(embeds[order], torch.tensor(positions), names, background)
     whole = settings["crop"] == 0
-    geometry = InferenceGeometry(
+    geometry = (UnpaddedWholeGeometry if whole else InferenceGeometry)(
         short_side=settings["short"], max_long_side=2048, window=settings["short"] if whole else settings["crop"],
         stride=settings["stride"] if not whole else settings["short"], mode="whole" if whole else "slide",
     )

@@ -55,6 +55,7 @@ from magicseg_hf.labels import BACKGROUND
 from magicseg_hf.modeling.inference_clip_open_seg import (
     DEFAULT_WINDOW_BATCH_SIZE,
     Decision,
+    InferenceGeometry,
     Queries,
     segment_images,
 )
@@ -135,6 +136,18 @@ def class_queries(
         raise InputError("a benchmark with background needs at least one other class (got none)")
     background = lines[0] if decision.rule == "background-class" else ()
     return ClassQueries(lines[1:], tuple(range(1, len(lines))), background, BACKGROUND, decision, synonyms)
+
+
+@dataclass(frozen=True)
+class UnpaddedWholeGeometry(InferenceGeometry):
+    """The training-free harnesses' whole-image inference: the image is not padded; the patch grid is floored
+    (the pixels past the last full patch feed no patch) and its logits are stretched over the whole image, as
+    SCLIP's, NACLIP's and ClearCLIP's ``forward_feature`` do. Sliding windows are unchanged."""
+
+    def padded_size(self, height: int, width: int, patch_size: int) -> tuple[int, int]:
+        if self.mode == "whole":
+            return height, width
+        return super().padded_size(height, width, patch_size)
 
 
 def _pamr(guide: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
@@ -243,11 +256,14 @@ class BenchmarkPredictor:
     def predict(self, samples: Iterable[Any]) -> Iterator[tuple[Any, np.ndarray]]:
         """``(sample, prediction)`` per benchmark sample, in order; ``prediction`` (H, W) int64 numpy label ids
         at the size of the sample's image (= its label's)."""
+        geometry = self.protocol.geometry()
+        if self.softmax_scale is not None:  # a training-free method: its harness's whole-image rule
+            geometry = UnpaddedWholeGeometry(**geometry.to_dict())
         stream = segment_images(
             self.model,
             ((sample, sample.image) for sample in samples),
             self.encoded,
-            self.protocol.geometry(),
+            geometry,
             self.queries.decision,
             self.image_mean,
             self.image_std,
@@ -265,5 +281,6 @@ __all__ = [
     "REFINEMENTS",
     "BenchmarkPredictor",
     "ClassQueries",
+    "UnpaddedWholeGeometry",
     "class_queries",
 ]
