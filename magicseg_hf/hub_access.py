@@ -143,14 +143,13 @@ def hub_reachable(timeout: float | None = None) -> bool:
 def _answers(scheme: str, host: str, port: int, path: str, timeout: float) -> bool:
     """Whether ``HEAD path`` on ``host:port`` gets an HTTP answer within ``timeout`` seconds.
 
-    Only "does it answer" is asked: certificates are not checked here (huggingface_hub checks
-    them on the real calls).
+    Only "does it answer" is asked. Certificates are checked (the default context, which honours
+    ``SSL_CERT_FILE``); a server whose certificate fails the check has still answered, so it counts
+    as reachable and huggingface_hub's real call reports the certificate problem itself.
     """
     connection: http.client.HTTPConnection
     if scheme == "https":
         context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -158,6 +157,8 @@ def _answers(scheme: str, host: str, port: int, path: str, timeout: float) -> bo
         connection.request("HEAD", path or "/")
         connection.getresponse()
         return True
+    except ssl.SSLCertVerificationError:
+        return True  # it answered, with a certificate this machine does not trust
     except (OSError, http.client.HTTPException):
         return False
     finally:
@@ -182,15 +183,13 @@ def bounded_hub_calls(timeout: float = HUB_CALL_TIMEOUT) -> Iterator[None]:
     ``timeout`` seconds to connect, to send a chunk and between two chunks of the answer.
 
     huggingface_hub's client has no timeout of its own and several ``HfApi`` methods pass
-    ``timeout=None``; a request hook fills every unset bound. The client factory in use (a
-    user's own, for proxies or certificates, included) is wrapped, not replaced, and restored
-    afterwards. Every log record made meanwhile (huggingface_hub's retry warnings, httpx's request
-    lines, which name the URL) is redacted (:func:`redacted_logging`).
+    ``timeout=None``; a request hook fills every unset bound. The hook is added to the shared
+    client huggingface_hub hands out (``huggingface_hub.get_session()``, public API; a user's own
+    client factory, for proxies or certificates, made it) and taken off afterwards. Every log
+    record made meanwhile (huggingface_hub's retry warnings, httpx's request lines, which name the
+    URL) is redacted (:func:`redacted_logging`).
     """
-    from huggingface_hub import set_client_factory
-    from huggingface_hub.utils import _http
-
-    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) or _http.default_client_factory
+    from huggingface_hub import get_session
 
     def fill_timeouts(request: Any) -> None:
         bounds = dict(request.extensions.get("timeout") or {})
@@ -199,19 +198,14 @@ def bounded_hub_calls(timeout: float = HUB_CALL_TIMEOUT) -> Iterator[None]:
                 bounds[key] = timeout
         request.extensions["timeout"] = bounds
 
-    def factory() -> Any:
-        client = previous()
-        hooks = dict(client.event_hooks)
-        hooks["request"] = [*hooks.get("request", []), fill_timeouts]
-        client.event_hooks = hooks
-        return client
-
-    set_client_factory(factory)
+    client = get_session()
+    previous = client.event_hooks
+    client.event_hooks = {**previous, "request": [*previous.get("request", []), fill_timeouts]}
     try:
         with redacted_logging():
             yield
     finally:
-        set_client_factory(previous)
+        client.event_hooks = previous
 
 
 def redact_record(record: logging.LogRecord) -> None:
