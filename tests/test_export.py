@@ -380,7 +380,7 @@ def test_export_python_api_refuses_unknown_format(source, tmp_path):
 
 
 def test_an_export_being_written_is_refused(source, tmp_path):
-    from magicseg_hf.folder import FolderLock
+    from magicseg_hf.lock import FolderLock
 
     out = tmp_path / "busy"
     with FolderLock(out):

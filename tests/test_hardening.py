@@ -28,9 +28,10 @@ from helpers import folder_digest, read_rows, subprocess_env, write_dataset_fold
 from magicseg_hf import hub_access, loading, publish
 from magicseg_hf.cli import main
 from magicseg_hf.errors import InputError, MagicSegError, ModelLoadError
-from magicseg_hf.folder import DatasetFolder, FolderLock
+from magicseg_hf.folder import DatasetFolder
 from magicseg_hf.generation import GenerationConfig, generate, load_vocabulary
 from magicseg_hf.generation.annotate import GroundingDinoDetector
+from magicseg_hf.lock import FolderLock
 from magicseg_hf.schema import LOCK_FILE
 from magicseg_hf.validate import validate_dataset_folder
 

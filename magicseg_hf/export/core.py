@@ -57,13 +57,13 @@ from magicseg_hf.export import (
 from magicseg_hf.folder import (
     SHARD_NAME_FORM,
     DatasetFolder,
-    FolderLock,
     atomic_write_bytes,
     atomic_write_json,
     json_bytes,
     shard_file_name,
 )
 from magicseg_hf.labels import BACKGROUND, UNKNOWN
+from magicseg_hf.lock import FolderLock
 from magicseg_hf.schema import CARD_FILE, DATA_DIR, LOCK_FILE, VOCABULARY_FILE
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ Safety, in the order :func:`generate` goes:
    class names against the loaded text encoders, the prompt server. A refused run leaves the
    folder as it was (one it had to create is removed again).
 2. One run writes a folder at a time: the first process holds the folder's lock
-   (:class:`~magicseg_hf.folder.FolderLock`) for the ranks of its run; a second run is refused
+   (:class:`~magicseg_hf.lock.FolderLock`) for the ranks of its run; a second run is refused
    with the holder's pid and host; the lock of a killed run is taken over with a warning.
 3. An attempt that raises is dropped and counted as ``error`` (the first line of each distinct
    error is logged once) and the run goes on; a shard of at least
@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 from magicseg_hf import __version__
 from magicseg_hf.cards import write_dataset_card
 from magicseg_hf.errors import InputError, MagicSegError, first_line
-from magicseg_hf.folder import REMOVED_WORK_DIR, DatasetFolder, FolderLock
+from magicseg_hf.folder import REMOVED_WORK_DIR, DatasetFolder
 from magicseg_hf.generation.annotate import Annotation
 from magicseg_hf.generation.class_scores import fails_class_check
 from magicseg_hf.generation.components import (
@@ -95,6 +95,7 @@ from magicseg_hf.generation.writer import (
     is_complete,
     write_run_files,
 )
+from magicseg_hf.lock import FolderLock
 from magicseg_hf.schema import GENERATION_FILE
 from magicseg_hf.seeding import derive_seed
 
