@@ -58,6 +58,7 @@ from magicseg_hf.schema import (
     CARD_FILE,
     DATA_DIR,
     GENERATION_FILE,
+    HISTOGRAM_FILE,
     LOCK_FILE,
     PREVIEW_FILE,
     PROMPTS_FILE,
@@ -66,9 +67,6 @@ from magicseg_hf.schema import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: The class-histogram chart written beside the card.
-HISTOGRAM_FILE = "class_histogram.png"
 
 # ----------------------------------------------------------------------------------------------
 # The shard naming rule (the only place it is written)

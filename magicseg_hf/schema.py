@@ -45,6 +45,8 @@ CARD_FILE = "README.md"
 VOCABULARY_FILE = "vocabulary.txt"
 GENERATION_FILE = "generation.json"
 PREVIEW_FILE = "preview.png"
+#: The class-histogram chart written beside the card.
+HISTOGRAM_FILE = "class_histogram.png"
 #: Work area of an unfinished run (per-shard parquet + stats); removed when the run completes.
 WORK_DIR = ".work"
 #: Cached LLM prompts (kept so that a resume replays them instead of asking again).
