@@ -8,10 +8,11 @@ datasets 5 has no loading scripts, so the builder is used as a class::
     builder.download_and_prepare()
     ds = builder.as_dataset(split="train")
 
-Its :class:`MagicSegConfig` is derived from :class:`~magicseg_hf.generation.GenerationConfig`
-— every generation setting is a config field with the same name and default, no second list —
+Its :class:`MagicSegConfig` is a plain dataclass that inherits from both ``datasets.BuilderConfig``
+and :class:`~magicseg_hf.generation.GenerationConfig` — every generation setting is a config field
+with the same name and default, no second list —
 and ``_split_generators`` calls the generation engine into a work folder under the builder's
-cache (``<cache_dir>/magicseg_generation/<config_id>``, a complete dataset folder with its card,
+cache (``<cache_dir>/magicseg/<config_id>/generation``, a complete dataset folder with its card,
 kept for inspection and resumed if a run was interrupted), then yields that folder's rows.
 
 The config id (and so the cache entry) is a hash of the *resolved* generation settings (preset
@@ -60,51 +61,32 @@ def vocabulary_digest(config: GenerationConfig) -> str:
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
 
 
-def _config_fields() -> list[tuple[str, Any, Any]]:
-    """(name, type, field) for every GenerationConfig field, with the same default and help."""
-    fields = []
-    for source in generation_fields():
-        if source.default_factory is not dataclasses.MISSING:
-            target = dataclasses.field(default_factory=source.default_factory, metadata=source.metadata)
-        else:
-            target = dataclasses.field(default=source.default, metadata=source.metadata)
-        fields.append((source.name, source.type, target))
-    return fields
+@dataclasses.dataclass
+class MagicSegConfig(datasets.BuilderConfig, GenerationConfig):
+    """BuilderConfig of :class:`MagicSeg`: datasets' ``name``/``version``/... plus every
+    :class:`~magicseg_hf.generation.GenerationConfig` field (inherited: same names, defaults, help)."""
 
+    def __post_init__(self) -> None:
+        datasets.BuilderConfig.__post_init__(self)
+        self.generation_config()  # GenerationConfig checks the type of every generation field
 
-def _generation_config(self: Any) -> GenerationConfig:
-    """The :class:`GenerationConfig` this builder config stands for."""
-    return GenerationConfig(**{f.name: getattr(self, f.name) for f in generation_fields()})
+    def generation_config(self) -> GenerationConfig:
+        """The :class:`GenerationConfig` this builder config stands for."""
+        return GenerationConfig(**{f.name: getattr(self, f.name) for f in generation_fields()})
 
+    def provenance(self) -> dict[str, Any]:
+        """What the cached data depends on: resolved settings, package version, vocabulary content."""
+        config = self.generation_config().resolved()
+        return {
+            "generation": config.to_dict(),
+            "package_version": _package_version(),
+            "vocabulary_sha256": vocabulary_digest(config),
+        }
 
-def _provenance(self: Any) -> dict[str, Any]:
-    """What the cached data depends on: resolved settings, package version, vocabulary content."""
-    config = self.generation_config().resolved()
-    return {
-        "generation": config.to_dict(),
-        "package_version": _package_version(),
-        "vocabulary_sha256": vocabulary_digest(config),
-    }
-
-
-def _create_config_id(self: Any, config_kwargs: dict, custom_features: datasets.Features | None = None) -> str:
-    """``<name>-<hash>`` where the hash covers :meth:`provenance` (not only the kwargs given)."""
-    digest = datasets.fingerprint.Hasher.hash(self.provenance())
-    return datasets.BuilderConfig.create_config_id(self, {"provenance": digest}, custom_features=custom_features)
-
-
-MagicSegConfig = dataclasses.make_dataclass(
-    "MagicSegConfig",
-    _config_fields(),
-    bases=(datasets.BuilderConfig,),
-    namespace={
-        "__doc__": "BuilderConfig of :class:`MagicSeg`: ``name``/``version`` plus every GenerationConfig field.",
-        "__module__": __name__,
-        "generation_config": _generation_config,
-        "provenance": _provenance,
-        "create_config_id": _create_config_id,
-    },
-)
+    def create_config_id(self, config_kwargs: dict, custom_features: datasets.Features | None = None) -> str:
+        """``<name>-<hash>`` where the hash covers :meth:`provenance` (not only the kwargs given)."""
+        digest = datasets.fingerprint.Hasher.hash(self.provenance())
+        return super().create_config_id({"provenance": digest}, custom_features=custom_features)
 
 
 class MagicSeg(datasets.GeneratorBasedBuilder):
@@ -135,8 +117,10 @@ class MagicSeg(datasets.GeneratorBasedBuilder):
 
     @property
     def generation_dir(self) -> Path:
-        """The work folder ``generate()`` writes into (a full dataset folder once done)."""
-        return Path(self._cache_dir_root) / "magicseg_generation" / self.config_id
+        """The work folder ``generate()`` writes into (a full dataset folder once done): beside the
+        versions of this config's cache (``<cache_dir>/magicseg/<config_id>/generation``)."""
+        version_dir = Path(self.cache_dir)  # <root>/magicseg/<config_id>/<version>, ".incomplete" while preparing
+        return version_dir.parent / "generation"
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
         """Run ``generate()`` into :attr:`generation_dir` and hand its rows to the train split."""
