@@ -4,6 +4,7 @@ builder -> generate() -> dataset folder -> `magicseg validate` -> `magicseg push
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import datasets
 import pytest
@@ -107,7 +108,7 @@ def test_same_config_is_a_cache_hit(built, monkeypatch):
         raise AssertionError("generate() must not run on a cache hit")
 
     monkeypatch.setattr(pipeline, "generate", fail)
-    again = MagicSeg(cache_dir=builder._cache_dir_root, **TINY)
+    again = MagicSeg(cache_dir=str(Path(builder.cache_dir).parents[2]), **TINY)  # <root>/magicseg/<id>/<version>
     assert again.config_id == builder.config_id
     again.download_and_prepare()
     assert [comparable(r) for r in again.as_dataset(split="train")] == [comparable(r) for r in ds]
