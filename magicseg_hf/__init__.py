@@ -17,6 +17,11 @@ from magicseg_hf.registration import install as _install_registration
 
 __version__ = "0.1.0"
 
+# A global effect, on purpose: `import magicseg_hf` promises that AutoModel/AutoProcessor and
+# pipeline("open-vocabulary-segmentation") know CLIPForOpenSegmentation, without importing torch
+# here (the CLI's --help must stay fast). So a one-shot sys.meta_path hook registers the model
+# right after transformers is first imported (at once if it already is). Why and how:
+# magicseg_hf/registration.py; `import magicseg_hf.modeling` registers explicitly.
 _install_registration()
 
 #: Public names loaded on first access: name -> module.
