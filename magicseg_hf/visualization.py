@@ -34,6 +34,14 @@ TEXT_COLOR = (20, 20, 20)
 MUTED_TEXT_COLOR = (90, 90, 90)
 BAR_COLOR = (52, 101, 164)
 
+# Layouts, in pixels (tests read the pictures at these places).
+#: pair_grid and the evaluation triptych: padding and title band; pair_grid's caption band.
+GRID_PAD, GRID_TITLE, GRID_CAPTION = 6, 22, 16
+#: draw_legend: first line's top and the swatch's left edge; a line is font size + LEGEND_LEADING.
+LEGEND_TOP, SWATCH_LEFT, LEGEND_LEADING = 4, 4, 6
+#: class_histogram_chart: padding, title band, gap between bars.
+CHART_PAD, CHART_TITLE, CHART_BAR_GAP = 8, 26, 4
+
 # The first colours are hand-picked to be far apart (the common case is 1-3 classes per image);
 # after them hues advance by the golden angle, so any number of classes gets distinct colours.
 _BASE_COLORS: tuple[tuple[int, int, int], ...] = (
@@ -219,24 +227,24 @@ def draw_legend(
 ) -> Image.Image:
     """A white panel ``width`` px wide listing a colour swatch and a name per entry."""
     font = get_font(font_size)
-    line = font_size + 6
+    line = font_size + LEGEND_LEADING
     swatch = font_size
     shown = list(entries[:max_entries])
     hidden = len(entries) - len(shown)
     lines = len(shown) + (1 if hidden > 0 else 0)
     panel = Image.new("RGB", (max(width, 1), max(line * lines + 6, line + 6)), PANEL_COLOR)
     draw = ImageDraw.Draw(panel)
-    y = 4
+    y = LEGEND_TOP
     if not shown:
-        draw.text((4, y), "(no classes)", fill=MUTED_TEXT_COLOR, font=font)
+        draw.text((SWATCH_LEFT, y), "(no classes)", fill=MUTED_TEXT_COLOR, font=font)
         return panel
     for name, color in shown:
-        draw.rectangle([4, y + 2, 4 + swatch, y + 2 + swatch], fill=color, outline=TEXT_COLOR)
+        draw.rectangle([SWATCH_LEFT, y + 2, SWATCH_LEFT + swatch, y + 2 + swatch], fill=color, outline=TEXT_COLOR)
         text = _fit_text(name, font, width - swatch - 14)
         draw.text((swatch + 10, y), text, fill=TEXT_COLOR, font=font)
         y += line
     if hidden > 0:
-        draw.text((4, y), f"+{hidden} more", fill=MUTED_TEXT_COLOR, font=font)
+        draw.text((SWATCH_LEFT, y), f"+{hidden} more", fill=MUTED_TEXT_COLOR, font=font)
     return panel
 
 
@@ -299,9 +307,7 @@ def pair_grid(
         raise ValueError("pair_grid needs at least one row (got none)")
     font = get_font(13)
     small = get_font(11)
-    pad = 6
-    title_height = 22
-    caption_height = 16
+    pad, title_height, caption_height = GRID_PAD, GRID_TITLE, GRID_CAPTION
 
     # One colour per class across the whole grid (a row's label ids are positions in its own list).
     order: list[str] = []
@@ -376,13 +382,12 @@ def class_histogram_chart(
     rest = ordered[top_k:]
     font = get_font(12)
     title_font = get_font(14)
-    pad = 8
-    title_height = 26
+    pad, title_height = CHART_PAD, CHART_TITLE
     name_width = min(220, max([_text_size(name, font)[0] for name, _ in shown] + [60]) + 8)
     value_width = max([_text_size(str(v), font)[0] for _, v in shown] + [20]) + 10
     bar_area = max(60, width - name_width - value_width - 3 * pad)
     lines = max(len(shown), 1) + (1 if rest else 0)
-    height = title_height + lines * (bar_height + 4) + 2 * pad
+    height = title_height + lines * (bar_height + CHART_BAR_GAP) + 2 * pad
     canvas = Image.new("RGB", (width, height), PANEL_COLOR)
     draw = ImageDraw.Draw(canvas)
     draw.text((pad, pad // 2), title, fill=TEXT_COLOR, font=title_font)
@@ -399,7 +404,7 @@ def class_histogram_chart(
         if length > 0:
             draw.rectangle([x0, y + 2, x0 + length, y + bar_height - 2], fill=BAR_COLOR)
         draw.text((x0 + length + 4, y + 2), str(value), fill=TEXT_COLOR, font=font)
-        y += bar_height + 4
+        y += bar_height + CHART_BAR_GAP
     if rest:
         text = f"+{len(rest)} more classes (their counts sum to {sum(v for _, v in rest)})"
         draw.text((pad, y + 2), text, fill=MUTED_TEXT_COLOR, font=font)
@@ -429,7 +434,7 @@ def prediction_triptych(
     if cell_height <= 0:
         raise ValueError(f"cell_height must be positive (got {cell_height})")
     font = get_font(13)
-    pad, title_height = 6, 22
+    pad, title_height = GRID_PAD, GRID_TITLE
     base = _fit_height(image.convert("RGB"), cell_height, Image.Resampling.BILINEAR)
     maps = [
         _label_array(_fit_height(_as_pil(_label_array(label)), cell_height, Image.Resampling.NEAREST))

@@ -17,12 +17,13 @@ from PIL import Image, ImageDraw
 
 from magicseg_hf import visualization as vis
 
-# pair_grid's layout: padding, title band, caption band under the pictures.
-GRID_PAD, GRID_TITLE, GRID_CAPTION = 6, 22, 16
-# draw_legend's layout at font size 12: line height, first line's top, swatch left edge and size.
-LEGEND_LINE, LEGEND_TOP, SWATCH_LEFT, SWATCH = 18, 4, 4, 12
-# class_histogram_chart's layout: padding, title band, line height (bar_height 18 + 4).
-CHART_PAD, CHART_TITLE, CHART_LINE = 8, 26, 22
+# The layouts, from the module that draws them.
+GRID_PAD, GRID_TITLE, GRID_CAPTION = vis.GRID_PAD, vis.GRID_TITLE, vis.GRID_CAPTION
+# draw_legend at its default font size 12: the swatch is as wide as the font is tall.
+SWATCH = 12
+LEGEND_LINE, LEGEND_TOP, SWATCH_LEFT = SWATCH + vis.LEGEND_LEADING, vis.LEGEND_TOP, vis.SWATCH_LEFT
+# class_histogram_chart at its default bar height 18.
+CHART_PAD, CHART_TITLE, CHART_LINE = vis.CHART_PAD, vis.CHART_TITLE, 18 + vis.CHART_BAR_GAP
 WHITE = np.array(vis.PANEL_COLOR)
 
 
