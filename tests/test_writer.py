@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
-from PIL import Image
+from helpers import make_row
 
 from magicseg_hf.cards import write_dataset_card
 from magicseg_hf.folder import DatasetFolder
@@ -18,17 +17,8 @@ from magicseg_hf.validate import validate_dataset_folder
 
 
 def _row(attempt: int) -> dict:
-    rng = np.random.default_rng(attempt)
-    image = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
-    label = np.zeros((16, 16), dtype=np.uint8)
-    label[4:12, 4:12] = 1
-    return {
-        "id": f"s0-a{attempt:08d}", "image": image, "counterfactual_image": image,
-        "label": Image.fromarray(label, mode="L"), "classes": ["cat"], "prompt": "a cat",
-        "counterfactual_prompt": "", "seed": attempt, "counterfactual_seed": attempt,
-        "boxes": [[4.0, 4.0, 12.0, 12.0]], "box_labels": [0], "box_scores": [0.9], "counterfactual_score": 0.1,
-        "class_scores": [0.3],
-    }
+    """Attempt ``attempt``'s row (its id carries the attempt: ``0000-<attempt>``)."""
+    return make_row(attempt, ["cat"], size=(16, 16))
 
 
 def _write(store: ShardStore, shard: int, statuses: list[str], first: int) -> None:
@@ -58,7 +48,7 @@ def test_finalize_keeps_the_first_n_kept_attempts_in_order(tmp_path: Path):
     summary = finalize(tmp_path, num_shards=3, num_pairs=3, generation={"config": {}, "models": {}},
                        elapsed_seconds=1.0, num_processes=2)
     ids = [r["id"] for p in sorted((tmp_path / "data").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    assert ids == ["s0-a00000000", "s0-a00000002", "s0-a00000007"]
+    assert ids == ["0000-00000000", "0000-00000002", "0000-00000007"]
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train-00000.parquet", "train-00001.parquet"]
     # counted up to the 3rd kept attempt (attempt 7): 8 attempts, attempt 8 is not counted
     assert (summary.num_rows, summary.attempts, summary.shortfall) == (3, 8, 0)
