@@ -151,3 +151,27 @@ def test_protocol_defaults_to_the_methods_own() -> None:
     assert EvaluationConfig(model="m", benchmark="voc21", output="o.json", method="maskclip").protocol == "clearclip"
     assert EvaluationConfig(model="m", benchmark="voc21", output="o.json", method="sclip",
                             protocol="naclip").protocol == "naclip"  # fmt: skip
+
+
+def test_methods_of_one_clip_share_its_text_encodings() -> None:
+    """A class list is encoded once per CLIP, whatever the method (the suite's reuse)."""
+    from magicseg_hf.evaluation.methods import TrainingFreeCLIP
+    from magicseg_hf.tiny import tiny_clip
+
+    clip, processor = tiny_clip(seed=0)
+    calls = []
+    original = clip.get_text_features
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    clip.get_text_features = counting
+    sclip = TrainingFreeCLIP(clip, "sclip", tokenizer=processor.tokenizer)
+    first = sclip.encode_classes(["cat", "dog"])
+    naclip = sclip.with_method("naclip")
+    again = naclip.encode_classes(["dog", "cat", "car"])
+    assert len(calls) == 3  # cat, dog, then only car
+    assert naclip.clip is sclip.clip and naclip.method == "naclip"
+    assert first.shape == (2, clip.config.projection_dim)
+    assert (again[0] == first[1]).all() and (again[1] == first[0]).all()

@@ -107,6 +107,8 @@ class TrainingFreeCLIP(nn.Module):
         templates: prompt templates averaged per class name (default: the 80 OpenAI ImageNet templates, as all
             four references use).
         gaussian_std: NACLIP's neighbourhood standard deviation (patches).
+        text_cache: name -> ``(E,)`` template-averaged embedding, shared by wrappers of one CLIP (see
+            :meth:`with_method`) so that a class list is encoded once whatever the method.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class TrainingFreeCLIP(nn.Module):
         tokenizer: Any = None,
         templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES,
         gaussian_std: float = NACLIP_GAUSSIAN_STD,
+        text_cache: dict[tuple[tuple[str, ...], str], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if method not in TRAINING_FREE_METHODS:
@@ -128,6 +131,11 @@ class TrainingFreeCLIP(nn.Module):
         self.gaussian_std = float(gaussian_std)
         self.config = SimpleNamespace(clip_config=clip.config, method=method)
         self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.text_cache = text_cache if text_cache is not None else {}
+
+    def with_method(self, method: str) -> TrainingFreeCLIP:
+        """The same CLIP (weights not copied) under another method, sharing tokenizer and text cache."""
+        return TrainingFreeCLIP(self.clip, method, self.tokenizer, self.templates, self.gaussian_std, self.text_cache)
 
     @property
     def device(self) -> torch.device:
@@ -147,14 +155,19 @@ class TrainingFreeCLIP(nn.Module):
             raise ValueError("encode_classes needs a CLIP tokenizer")
         features = []
         for name in names:
+            cached = self.text_cache.get((self.templates, name))
+            if cached is not None:
+                features.append(cached.to(self.device))
+                continue
             prompts = [template.format(name) for template in self.templates]
             tokens = tokenizer(prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
             output = self.clip.get_text_features(
                 input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
             )
             embeds = getattr(output, "pooler_output", output).float()  # (T, D)
-            embeds = F.normalize(embeds, dim=-1).mean(dim=0)
-            features.append(F.normalize(embeds, dim=-1))
+            embeds = F.normalize(F.normalize(embeds, dim=-1).mean(dim=0), dim=-1)
+            self.text_cache[(self.templates, name)] = embeds
+            features.append(embeds)
         return torch.stack(features)  # (S, D)
 
     # ---- image ---------------------------------------------------------------------------------

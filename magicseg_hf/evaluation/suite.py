@@ -193,7 +193,7 @@ def run_suite(path: str | Path, output_dir: str | Path) -> dict[str, Any]:
     skipped = len(cells) - len(pending)
     if skipped:
         logger.info("suite: %d of %d cells already finished (kept)", skipped, len(cells))
-    models: dict[tuple[str, str | None, str, str, str], tuple[Any, Any]] = {}
+    models: dict[tuple[str, str | None, bool, str, str], tuple[Any, Any]] = {}
     by_column: dict[tuple[str, str | None, str | None], list[Cell]] = {}
     for cell in pending:
         by_column.setdefault((cell.config.benchmark, cell.config.data_dir, cell.config.split), []).append(cell)
@@ -207,16 +207,18 @@ def run_suite(path: str | Path, output_dir: str | Path) -> dict[str, Any]:
         for cell in column_cells:
             config = cell.config
             device = _resolve_device(config.device)
-            key = (config.model, config.revision, config.method, str(device), config.dtype)
-            if key not in models:
+            key = (config.model, config.revision, config.method == "magicseg", str(device), config.dtype)
+            if key not in models:  # one load per checkpoint; training-free methods share its CLIP and text cache
                 model, processor = load_method_model(config.model, config.revision, config.method)
                 models[key] = (model.to(device=device, dtype=getattr(torch, config.dtype)).eval(), processor)
             model, processor = models[key]
+            if config.method != "magicseg" and model.method != config.method:
+                model = model.with_method(config.method)
             predictor = BenchmarkPredictor.for_benchmark(  # one text encoding per (model, class list)
                 model, processor, benchmark, protocols[cell], batch_size=config.batch_size, method=config.method,
                 threshold=config.threshold if config.method != "magicseg" else None,
             )
-            runs.append([cell, predictor, MeanIoUAccumulator(benchmark.num_labels, benchmark.ignore_index), 0.0])
+            runs.append([cell, predictor, MeanIoUAccumulator(benchmark.num_labels, benchmark.ignore_index), 0.0, model])
         cell_start = time.perf_counter()
         for chunk in _chunks(benchmark, IMAGES_PER_CHUNK):  # each image decoded once for every pending cell
             for run in runs:
@@ -224,9 +226,7 @@ def run_suite(path: str | Path, output_dir: str | Path) -> dict[str, Any]:
                 for sample, prediction in run[1].predict(chunk):
                     run[2].update(prediction, sample.label)
                 run[3] += time.perf_counter() - tick
-        for cell, predictor, accumulator, seconds in runs:
-            model = models[(cell.config.model, cell.config.revision, cell.config.method,
-                            str(predictor.device), cell.config.dtype)][0]  # fmt: skip
+        for cell, predictor, accumulator, seconds, model in runs:
             results = results_dict(
                 cell.config, benchmark, protocols[cell], predictor, accumulator, model,
                 wall_time_seconds=time.perf_counter() - cell_start, inference_seconds=seconds, overlays=[],
