@@ -175,3 +175,40 @@ def test_methods_of_one_clip_share_its_text_encodings() -> None:
     assert naclip.clip is sclip.clip and naclip.method == "naclip"
     assert first.shape == (2, clip.config.projection_dim)
     assert (again[0] == first[1]).all() and (again[1] == first[0]).all()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "benchmark", "has_background", "expected"),
+    [
+        ("sclip", "voc21", True, {"rule": "background-class", "threshold": 0.1, "area_threshold": 0.1,
+                                  "logit_scale": 65.0}),
+        ("sclip", "context60", True, {"rule": "background-class", "threshold": 0.1, "area_threshold": None,
+                                      "logit_scale": 50.0}),
+        ("sclip", "context59", False, {"rule": "argmax", "threshold": None, "area_threshold": None,
+                                       "logit_scale": 40.0}),
+        ("naclip", "voc21", True, {"rule": "background-class", "threshold": 0.1, "area_threshold": None,
+                                   "logit_scale": 40.0}),
+        ("clearclip", "voc21", True, {"rule": "background-class", "threshold": 0.5, "area_threshold": None,
+                                      "logit_scale": 50.0}),
+        ("clearclip", "coco-object", True, {"rule": "background-class", "threshold": 0.4, "area_threshold": None,
+                                            "logit_scale": 50.0}),
+        ("clearclip", "context60", True, {"rule": "background-class", "threshold": 0.15, "area_threshold": None,
+                                          "logit_scale": 50.0}),
+    ],
+)
+def test_training_free_score_is_each_harness_published_config(
+    protocol: str, benchmark: str, has_background: bool, expected: dict
+) -> None:
+    """The values the fixture's pipeline cases take, as each reference's configs/cfg_<benchmark>.py sets them."""
+    from types import SimpleNamespace
+
+    score = get_protocol(protocol, benchmark).training_free_score(SimpleNamespace(has_background=has_background),
+                                                                  "sclip" if protocol == "sclip" else protocol)
+    assert score == expected
+
+
+def test_naclip_protocol_is_whole_image_with_pamr_on_voc21() -> None:
+    protocol = get_protocol("naclip", "voc21")
+    assert (protocol.mode, protocol.refine, protocol.short_side) == ("whole", "pamr", 336)
+    clear = get_protocol("clearclip", "voc21")
+    assert (clear.short_side, clear.window, clear.stride, clear.class_names) == (448, 448, 224, "clearclip")
