@@ -1,9 +1,10 @@
 """Named component sets: ``paper`` (real checkpoints) and ``tiny`` (random twins built offline).
 
 Every external model has two sources. Preset ``paper`` names the real checkpoint (a Hub id and a
-revision). Preset ``tiny`` names a ``tiny:<component>`` id that :mod:`magicseg_hf.loading` hands to
-:mod:`magicseg_hf.tiny`, which builds it from a small config with fixed seeds and an offline
-tokenizer, so tests, CI and ``magicseg demo`` never touch the network. Any model flag accepts a
+revision). Preset ``tiny`` names a ``tiny:<component>`` id that :mod:`magicseg_hf.twins` resolves to a
+model folder its builder wrote once into the cache (a small config, fixed seeds, an offline
+tokenizer) and that :mod:`magicseg_hf.loading` loads like any other folder, so tests, CI and
+``magicseg demo`` never touch the network. Any model flag accepts a
 Hub id, a local folder or a ``tiny:`` id.
 
 This module is tables only: it imports no model library, so resolving a
@@ -38,6 +39,8 @@ TINY_SD3 = "tiny:sd3"
 TINY_FLUX = "tiny:flux"
 TINY_CLIP = "tiny:clip"
 TINY_CAUSAL_LM = "tiny:causal-lm"
+#: The tiny open-vocabulary segmentation model (``build_open_seg("tiny")``; not a generation role).
+TINY_OPEN_SEG_MODEL = "tiny:open-seg"
 #: Detector kind -> its tiny id.
 TINY_DETECTORS: dict[str, str] = {
     "grounding-dino": TINY_GROUNDING_DINO,
@@ -191,7 +194,7 @@ TINY_OPEN_SEG: dict[str, Any] = {
     "drop_path_rate": 0.1,
 }
 
-# The random CLIP of the tiny open-segmentation model (:func:`magicseg_hf.tiny.tiny_open_seg`; the
+# The random CLIP of the tiny open-segmentation model (:func:`magicseg_hf.twins.tiny_open_seg`; the
 # generation twins do not use it), chosen by the same measurements:
 # - vision width 64 and projection 64 (text width 32): 0.64-0.66 against 0.61-0.64 at 32.
 # - vision attention query/key weights drawn 8x larger: with CLIP's default init the attention is
