@@ -8,8 +8,10 @@ Context59-type (no background) question.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,13 +33,51 @@ METHODS = ("maskclip", "sclip", "clearclip", "naclip")
 _MODELS: dict[tuple[str, int], TrainingFreeCLIP] = {}
 
 
-def model_for(method: str, patch: int) -> TrainingFreeCLIP:
-    from transformers import CLIPModel
+def tiny_clip(patch: int, seed: int) -> Any:
+    """The fixture's tiny random CLIP, rebuilt: every parameter drawn in ``named_parameters`` order from
+    ``torch.manual_seed(seed)`` after construction (as ``make_fixtures.py`` draws it)."""
+    from transformers import CLIPConfig, CLIPModel
 
+    config = CLIPConfig(
+        text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                           image_size=224, patch_size=patch),
+        projection_dim=16,
+    )  # fmt: skip
+    model = CLIPModel(config).eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "layer_norm" in name or "layrnorm" in name:
+                parameter.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(parameter))
+            else:
+                parameter.copy_(torch.randn_like(parameter) * (0.5 if "embedding" in name else 0.2))
+    return model
+
+
+def weights_sha256(model: Any) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_for(method: str, patch: int) -> TrainingFreeCLIP:
     if (method, patch) not in _MODELS:
-        clip = CLIPModel.from_pretrained(FIXTURE / f"tiny_clip_p{patch}").eval()
+        record = PARAMETERS["models"][f"p{patch}"]
+        clip = tiny_clip(patch, record["seed"])
+        assert weights_sha256(clip) == record["sha256"], "the rebuilt tiny CLIP is not the fixture's"
         _MODELS[(method, patch)] = TrainingFreeCLIP(clip, method).eval()
     return _MODELS[(method, patch)]
+
+
+def test_rebuilt_tiny_clips_are_the_fixtures() -> None:
+    for patch in (16, 14):
+        record = PARAMETERS["models"][f"p{patch}"]
+        assert weights_sha256(tiny_clip(patch, record["seed"])) == record["sha256"]
 
 
 def normalised(image: np.ndarray) -> torch.Tensor:
@@ -66,7 +106,7 @@ def test_patch_logits_match_reference(case: dict) -> None:
     method, patch_name, benchmark, _ = case["key"].split("/")
     model = model_for(method, int(patch_name[1:]))
     image = ARRAYS[case["image"]]
-    queries = torch.from_numpy(ARRAYS[f"queries/{benchmark}"])
+    queries = torch.from_numpy(ARRAYS[f"queries/{method}/{patch_name}/{benchmark}"])
     ours = model.mask_logits(normalised(image)[None], queries)[0]  # (Q, h, w)
     reference = torch.from_numpy(ARRAYS[case["key"] + "/patch_logits"])
     assert ours.shape == reference.shape
@@ -81,7 +121,7 @@ def test_pipeline_labels_match_reference(case: dict) -> None:
     lines = case["lines"]
     model = model_for(method, 16)
     image = ARRAYS[case["image"]]
-    embeds = torch.from_numpy(ARRAYS[f"queries/{benchmark}"])  # reference order: line by line
+    embeds = torch.from_numpy(ARRAYS[f"queries/{method}/p16/{benchmark}"])  # reference order: line by line
     has_background = benchmark == "voc21"
     owners = [i for i, line in enumerate(lines) for _ in line]
     # ours: classes first (position = line - 1 with background), background queries last (-1)
