@@ -308,6 +308,7 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     import torch
     from tqdm.auto import tqdm
 
+    from magicseg_hf.console import checks_passed
     from magicseg_hf.evaluation.benchmarks import load_benchmark
     from magicseg_hf.evaluation.inference import BenchmarkPredictor
     from magicseg_hf.evaluation.methods import check_checkpoint
@@ -336,7 +337,7 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
         config.model, benchmark.name, num_images, benchmark.num_labels, len(predictor.queries.label_ids),
         protocol.name, protocol.to_dict(),
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
+    checks_passed()  # settings, benchmark files and model are read: the terminal shows the run (console.py)
     accumulator = MeanIoUAccumulator(benchmark.num_labels, benchmark.ignore_index)
     kept: list[tuple[Any, Any]] = []  # the first --overlays (sample, prediction), drawn with the results
     inference_start = time.perf_counter()
@@ -354,7 +355,9 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
             f"{benchmark.name}: no labelled pixel in {accumulator.num_images} images (every pixel is ignore, "
             f"{benchmark.ignore_index}): there is nothing to score"
         )
-    # Pictures and results are written together at the end: a run that stops early leaves neither.
+    # Pictures and results are written together at the end: a run that stops early leaves neither
+    # (nor the output folder it would have made).
+    output.parent.mkdir(parents=True, exist_ok=True)
     overlay_paths = [
         _save_overlay(output, index, sample, prediction, benchmark) for index, (sample, prediction) in enumerate(kept)
     ]
