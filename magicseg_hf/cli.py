@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from magicseg_hf import console, hub_access
-from magicseg_hf.errors import MagicSegError
+from magicseg_hf.errors import MagicSegError, as_flags
 
 logger = logging.getLogger("magicseg_hf")
 
@@ -186,6 +186,20 @@ def _setup_logging(verbose: bool) -> None:
         hf_logging.set_verbosity_error()
 
 
+def _flag_namer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """parameter name -> the flag of the running verb that sets it (``num_pairs`` -> ``--num-pairs``);
+    a verb that takes another library's flags (train: TrainingArguments) spells the rest ``--name``."""
+    flags: dict[str, str] = {}
+    for action in parser._subparsers._group_actions if parser._subparsers else []:  # noqa: SLF001 - argparse
+        verb_parser = getattr(action, "choices", {}).get(args.verb)
+        for option in getattr(verb_parser, "_actions", []):
+            long = [text for text in option.option_strings if text.startswith("--")]
+            if long and option.dest not in flags:
+                flags[option.dest] = long[0]
+    extra = getattr(args, "accepts_extra", False)
+    return lambda name: flags.get(name) or (f"--{name}" if extra else None)
+
+
 def _close_logging_handlers() -> None:
     """Remove the handler :func:`_setup_logging` added (it writes to this command's stderr guard)."""
     root = logging.getLogger()
@@ -210,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return int(args.func(args) or 0)
         except MagicSegError as error:
             held_stderr.discard()  # bad input prints one line: not the INFO lines and bars before it
-            sys.stderr.write(f"magicseg {args.verb}: error: {error}\n")
+            message = as_flags(str(error), _flag_namer(parser, args))
+            sys.stderr.write(f"magicseg {args.verb}: error: {message}\n")
             return 2
         except KeyboardInterrupt:
             sys.stderr.write(f"magicseg {args.verb}: interrupted\n")

@@ -2,9 +2,20 @@
 
 The CLI turns any :class:`MagicSegError` into one line on stderr and exit status 2;
 every other exception is a bug and keeps its traceback.
+
+Library code names the *parameter* a caller passed, not a command-line flag: a parameter is written
+between backticks (``InputError("`num_pairs` must be positive (got 0)")``), which a Python caller
+reads as the name of the argument it gave; the command layer (:func:`as_flags`) turns each into the
+flag the user typed (``--num-pairs``), so a message is written once for both readers.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+#: A parameter named in a message: `snake_case` between backticks.
+PARAMETER_PATTERN = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
 class MagicSegError(Exception):
@@ -27,3 +38,12 @@ def first_line(error: BaseException) -> str:
     """
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def as_flags(message: str, flag_of: Callable[[str], str | None]) -> str:
+    """``message`` with every backticked parameter that ``flag_of`` knows written as its flag
+    (``flag_of("num_pairs") == "--num-pairs"``); one it does not know keeps its name, unquoted."""
+    def replace(match: re.Match[str]) -> str:
+        return flag_of(match.group(1)) or match.group(1)
+
+    return PARAMETER_PATTERN.sub(replace, message)

@@ -104,3 +104,27 @@ def test_the_streams_are_given_back(noisy_verb, capsys):
     before = sys.stdout, sys.stderr
     cli.main(["noisy", "--fail"])
     assert (sys.stdout, sys.stderr) == before
+
+
+class _Counting:
+    """A verb whose library code names the parameter it was given, between backticks."""
+
+    DESCRIPTION = "test verb"
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("--num-pairs", dest="num_pairs", type=int)
+
+    @staticmethod
+    def run(args):
+        raise InputError(f"`num_pairs` must be positive (got {args.num_pairs}); `seed` is fine")
+
+
+def test_the_command_line_names_the_flag_where_the_library_names_the_parameter(monkeypatch, capsys):
+    from magicseg_hf.errors import as_flags
+
+    monkeypatch.setattr(cli, "VERBS", (*cli.VERBS, cli.Verb("counting", "a test verb", _Counting)))
+    assert cli.main(["counting", "--num-pairs", "0"]) == 2
+    # the flag the user typed; a parameter the verb has no flag for keeps its bare name
+    assert capsys.readouterr().err == "magicseg counting: error: --num-pairs must be positive (got 0); seed is fine\n"
+    assert as_flags("`a_b` and `c`", {"a_b": "--a-b"}.get) == "--a-b and c"
