@@ -89,40 +89,40 @@ def check_run(config: Any, arguments: Any, given_flags: Sequence[str] = ()) -> N
 # ---- our flags and the schedule -----------------------------------------------------------------------
 def _check_own_flags(config: Any, arguments: Any) -> None:
     if not 1 <= config.num_classes <= 254:
-        raise InputError(f"--num-classes must lie in 1..254 (got {config.num_classes})")
+        raise InputError(f"`num_classes` must lie in 1..254 (got {config.num_classes})")
     weight = config.counterfactual_loss_weight
     if weight is not None and not (math.isfinite(weight) and weight >= 0):
-        raise InputError(f"--counterfactual-loss-weight must be a finite number >= 0 (got {weight})")
+        raise InputError(f"`counterfactual_loss_weight` must be a finite number >= 0 (got {weight})")
     if config.lora_rank is not None and config.lora_rank <= 0:
-        raise InputError(f"--lora-rank must be positive (got {config.lora_rank})")
+        raise InputError(f"`lora_rank` must be positive (got {config.lora_rank})")
     size = config.validation_size
     if not (math.isfinite(size) and size >= 0) or (size >= 1 and size != int(size)):
         raise InputError(
-            f"--validation-size must be a fraction in [0, 1) or a whole count of rows >= 1 (got {size:g})"
+            f"`validation_size` must be a fraction in [0, 1) or a whole count of rows >= 1 (got {size:g})"
         )
 
 
 def _check_schedule(config: Any, arguments: Any, shown: Any) -> None:
     epochs, steps = arguments.num_train_epochs, arguments.max_steps
     if not (math.isfinite(epochs) and epochs >= 0):
-        raise InputError(f"--num_train_epochs must be a finite number >= 0 (got {shown('num_train_epochs', epochs)})")
+        raise InputError(f"`num_train_epochs` must be a finite number >= 0 (got {shown('num_train_epochs', epochs)})")
     if steps < -1:
         raise InputError(
-            f"--max_steps must be a positive count of steps, or -1 to train by --num_train_epochs "
+            f"`max_steps` must be a positive count of steps, or -1 to train by `num_train_epochs` "
             f"(got {shown('max_steps', steps)})"
         )
     if steps <= 0 and epochs <= 0:
         raise InputError(
-            f"nothing to train: --max_steps {shown('max_steps', steps)} and --num_train_epochs "
+            f"nothing to train: `max_steps` {shown('max_steps', steps)} and `num_train_epochs` "
             f"{shown('num_train_epochs', epochs)}; give a positive count of steps or epochs"
         )
     if config.streaming and steps <= 0:
-        raise InputError("--streaming needs --max_steps (a stream has no length to count epochs in)")
+        raise InputError("`streaming` needs `max_steps` (a stream has no length to count epochs in)")
     no_validation = config.validation_size == 0 or (config.streaming and config.validation_size < 1)
     strategy = str(getattr(arguments.eval_strategy, "value", arguments.eval_strategy))
     if strategy != "no" and no_validation:
         raise InputError(
-            f"--eval_strategy {strategy} needs validation rows, but --validation-size {config.validation_size:g} "
+            f"`eval_strategy` {strategy} needs validation rows, but `validation_size` {config.validation_size:g} "
             "holds out none" + (" (a stream holds out a count of rows, not a fraction)" if config.streaming else "")
         )
 
@@ -135,12 +135,12 @@ def _check_ranges(arguments: Any, shown: Any) -> None:
         ok = math.isfinite(value) and low <= value and (value < high if high_open else value <= high)
         if not ok:
             bounds = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}{')' if high_open else ']'}"
-            raise InputError(f"--{name} must be a finite number {bounds} (got {shown(name, value)})")
+            raise InputError(f"`{name}` must be a finite number {bounds} (got {shown(name, value)})")
 
     def count(name: str, low: int) -> None:
         value = getattr(arguments, name)
         if value is not None and value < low:
-            raise InputError(f"--{name} must be an integer >= {low} (got {shown(name, value)})")
+            raise InputError(f"`{name}` must be an integer >= {low} (got {shown(name, value)})")
 
     number("learning_rate", 0.0)
     number("weight_decay", 0.0)
@@ -157,8 +157,8 @@ def _check_ranges(arguments: Any, shown: Any) -> None:
         value = getattr(arguments, name)
         if str(getattr(getattr(arguments, strategy), "value", "")) == "steps" and value is not None and not value > 0:
             raise InputError(
-                f"--{name} must be > 0 with --{strategy} steps (got {shown(name, value)}); "
-                f"use --{strategy} no to turn it off"
+                f"`{name}` must be > 0 with `{strategy}` steps (got {shown(name, value)}); "
+                f"use `{strategy}` no to turn it off"
             )
 
 
@@ -172,12 +172,12 @@ def _check_report_to(arguments: Any, shown: Any) -> None:
             continue
         if name not in INTEGRATIONS:
             raise InputError(
-                f"--report_to {shown('report_to', name)}: unknown integration; known: {', '.join(sorted(INTEGRATIONS))}"
+                f"`report_to` {shown('report_to', name)}: unknown integration; known: {', '.join(sorted(INTEGRATIONS))}"
             )
         available, package = INTEGRATIONS[name]
         check = getattr(integration_utils, available, None)
         if check is not None and not check():
-            raise InputError(f"--report_to {name}: {package} is not installed here (pip install {package})")
+            raise InputError(f"`report_to` {name}: {package} is not installed here (pip install {package})")
 
 
 def _given_values(flags: Sequence[str]) -> dict[str, str]:
@@ -214,11 +214,11 @@ def _check_output_dir(config: Any, resume: str | None) -> None:
     from magicseg_hf.folder import check_output_folder
 
     path = Path(config.output_dir).expanduser()
-    check_output_folder(path, "--output-dir")
+    check_output_folder(path, "`output_dir`")
     if path.is_dir() and any(path.iterdir()) and not (config.overwrite or resume):
         raise InputError(
-            f"--output-dir {str(path)!r} already holds files; pass --resume_from_checkpoint to continue "
-            "its run or --overwrite to replace it"
+            f"`output_dir` {str(path)!r} already holds files; pass `resume_from_checkpoint` to continue "
+            "its run or `overwrite` to replace it"
         )
 
 
@@ -243,7 +243,7 @@ def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
     path = Path(text).expanduser()
     if not path.is_dir():
         where = "a file, not a folder" if path.exists() else "no such folder"
-        raise InputError(f"--resume_from_checkpoint {text}: {where}; {_newest_hint(output, path)}")
+        raise InputError(f"`resume_from_checkpoint` {text}: {where}; {_newest_hint(output, path)}")
     is_run_folder = not (path / TRAINER_STATE_FILE).exists() and (
         _same_path(path, output) or any(_checkpoints(path))
     )
@@ -251,7 +251,7 @@ def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
         return str(_newest_or_refuse(path, text))
     problem = checkpoint_problem(path)
     if problem:
-        raise InputError(f"--resume_from_checkpoint {text}: {problem}; {_newest_hint(output, path)}")
+        raise InputError(f"`resume_from_checkpoint` {text}: {problem}; {_newest_hint(output, path)}")
     logger.info("resuming from %s", path)
     return str(path)
 
@@ -305,12 +305,12 @@ def _newest_or_refuse(run_folder: Path, given: str) -> Path:
     newest = newest_complete_checkpoint(run_folder)
     if newest is None:
         if not run_folder.is_dir():
-            raise InputError(f"--resume_from_checkpoint {given}: {run_folder} does not exist: nothing to resume")
+            raise InputError(f"`resume_from_checkpoint` {given}: {run_folder} does not exist: nothing to resume")
         broken = _checkpoints(run_folder)
         detail = f" ({broken[0].name}: {checkpoint_problem(broken[0])})" if broken else ""
         raise InputError(
-            f"--resume_from_checkpoint {given}: no complete checkpoint in {run_folder}{detail}; "
-            "start again with --overwrite"
+            f"`resume_from_checkpoint` {given}: no complete checkpoint in {run_folder}{detail}; "
+            "start again with `overwrite`"
         )
     for skipped in _checkpoints(run_folder):
         if skipped == newest:

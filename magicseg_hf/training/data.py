@@ -46,9 +46,9 @@ def _load_rows(source: str, streaming: bool) -> Any:
     try:
         return datasets.load_dataset(source, split="train", streaming=streaming)
     except FileNotFoundError as error:
-        raise InputError(f"--dataset {source!r}: no such folder or Hub dataset ({first_line(error)})") from error
+        raise InputError(f"`dataset` {source!r}: no such folder or Hub dataset ({first_line(error)})") from error
     except Exception as error:  # datasets raises many types for an unreadable source
-        raise InputError(f"--dataset {source!r} cannot be read: {first_line(error)}") from error
+        raise InputError(f"`dataset` {source!r} cannot be read: {first_line(error)}") from error
 
 
 def _check_local_shards(source: str) -> None:
@@ -64,7 +64,7 @@ def _check_local_shards(source: str) -> None:
             pq.ParquetFile(path)
         except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a bad file
             raise InputError(
-                f"--dataset {source!r}: {path} is not a readable parquet shard ({first_line(error)}); "
+                f"`dataset` {source!r}: {path} is not a readable parquet shard ({first_line(error)}); "
                 "check the folder with `magicseg validate`"
             ) from error
 
@@ -110,7 +110,7 @@ def load_training_data(
     if isinstance(sources, (str, os.PathLike)):
         sources = [os.fspath(sources)]  # one source, not a sequence of its characters
     if not sources:
-        raise InputError("no --dataset given: pass a MagicSeg dataset folder or Hub repo")
+        raise InputError("no `dataset` given: pass a MagicSeg dataset folder or Hub repo")
     parts, described, merged = [], [], []
     for source in sources:
         _check_local_shards(source)
@@ -118,7 +118,7 @@ def load_training_data(
         columns = list(rows.features or {}) if rows.features is not None else []
         missing = [c for c in REQUIRED_COLUMNS if columns and c not in columns]
         if missing:
-            raise InputError(f"--dataset {source!r} lacks the columns {missing} (a MagicSeg dataset has {list(REQUIRED_COLUMNS)})")
+            raise InputError(f"`dataset` {source!r} lacks the columns {missing} (a MagicSeg dataset has {list(REQUIRED_COLUMNS)})")
         rows = rows.select_columns(list(REQUIRED_COLUMNS))
         for column in PICTURE_COLUMNS:  # decoded by the collator, row by row (a corrupt one is skipped)
             rows = rows.cast_column(column, datasets.Image(decode=False))
@@ -142,14 +142,14 @@ def load_training_data(
             outside = sorted(seen - set(names))
             if outside:
                 shown = ", ".join(repr(c) for c in outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
-                raise InputError(f"the datasets name classes that --vocabulary {vocabulary!r} lacks: {shown}")
+                raise InputError(f"the datasets name classes that `vocabulary` {vocabulary!r} lacks: {shown}")
         else:
             extra = sorted(seen - set(names))
             if extra:
                 logger.warning("adding %d classes named by rows but not by vocabulary.txt: %s", len(extra), extra[:5])
                 names += extra
     if not names:
-        raise InputError("no vocabulary: the datasets have no vocabulary.txt; pass --vocabulary")
+        raise InputError("no vocabulary: the datasets have no vocabulary.txt; pass `vocabulary`")
 
     validation = None
     if streaming:
@@ -159,7 +159,7 @@ def load_training_data(
     elif validation_size > 0:
         test_size = int(validation_size) if validation_size >= 1 else validation_size
         if (isinstance(test_size, int) and test_size >= len(rows)) or len(rows) < 2:
-            raise InputError(f"--validation-size {validation_size} leaves no training row out of {len(rows)}")
+            raise InputError(f"`validation_size` {validation_size} leaves no training row out of {len(rows)}")
         split = rows.train_test_split(test_size=test_size, seed=seed, shuffle=True)
         rows, validation = split["train"], split["test"]
     return TrainingData(train=rows, validation=validation, vocabulary=names, sources=described)
