@@ -80,7 +80,7 @@ SCENE_CLASSES = ("sun", "house", "tree", "ball")
 SCENE_SIZE = 64
 SCENE_TRAIN_PAIRS = 256
 SCENE_HELDOUT_PAIRS = 48
-SCENE_STEPS = 600
+SCENE_STEPS = 1200
 #: Seeds of act 2's two sets: the held-out scenes are another seed, never trained on.
 SCENE_TRAIN_SEED = 0
 SCENE_HELDOUT_SEED = 10_000

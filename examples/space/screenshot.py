@@ -9,9 +9,17 @@ screen and no browser download are needed::
     pip install -e ".[space]" playwright         # in the repository root
     python examples/space/screenshot.py --output examples/space/screenshot.png
 
-Without ``--model`` a tiny random model (vocabulary: sky, grass, sun, house) is built in a
-temporary folder, and without ``--image`` a simple scene is drawn: the picture then shows the page,
-not what a trained model sees.
+The README's picture is taken with the model that act 2 of ``magicseg demo`` trains on procedural
+scenes, on a held-out procedural scene (``magicseg_hf.generation.procedural``, the seed the demo holds
+out), with the model's classes typed into the page::
+
+    magicseg demo --output-dir demo-output
+    python examples/space/screenshot.py --model demo-output/model
+
+Without ``--image`` the scene is drawn from the model's own classes (held-out seed, context bias 0,
+at the tiny model's 64 px, shown enlarged); without ``--classes`` the model's vocabulary is typed.
+Without ``--model`` a tiny *random* model with the demo's scene classes is built in a temporary
+folder: the picture then shows the page, not what a trained model sees.
 """
 
 from __future__ import annotations
@@ -23,17 +31,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app import build_demo  # noqa: E402 (the Space's app.py, beside this file)
 
+from magicseg_hf.demo import SCENE_CLASSES, SCENE_HELDOUT_SEED, SCENE_SIZE  # noqa: E402
+from magicseg_hf.generation.procedural import procedural_row  # noqa: E402
 from magicseg_hf.loading import build_open_seg, load_open_seg  # noqa: E402
 
 logger = logging.getLogger("magicseg_space.screenshot")
 
-#: Classes of the tiny model built when no --model is given, and of the drawn scene.
-SCENE_CLASSES = ["sky", "grass", "sun", "house"]
+#: Classes of the tiny random model built when no --model is given.
+SCENE_CLASSES_DEFAULT = list(SCENE_CLASSES)
+#: Side of the scene as the page shows it (the 64 px scene enlarged, pixels kept sharp).
+SHOWN_SIZE = 384
 #: Chromium flags: headless, no sandbox (root in a container), nothing that reaches the network.
 CHROMIUM_FLAGS = [
     "--headless",
@@ -46,27 +58,17 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def draw_scene(width: int = 480, height: int = 320) -> Image.Image:
-    """A drawn landscape: sky, grass, a sun and a house (the default example picture)."""
-    image = Image.new("RGB", (width, height))
-    draw = ImageDraw.Draw(image)
-    horizon = int(height * 0.62)
-    for y in range(horizon):  # sky, lighter towards the horizon
-        t = y / horizon
-        draw.line([(0, y), (width, y)], fill=(int(90 + 100 * t), int(150 + 70 * t), 235))
-    draw.rectangle([0, horizon, width, height], fill=(70, 150, 60))
-    draw.ellipse([width * 0.72, height * 0.08, width * 0.86, height * 0.08 + width * 0.14], fill=(250, 215, 70))
-    left, top = int(width * 0.18), int(height * 0.42)
-    draw.rectangle([left, top, left + 120, horizon + 30], fill=(200, 80, 60))  # walls
-    draw.polygon([(left - 15, top), (left + 60, top - 60), (left + 135, top)], fill=(120, 50, 40))  # roof
-    draw.rectangle([left + 48, horizon - 10, left + 72, horizon + 30], fill=(90, 60, 40))  # door
-    return image
+def procedural_scene(classes: list[str], index: int = 1, shown: int = SHOWN_SIZE) -> Image.Image:
+    """Held-out procedural scene ``index`` of ``classes`` (the demo's held-out seed and size, context bias 0),
+    enlarged to ``shown`` px with nearest-neighbour resampling."""
+    row = procedural_row(classes, index, seed=SCENE_HELDOUT_SEED, size=SCENE_SIZE)
+    return row["image"].resize((shown, shown), Image.Resampling.NEAREST)
 
 
 def tiny_model(folder: Path) -> Path:
-    """Save a tiny random CLIPForOpenSegmentation with SCENE_CLASSES as its vocabulary in ``folder``."""
+    """Save a tiny random CLIPForOpenSegmentation with the demo's scene classes as its vocabulary in ``folder``."""
     model, processor = build_open_seg("tiny", seed=0)
-    model.set_vocabulary(SCENE_CLASSES)
+    model.set_vocabulary(SCENE_CLASSES_DEFAULT)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
@@ -104,9 +106,12 @@ def take_screenshot(url: str, image: Path, classes: str, output: Path, chromium:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "screenshot.png")
-    parser.add_argument("--model", default=None, help="Hub id or model folder (default: a tiny random model)")
-    parser.add_argument("--image", type=Path, default=None, help="picture to segment (default: a drawn scene)")
-    parser.add_argument("--classes", default=", ".join(SCENE_CLASSES), help="class names typed into the page")
+    parser.add_argument("--model", default=None,
+                        help="Hub id or model folder, e.g. demo-output/model (default: a tiny random model)")
+    parser.add_argument("--image", type=Path, default=None,
+                        help="picture to segment (default: a held-out procedural scene of the model's classes)")
+    parser.add_argument("--scene-index", type=int, default=1, help="which held-out procedural scene (default 1)")
+    parser.add_argument("--classes", default=None, help="class names typed into the page (default: the model's)")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="the Chromium executable")
     parser.add_argument("--width", type=int, default=1280, help="browser window width in pixels")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each step")
@@ -118,14 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_name = args.model or str(tiny_model(Path(tmp) / "tiny-model"))
         image = args.image
+        model, processor = load_open_seg(model_name)
+        vocabulary = list(model.config.vocabulary or SCENE_CLASSES_DEFAULT)
         if image is None:
             image = Path(tmp) / "scene.png"
-            draw_scene().save(image)
-        model, processor = load_open_seg(model_name)
+            procedural_scene(vocabulary, args.scene_index).save(image)
+        classes = args.classes if args.classes is not None else ", ".join(vocabulary)
         demo = build_demo(model, processor, args.model or "tiny random model (screenshot)")
         demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
         try:
-            take_screenshot(demo.local_url, image, args.classes, args.output, args.chromium, args.width, args.timeout)
+            take_screenshot(demo.local_url, image, classes, args.output, args.chromium, args.width, args.timeout)
         finally:
             demo.close()
     logger.info("wrote %s", args.output)

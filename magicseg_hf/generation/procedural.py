@@ -53,7 +53,7 @@ MIN_SIZE = 32
 #: Every class keeps at least this fraction of its drawn pixels visible (else the scene is re-laid).
 MIN_VISIBLE = 0.4
 #: Object radius, as a fraction of the picture side.
-RADIUS_RANGE = (0.18, 0.32)
+RADIUS_RANGE = (0.24, 0.40)
 #: Placement tries per scene before the occlusion rule is relaxed to "some pixels visible".
 PLACEMENT_TRIES = 30
 
@@ -147,13 +147,13 @@ Part = tuple[str, Any, RGB]  # (kind: "ellipse" | "rectangle" | "polygon" | "lin
 
 
 def _sun(cx: float, cy: float, r: float, turn: float) -> list[Part]:
-    core = 0.62 * r
+    core = 0.7 * r
     rays: list[Part] = []
-    for i in range(10):
-        a = turn + i * 2 * math.pi / 10
+    for i in range(8):
+        a = turn + i * 2 * math.pi / 8
         tip = (cx + r * math.cos(a), cy + r * math.sin(a))
-        left = (cx + core * math.cos(a - 0.22), cy + core * math.sin(a - 0.22))
-        right = (cx + core * math.cos(a + 0.22), cy + core * math.sin(a + 0.22))
+        left = (cx + core * math.cos(a - 0.3), cy + core * math.sin(a - 0.3))
+        right = (cx + core * math.cos(a + 0.3), cy + core * math.sin(a + 0.3))
         rays.append(("polygon", [left, tip, right], (250, 170, 30)))
     return [*rays, ("ellipse", [cx - core, cy - core, cx + core, cy + core], (250, 215, 40))]
 
@@ -162,7 +162,7 @@ def _house(cx: float, cy: float, r: float, turn: float) -> list[Part]:
     eave = cy - 0.1 * r
     return [
         ("rectangle", [cx - 0.7 * r, eave, cx + 0.7 * r, cy + r], (205, 65, 50)),
-        ("polygon", [(cx - 0.9 * r, eave), (cx, cy - r), (cx + 0.9 * r, eave)], (115, 40, 30)),
+        ("polygon", [(cx - 0.9 * r, eave), (cx, cy - r), (cx + 0.9 * r, eave)], (165, 45, 35)),
         ("rectangle", [cx - 0.15 * r, cy + 0.35 * r, cx + 0.15 * r, cy + r], (90, 50, 30)),
         ("rectangle", [cx + 0.3 * r, cy + 0.1 * r, cx + 0.55 * r, cy + 0.35 * r], (240, 230, 150)),
     ]
@@ -170,8 +170,8 @@ def _house(cx: float, cy: float, r: float, turn: float) -> list[Part]:
 
 def _tree(cx: float, cy: float, r: float, turn: float) -> list[Part]:
     return [
-        ("rectangle", [cx - 0.16 * r, cy + 0.1 * r, cx + 0.16 * r, cy + r], (110, 70, 35)),
-        ("ellipse", [cx - 0.75 * r, cy - r, cx + 0.75 * r, cy + 0.4 * r], (35, 135, 45)),
+        ("rectangle", [cx - 0.22 * r, cy + 0.1 * r, cx + 0.22 * r, cy + r], (110, 70, 35)),
+        ("ellipse", [cx - 0.85 * r, cy - r, cx + 0.85 * r, cy + 0.5 * r], (35, 135, 45)),
         ("ellipse", [cx - 0.4 * r, cy - 0.75 * r, cx + 0.1 * r, cy - 0.25 * r], (60, 165, 60)),
     ]
 
