@@ -106,7 +106,7 @@ def is_out_of_memory(error: BaseException | str) -> bool:
 
 def emit_row(row: dict[str, Any]) -> None:
     """Hand one finished row to the parent process (a worker's stdout line)."""
-    sys.stdout.write(ROW_PREFIX + json.dumps(row, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(ROW_PREFIX + json.dumps(row, default=str) + "\n")
     sys.stdout.flush()
 
 
