@@ -133,7 +133,7 @@ def test_generate_source_procedural_writes_a_valid_folder_of_those_rows(tmp_path
 
 def test_procedural_default_size_and_context_bias_in_the_config():
     config = GenerationConfig(source="procedural", classes=["sun"], context_bias=0.3).resolved()
-    assert (config.height, config.width) == (128, 128)
+    assert (config.height, config.width) == (64, 64)
     assert config.resolved() == config and config.unresolved().resolved() == config
     assert ProceduralEngine(config, ["sun"]).run_attempts([*ProceduralEngine(config, ["sun"]).make_attempts([0])])[0]
 

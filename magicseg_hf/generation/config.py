@@ -42,7 +42,7 @@ COUNTERFACTUAL_MODES = ("prompt", "inpaint", "paper")
 #: Where the pairs come from: the diffusion models, or drawn scenes (:mod:`magicseg_hf.generation.procedural`).
 SOURCES = ("diffusion", "procedural")
 #: Picture side of --source procedural when --height/--width are not given.
-PROCEDURAL_SIZE = 128
+PROCEDURAL_SIZE = 64
 #: Counterfactual modes that load the inpainting model.
 INPAINTING_MODES = ("inpaint",)
 PROMPT_BACKENDS = ("template", "transformers", "openai")

@@ -25,6 +25,8 @@ a dataset folder that `datasets.load_dataset(DIR)` reads.
 
 Example (offline, tiny random models):
   magicseg generate --classes cat dog --num-pairs 8 --preset tiny --output-dir out
+No model at all (drawn scenes with exact labels, hundreds of pairs a second):
+  magicseg generate --source procedural --classes sun house tree --num-pairs 200 --output-dir shapes
 Real checkpoints: drop --preset tiny. Several GPUs:
   accelerate launch -m magicseg_hf generate --vocabulary lvis --num-pairs 10000 --output-dir out"""
 
