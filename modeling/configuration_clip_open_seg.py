@@ -173,6 +173,8 @@ class CLIPOpenSegConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.clip_config is None:
             self.clip_config = clip_vit_b16_config()
+        if isinstance(self.clip_config, dict):  # transformers < 5.20 (no sub_configs_defaults) keeps the dict
+            self.clip_config = CLIPConfig(**self.clip_config)
         super().__post_init__(**kwargs)
         self.templates = list(self.templates)
         self.vocabulary = list(self.vocabulary)
