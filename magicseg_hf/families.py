@@ -283,7 +283,7 @@ def diffusion_model_info(model_id: str, revision: str | None = None, *, inpainti
         ModelLoadError: its ``model_index.json`` cannot be read (offline and not cached, unreachable).
     """
     what = "inpainting model" if inpainting else "diffusion model"
-    flag = "--inpainting-model" if inpainting else "--diffusion-model"
+    flag = "`inpainting_model`" if inpainting else "`diffusion_model`"
     if model_id.startswith("tiny:"):
         if model_id not in TINY_DIFFUSION_MODELS:
             wanted = [k for k, v in TINY_DIFFUSION_MODELS.items() if family_of_class(v).inpainting == inpainting]
@@ -300,7 +300,7 @@ def diffusion_model_info(model_id: str, revision: str | None = None, *, inpainti
             f"family; supported: {_SUPPORTED}"
         )
     if info.inpainting != inpainting:
-        other = "--diffusion-model" if inpainting else "--inpainting-model"
+        other = "`diffusion_model`" if inpainting else "`inpainting_model`"
         kind = "text-to-image" if not info.inpainting else "inpainting"
         raise InputError(f"{flag} {model_id!r} is a {kind} pipeline ({class_name}); pass it as {other}")
     return info
@@ -315,7 +315,7 @@ def check_pairing(diffusion: DiffusionModelInfo, inpainting: DiffusionModelInfo,
     """
     if diffusion.family.name != inpainting.family.name:
         raise InputError(
-            f"--inpainting-model {inpainting_id!r} ({inpainting.family.title}) does not fit --diffusion-model "
+            f"`inpainting_model` {inpainting_id!r} ({inpainting.family.title}) does not fit `diffusion_model` "
             f"{diffusion_id!r} ({diffusion.family.title}): a pair shares its initial noise, so both must be of "
             f"one family (for this generator, e.g. {diffusion.family.tiny_inpainting_id!r} or a "
             f"{'/'.join(diffusion.family.inpainting)} checkpoint)"

@@ -191,12 +191,12 @@ def check_classes(classes: Sequence[str] | None, vocabulary: Sequence[str]) -> l
 
     if classes is None:
         if not vocabulary:
-            raise InputError("the model has no saved vocabulary: name the classes with --classes")
+            raise InputError("the model has no saved vocabulary: name the classes with `classes`")
         classes = vocabulary
     elif isinstance(classes, str):
         classes = [classes]  # one class name, not a sequence of its characters
     try:
-        return check_class_names(list(classes), what="--classes")
+        return check_class_names(list(classes), what="`classes`")
     except ValueError as error:
         raise InputError(str(error)) from None
 
@@ -218,7 +218,7 @@ def check_decision(
     if threshold is not None and (
         isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0
     ):
-        raise InputError(f"--threshold must be a number in [0, 1] (got {threshold!r})")
+        raise InputError(f"`threshold` must be a number in [0, 1] (got {threshold!r})")
     try:
         rule = Decision.named(decision, threshold)
     except ValueError as error:
@@ -226,7 +226,7 @@ def check_decision(
     if rule.rule == "background-class":
         texts = list(background) if background else list(DEFAULT_BACKGROUND)
     elif background:
-        raise InputError(f"--background-classes is only used with --decision background-class (got {rule.rule})")
+        raise InputError(f"`background_classes` is only used with `decision` background-class (got {rule.rule})")
     else:
         texts = []
     return rule, texts
@@ -330,9 +330,9 @@ def load_image(path: str | Path) -> Image.Image:
 
     file = Path(path).expanduser()
     if not file.exists():
-        raise InputError(f"--image {path}: no such file")
+        raise InputError(f"`image` {path}: no such file")
     if not file.is_file():
-        raise InputError(f"--image {path}: not a file")
+        raise InputError(f"`image` {path}: not a file")
     try:
         with Image.open(file) as opened:  # as_rgb checks the pixel limit before decoding the pixels
             try:
@@ -343,13 +343,13 @@ def load_image(path: str | Path) -> Image.Image:
         raise
     except Image.DecompressionBombError as error:
         raise InputError(
-            f"--image {path}: over twice PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({first_line(error)}); "
+            f"`image` {path}: over twice PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({first_line(error)}); "
             "resize it first"
         ) from None
     except UnidentifiedImageError:
-        raise InputError(f"--image {path}: not a readable image (unknown or broken image format)") from None
+        raise InputError(f"`image` {path}: not a readable image (unknown or broken image format)") from None
     except (OSError, ValueError, SyntaxError) as error:
-        raise InputError(f"--image {path}: not a readable image ({first_line(error)})") from None
+        raise InputError(f"`image` {path}: not a readable image ({first_line(error)})") from None
 
 
 def overlay_paths(images: Sequence[str], output_dir: str | Path, suffix: str = OVERLAY_SUFFIX) -> list[Path]:
@@ -450,11 +450,11 @@ def _resolve_device(name: str) -> Any:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise InputError(f"--device must be auto, cpu, cuda, cuda:N or mps (got {name!r})") from None
+        raise InputError(f"`device` must be auto, cpu, cuda, cuda:N or mps (got {name!r})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
+        raise InputError(f"`device` {name}: CUDA is not available on this machine")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"--device {name}: MPS is not available on this machine")
+        raise InputError(f"`device` {name}: MPS is not available on this machine")
     return device
 
 

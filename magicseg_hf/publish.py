@@ -84,7 +84,7 @@ def check_repo_id(repo_id: str) -> str:
         or len(repo_id) > MAX_REPO_ID_LENGTH
     ):
         raise InputError(
-            f"--repo-id must look like USER/NAME, of letters, digits, '-', '_' and '.' (got {repo_id!r})"
+            f"`repo_id` must look like USER/NAME, of letters, digits, '-', '_' and '.' (got {repo_id!r})"
         )
     return repo_id
 

@@ -412,5 +412,5 @@ def test_interrupted_mmseg_export_resumes_with_the_same_splits(source, tmp_path,
             names = sorted(p.name for p in (tmp_path / "straight" / kind / split).iterdir())
             assert names == sorted(p.name for p in (tmp_path / "resumed" / kind / split).iterdir())
     # Another val fraction is another export: without --overwrite the folder is refused.
-    with pytest.raises(InputError, match="--overwrite"):
+    with pytest.raises(InputError, match="`overwrite`"):
         export_dataset(source, tmp_path / "resumed", format="mmseg", val_fraction=0.2, progress=False)

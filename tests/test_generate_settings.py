@@ -160,7 +160,7 @@ def test_config_takes_numpy_numbers_paths_and_tuples_as_their_python_values(tmp_
         ({"counterfactual_threshold": -1.0}, "--counterfactual-threshold must be >= 0"),
         ({"num_pairs": 10**12}, "--num-pairs must be a positive integer of at most"),
         ({"openai_base_url": "http://u:hunter2@localhost:1/v1", "prompt_backend": "openai"}, "credentials"),
-        ({"device": "tpu"}, "--device must be"),
+        ({"device": "tpu"}, "`device` must be"),
         ({"classes": ["cat", "ca\x00t"]}, "control character"),
     ],
 )

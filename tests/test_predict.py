@@ -343,11 +343,11 @@ def test_label_dir_holds_the_label_maps_and_odd_pictures_are_read_as_shown(model
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"threshold": "0.5"}, "--threshold must be a number in [0, 1] (got '0.5')"),
-        ({"threshold": 5}, "--threshold must be a number in [0, 1] (got 5)"),
+        ({"threshold": "0.5"}, "`threshold` must be a number in [0, 1] (got '0.5')"),
+        ({"threshold": 5}, "`threshold` must be a number in [0, 1] (got 5)"),
         ({"batch_size": 1.5}, "batch_size must be a positive integer (got 1.5)"),
         ({"decision": "softmax"}, "decision rule must be one of threshold, background-class, argmax"),
-        ({"classes": []}, "--classes must hold at least one class name"),
+        ({"classes": []}, "`classes` must hold at least one class name"),
     ],
 )
 def test_predict_images_bad_arguments_are_input_errors(loaded, kwargs, message):

@@ -496,7 +496,7 @@ def test_openai_backend_without_an_endpoint_is_refused_by_the_settings() -> None
         GenerationConfig(classes=["cat"], preset="tiny", prompt_backend="openai").resolved()
     with pytest.raises(InputError) as info:
         OpenAIPromptBackend("http://127.0.0.1:1/v1", "")
-    assert str(info.value) == "the openai prompt backend needs a model name, --prompt-model (got '')"
+    assert str(info.value) == "the openai prompt backend needs a model name, `prompt_model` (got '')"
 
 
 def test_missing_prompt_model_folder_is_a_model_load_error(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def _rows(path, **kwargs):
 def test_repo_id_form():
     assert publish.check_repo_id("user/my-data.v2") == "user/my-data.v2"
     for bad in ("noslash", "a/b/c", "/x", "user/", "us er/x", "user/..x", "user/x.git", "u/" + "x" * 95):
-        with pytest.raises(InputError, match=r"--repo-id must look like USER/NAME.*\(got "):
+        with pytest.raises(InputError, match=r"`repo_id` must look like USER/NAME.*\(got "):
             publish.check_repo_id(bad)
 
 

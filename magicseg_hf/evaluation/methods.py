@@ -266,12 +266,12 @@ def check_checkpoint(model_id: str, revision: str | None, method: str) -> str:
     if not allowed:
         raise ModelLoadError(
             f"model {model_id!r} is a {model_type!r} model, not a CLIP model (clip) or a CLIPForOpenSegmentation "
-            "(clip_open_seg): no --method runs it"
+            "(clip_open_seg): no `method` runs it"
         )
     if method not in allowed:
         kind = "a CLIPForOpenSegmentation" if model_type == "clip_open_seg" else "a plain CLIP model"
         raise InputError(
-            f"--method {method} cannot run {model_id!r}, {kind}: it can run --method {' or '.join(allowed)}"
+            f"`method` {method} cannot run {model_id!r}, {kind}: it can run `method` {' or '.join(allowed)}"
         )
     return str(model_type)
 

@@ -263,9 +263,9 @@ def _plan_output(out: Path, source: Path, state: dict[str, Any], overwrite: bool
     """What to do with the output folder: ``("new", [])``, ``("resume", done_shards)`` or
     ``("overwrite", [])``; raises :class:`InputError` when it may not be written."""
     if _inside(out, source) or _inside(source, out):
-        raise InputError(f"--output-dir {out} overlaps the source folder {source} (the source is never written)")
+        raise InputError(f"`output_dir` {out} overlaps the source folder {source} (the source is never written)")
     if out.exists() and not out.is_dir():
-        raise InputError(f"--output-dir {out} is a file, not a folder")
+        raise InputError(f"`output_dir` {out} is a file, not a folder")
     if not out.exists() or not any(p.name != LOCK_FILE for p in out.iterdir()):
         return "new", []
     progress = _read_json(out / PROGRESS_FILE)
@@ -275,10 +275,10 @@ def _plan_output(out: Path, source: Path, state: dict[str, Any], overwrite: bool
         return "resume", done
     if not overwrite:
         what = "an unfinished export of another source or with other options" if progress is not None else "exists"
-        raise InputError(f"--output-dir {out} {what}: pass --overwrite to replace it")
+        raise InputError(f"`output_dir` {out} {what}: pass `overwrite` to replace it")
     if not is_export:
         raise InputError(
-            f"--output-dir {out} is not empty and holds no magicseg export ({EXPORT_FILE}): --overwrite replaces "
+            f"`output_dir` {out} is not empty and holds no magicseg export ({EXPORT_FILE}): `overwrite` replaces "
             "only an earlier export; remove it yourself or choose another folder"
         )
     return "overwrite", []
@@ -613,9 +613,9 @@ def export_dataset(
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
     if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"--val-fraction must lie in [0, 1) (got {val_fraction})")
+        raise InputError(f"`val_fraction` must lie in [0, 1) (got {val_fraction})")
     if with_counterfactual and format != SEMANTIC:
-        raise InputError("--with-counterfactual applies to --format semantic only")
+        raise InputError("`with_counterfactual` applies to `format` semantic only")
     folder = DatasetFolder(Path(source).expanduser())
     src = folder.root.resolve() if folder.root.exists() else folder.root
     shards = _source_shards(folder)
@@ -636,7 +636,7 @@ def export_dataset(
     lock = FolderLock(out, what="export folder")
     holder = lock.active_holder() if out.is_dir() else None
     if holder is not None:
-        raise InputError(f"--output-dir {out} is being written by another magicseg run ({holder.describe()}); "
+        raise InputError(f"`output_dir` {out} is being written by another magicseg run ({holder.describe()}); "
                          "wait for it to finish, then run the same export again")
     lock.acquire()
     try:

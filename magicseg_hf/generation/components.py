@@ -175,9 +175,9 @@ def check_models(config: GenerationConfig, record: ModelsRecord) -> None:
     """
     if config.segmenter == "segment-anything":
         if config.sam_checkpoint and not Path(config.sam_checkpoint).expanduser().is_file():
-            raise InputError(f"--sam-checkpoint {config.sam_checkpoint!r}: no such file")
+            raise InputError(f"`sam_checkpoint` {config.sam_checkpoint!r}: no such file")
         if not config.sam_checkpoint and config.preset != "tiny":
-            raise InputError("--segmenter segment-anything needs --sam-checkpoint (a .pth file) outside the tiny preset")
+            raise InputError("`segmenter` segment-anything needs `sam_checkpoint` (a .pth file) outside the tiny preset")
     for role, model in record.items():
         if role == "prompt_model" and config.prompt_backend == "openai":
             continue  # a model name on the endpoint, not a Hub id
@@ -195,23 +195,23 @@ def check_device(device: str | None) -> None:
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError, TypeError):
-        raise InputError(f"--device must be cpu, cuda, cuda:N or mps (got {device!r})") from None
+        raise InputError(f"`device` must be cpu, cuda, cuda:N or mps (got {device!r})") from None
     if parsed.type == "cpu":
         return
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise InputError(f"--device {device!r}: this machine has no CUDA GPU (use --device cpu)")
+            raise InputError(f"`device` {device!r}: this machine has no CUDA GPU (use `device` cpu)")
         if parsed.index is not None and parsed.index >= count:
-            raise InputError(f"--device {device!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+            raise InputError(f"`device` {device!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
         return
     if parsed.type == "mps":
         if not torch.backends.mps.is_available():
-            raise InputError(f"--device {device!r}: MPS is not available on this machine")
+            raise InputError(f"`device` {device!r}: MPS is not available on this machine")
         return
     backend = getattr(torch, parsed.type, None)
     if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
-        raise InputError(f"--device {device!r}: no {parsed.type} device on this machine (use cpu, cuda or mps)")
+        raise InputError(f"`device` {device!r}: no {parsed.type} device on this machine (use cpu, cuda or mps)")
 
 
 def _shown(name: str, limit: int = 60) -> str:
@@ -279,7 +279,7 @@ def check_class_names(parts: Components, vocabulary: Sequence[str], max_classes_
             raise InputError(
                 f"class name {_shown(vocabulary[longest])} is too long for the {detector_kind} detector: "
                 f"{counts[longest]} tokens, and a detector text of up to {k} class(es) needs {needed} of the "
-                f"{limit} it reads; shorten the class names or lower --max-classes-per-prompt"
+                f"{limit} it reads; shorten the class names or lower `max_classes_per_prompt`"
             )
     elif isinstance(detector, Owlv2Detector):
         too_long = _longest_name_over(getattr(detector.processor, "tokenizer", None), names)

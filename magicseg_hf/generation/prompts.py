@@ -504,7 +504,7 @@ class OpenAIPromptBackend(PromptBackend):
         if not base_url:
             raise InputError(f"the openai prompt backend needs a base URL such as http://localhost:8000/v1 (got {base_url!r})")
         if not model:
-            raise InputError(f"the openai prompt backend needs a model name, --prompt-model (got {model!r})")
+            raise InputError(f"the openai prompt backend needs a model name, `prompt_model` (got {model!r})")
         if prompts_per_request < 1:
             raise InputError(f"prompts_per_request must be >= 1 (got {prompts_per_request})")
         self.url = base_url.rstrip("/") + "/chat/completions"

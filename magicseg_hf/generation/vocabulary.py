@@ -48,15 +48,15 @@ def load_vocabulary(name_or_path: str) -> list[str]:
 def resolve_classes(classes: list[str] | None, vocabulary: str | None) -> list[str]:
     """The run's vocabulary from ``--classes`` or ``--vocabulary`` (exactly one of them)."""
     if classes and vocabulary:
-        raise InputError("pass either --classes or --vocabulary, not both")
+        raise InputError("pass either `classes` or `vocabulary`, not both")
     if vocabulary:
         return load_vocabulary(vocabulary)
     if not classes:
-        raise InputError("no classes given: pass --classes NAME [NAME ...] or --vocabulary lvis|voc|context|coco|FILE")
+        raise InputError("no classes given: pass `classes` NAME [NAME ...] or `vocabulary` lvis|voc|context|coco|FILE")
     for name in classes:
-        check_class_name(name, "--classes")
+        check_class_name(name, "`classes`")
     names = [c.strip() for c in classes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise InputError(f"--classes lists {duplicates} more than once")
+        raise InputError(f"`classes` lists {duplicates} more than once")
     return names
