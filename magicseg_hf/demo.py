@@ -63,7 +63,8 @@ results.json, results-overlay-*.png, prediction.png (act 2) and SUMMARY.md (both
 Every setting is checked before anything is written. The demo first writes magicseg-demo.json
 at the folder's root: --overwrite replaces only a folder holding that file, and removes only what
 a demo writes there (plumbing/, dataset/, heldout/, model/, results.json, results-overlay-*.png,
-prediction.png, prediction.json, SUMMARY.md); any other non-empty folder is refused.
+results-prediction-*.png, prediction.png, prediction.json, SUMMARY.md); any other non-empty folder
+is refused.
 
 Example:
   magicseg demo --output-dir demo-output"""
@@ -92,8 +93,8 @@ PLUMBING_DIR = "plumbing"
 MARKER_FILE = "magicseg-demo.json"
 MARKER_KIND = "magicseg demo output"
 #: What a demo writes at the root of its output folder (names or patterns): all that --overwrite removes.
-OUTPUTS = (PLUMBING_DIR, "dataset", "heldout", "model", "results.json", "results-overlay-*.png", "prediction.png",
-           "prediction.json", "SUMMARY.md")
+OUTPUTS = (PLUMBING_DIR, "dataset", "heldout", "model", "results.json", "results-overlay-*.png",
+           "results-prediction-*.png", "prediction.png", "prediction.json", "SUMMARY.md")
 #: At most this many classes (the model trains on K <= 254 classes per row).
 MAX_CLASSES = 254
 #: Stages per act (for the "[act n, i/k]" progress lines).
@@ -413,7 +414,8 @@ def _predict(root: Path) -> str:
 
 
 def _predict_scene(root: Path) -> str:
-    """Segment the first held-out scene with act 2's model; prediction.png is image | truth | prediction."""
+    """Segment a held-out scene (the first with two objects) with act 2's model; prediction.png is
+    image | ground truth | prediction."""
     import numpy as np
 
     from magicseg_hf.folder import DatasetFolder, decode_image
@@ -421,7 +423,12 @@ def _predict_scene(root: Path) -> str:
     from magicseg_hf.predict import predict_images
     from magicseg_hf.visualization import prediction_triptych
 
-    row = next(DatasetFolder(root / "heldout").iter_rows(columns=["id", "image", "label", "classes"]))
+    rows = DatasetFolder(root / "heldout").iter_rows(columns=["id", "image", "label", "classes"])
+    first = row = next(rows)
+    while len(row["classes"]) < 2:  # the first scene with two objects shows more; else the first
+        row = next(rows, first)
+        if row is first:
+            break
     image = decode_image(row["image"])
     model, processor = load_open_seg(str(root / "model"))
     vocabulary = list(model.config.vocabulary)
@@ -432,7 +439,7 @@ def _predict_scene(root: Path) -> str:
         truth[label == class_id] = vocabulary.index(name) + 1
     predicted, _ = prediction.label_map()
     picture = prediction_triptych(image, truth, predicted, vocabulary,
-                                  title=f"held-out scene {row['id']}: image | ground truth | prediction")
+                                  title=f"held-out scene {row['id']}")
     picture.save(root / "prediction.png")
     (root / "prediction.json").write_text(json.dumps(prediction.to_dict(), indent=2) + "\n", encoding="utf-8")
     hits = []
@@ -462,7 +469,7 @@ def _write_summary(settings: DemoSettings) -> None:
     lines = [
         "# magicseg demo",
         "",
-        f"**What was learned:** {learned_line(settings)}.",
+        f"**What was learned:** {learned_line(settings).removeprefix('learned: ')}.",
         "",
         "## Act 1 — plumbing: the MagicSeg chain on tiny random models",
         "",
