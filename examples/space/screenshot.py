@@ -58,7 +58,7 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def procedural_scene(classes: list[str], index: int = 1, shown: int = SHOWN_SIZE) -> Image.Image:
+def procedural_scene(classes: list[str], index: int = 5, shown: int = SHOWN_SIZE) -> Image.Image:
     """Held-out procedural scene ``index`` of ``classes`` (the demo's held-out seed and size, context bias 0),
     enlarged to ``shown`` px with nearest-neighbour resampling."""
     row = procedural_row(classes, index, seed=SCENE_HELDOUT_SEED, size=SCENE_SIZE)
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Hub id or model folder, e.g. demo-output/model (default: a tiny random model)")
     parser.add_argument("--image", type=Path, default=None,
                         help="picture to segment (default: a held-out procedural scene of the model's classes)")
-    parser.add_argument("--scene-index", type=int, default=1, help="which held-out procedural scene (default 1)")
+    parser.add_argument("--scene-index", type=int, default=5,
+                        help="which held-out procedural scene (default 5: a sun and a house with the demo's classes)")
     parser.add_argument("--classes", default=None, help="class names typed into the page (default: the model's)")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="the Chromium executable")
     parser.add_argument("--width", type=int, default=1280, help="browser window width in pixels")
