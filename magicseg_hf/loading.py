@@ -1,12 +1,13 @@
 """Loading the external models: real checkpoints (Hub ids or local folders) and ``tiny:`` twins.
 
-Every loader takes a Hub id, a local folder or a ``tiny:`` id (see :mod:`magicseg_hf.presets`);
-``tiny:`` ids are built by :mod:`magicseg_hf.tiny`, everything else goes through the family's
-``from_pretrained``. Before that, :func:`check_model_available` fails at once — a missing folder, an
-uncached id while offline, an unreachable Hub — instead of letting huggingface_hub retry for
-20-45 s, and whatever the library raises while loading becomes one :class:`ModelLoadError` line.
-Each loader imports its own model family when called, so loading a detector does not import
-diffusers.
+Every loader takes a Hub id, a local folder or a ``tiny:`` id (see :mod:`magicseg_hf.presets`) and
+loads it through the family's ``from_pretrained``: :func:`magicseg_hf.twins.resolve` first turns a
+``tiny:`` id into the folder its twin builder wrote once into the cache (and refuses a twin of
+another role), so a twin takes exactly the code a Hub id or a user's folder takes. Before that,
+:func:`check_model_available` fails at once — a missing folder, an uncached id while offline, an
+unreachable Hub — instead of letting huggingface_hub retry for 20-45 s, and whatever the library
+raises while loading becomes one :class:`ModelLoadError` line. Each loader imports its own model
+family when called, so loading a detector does not import diffusers.
 """
 
 from __future__ import annotations
@@ -15,22 +16,21 @@ import contextlib
 import os
 import pickle
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from magicseg_hf import hub_access, tiny
+from magicseg_hf import hub_access, twins
 from magicseg_hf.errors import ModelLoadError, first_line
 from magicseg_hf.hub_access import check_model_available
 from magicseg_hf.presets import (
+    DETECTOR_ROLES,
     OPEN_SEG_PRESETS,
     PAPER_MODELS,
-    TINY_CLIP,
-    TINY_DETECTORS,
-    TINY_MODELS,
-    TINY_SEGMENTERS,
-    is_tiny,
+    SEGMENTER_ROLES,
+    TINY_OPEN_SEG_MODEL,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +61,34 @@ def _weight_file_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """No transformers (and, when imported, diffusers) progress bars in the block: loading or saving
+    a local folder reads no network, so its "Loading weights" / "Writing model shards" bars say
+    nothing a log line does not. Each library's setting, and huggingface_hub's, is restored after."""
+    import sys
+
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [transformers_logging]
+    if "diffusers" in sys.modules:  # never imported for this: loading a detector does not import diffusers
+        from diffusers.utils import logging as diffusers_logging
+
+        libraries.append(diffusers_logging)
+    enabled = [library.is_progress_bar_enabled() for library in libraries]
+    hub_disabled = are_progress_bars_disabled()
+    for library in libraries:
+        library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library, was_enabled in zip(libraries, enabled):
+            if was_enabled:
+                library.enable_progress_bar()
+        (disable_progress_bars if hub_disabled else enable_progress_bars)()
+
+
+@contextlib.contextmanager
 def load_errors(model_id: str, what: str) -> Iterator[None]:
     """Turn what loading ``model_id`` raises for a bad model — an ``OSError`` or ``ValueError`` (a
     bad folder, a wrong revision, a broken config), a weights file that is garbage, a pickle
@@ -69,10 +97,13 @@ def load_errors(model_id: str, what: str) -> Iterator[None]:
 
     A pickle (``pytorch_model.bin``) is read with ``weights_only=True`` by transformers and
     diffusers: code in it is never run, and such a file is refused here with a hint instead of
-    torch's advice to load it unsafely.
+    torch's advice to load it unsafely. A local folder loads without progress bars
+    (:func:`quiet_progress_bars`); a Hub id keeps its download bars.
     """
+    local = Path(model_id).expanduser().is_dir()
     try:
-        yield
+        with quiet_progress_bars() if local else contextlib.nullcontext():
+            yield
     except ModelLoadError:
         raise
     except pickle.UnpicklingError as error:
@@ -89,9 +120,20 @@ def load_errors(model_id: str, what: str) -> Iterator[None]:
         raise ModelLoadError(f"cannot load {what} {model_id!r}: {hub_access.redact(first_line(error))}") from error
 
 
-def _check_tiny_id(model_id: str, expected: str, what: str) -> None:
-    if model_id != expected:
-        raise ModelLoadError(f"unknown tiny {what} {model_id!r}; the tiny preset has {expected!r}")
+def own_memory(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with every CPU weight and buffer in freshly allocated (aligned) memory.
+
+    A tensor loaded from safetensors can be a view into the memory-mapped file at whatever offset
+    it was stored; CPU kernels sum in another order for data that is not 64-byte aligned, so the
+    same weights then give results that differ in the last bits depending on where the file was
+    mapped, and rows would differ between a straight run and a multi-process or resumed one. Such
+    a tensor is copied (once, at load); tensors on an accelerator were copied there already.
+    """
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
+    return module
 
 
 # ---- diffusion -----------------------------------------------------------------------------------
@@ -99,23 +141,6 @@ def _check_tiny_id(model_id: str, expected: str, what: str) -> None:
 #: no mapping for (it raises "AutoPipeline can't find a pipeline linked to FluxFillPipeline"):
 #: such a checkpoint loads as the class its ``model_index.json`` names.
 _INPAINTING_OUTSIDE_AUTO_PIPELINES = frozenset({"FluxFillPipeline"})
-
-
-def _tiny_diffusion_pipeline(model_id: str, inpainting: bool, what: str) -> Any:
-    """The ``tiny:`` twin ``model_id``, checked to be a twin of the role asked for."""
-    from magicseg_hf.families import TINY_DIFFUSION_MODELS, family_of_class
-
-    roles = {name: family_of_class(cls).inpainting for name, cls in TINY_DIFFUSION_MODELS.items()}
-    wanted = ", ".join(name for name, role in roles.items() if role == inpainting)
-    if model_id not in roles:
-        raise ModelLoadError(f"unknown tiny {what} {model_id!r}; the tiny {what}s are {wanted}")
-    if roles[model_id] != inpainting:
-        kind = "an inpainting" if roles[model_id] else "a text-to-image"
-        raise ModelLoadError(
-            f"tiny {what} {model_id!r} is {kind} twin ({TINY_DIFFUSION_MODELS[model_id]}); "
-            f"the tiny {what}s are {wanted}"
-        )
-    return tiny.tiny_diffusion_pipeline(model_id)
 
 
 def load_diffusion_pipeline(
@@ -130,9 +155,9 @@ def load_diffusion_pipeline(
     """A text-to-image (or inpainting) diffusers pipeline from a Hub id, folder or ``tiny:`` id.
 
     Any family of :mod:`magicseg_hf.families` loads: Stable Diffusion 1.x/2.x, SDXL, SD3 and
-    FLUX.1. A ``tiny:`` id is built by :func:`magicseg_hf.tiny.tiny_diffusion_pipeline` and must be
-    a twin of the role asked for (a text-to-image twin where ``inpainting`` is asked is a
-    :class:`ModelLoadError`). Real checkpoints load through ``AutoPipelineForText2Image`` /
+    FLUX.1. A ``tiny:`` id is its twin's cache folder (:func:`magicseg_hf.twins.resolve`) and must
+    be a twin of the role asked for (a text-to-image twin where ``inpainting`` is asked is a
+    :class:`ModelLoadError`). Checkpoints load through ``AutoPipelineForText2Image`` /
     ``AutoPipelineForInpainting`` — a FLUX Fill checkpoint, which diffusers' auto pipelines do not
     map, as its own ``FluxFillPipeline``. ``safety_checker=False`` drops the checker of a pipeline
     that has one (Stable Diffusion 1.x/2.x; SDXL, SD3 and FLUX have none, and are given nothing).
@@ -144,25 +169,24 @@ def load_diffusion_pipeline(
     """
     torch_dtype = resolve_dtype(dtype, device)
     what = "inpainting model" if inpainting else "diffusion model"
-    if is_tiny(model_id):
-        pipe = _tiny_diffusion_pipeline(model_id, inpainting, what)
-        if torch_dtype != torch.float32:
-            pipe = pipe.to(dtype=torch_dtype)
-    else:
-        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image, DiffusionPipeline
+    model_id = twins.resolve(model_id, "inpainting" if inpainting else "text-to-image", what)
+    from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image, DiffusionPipeline
 
-        check_model_available(model_id, revision, what)
-        with load_errors(model_id, what):
-            index = DiffusionPipeline.load_config(model_id, revision=revision)  # model_index.json
-        cls = AutoPipelineForInpainting if inpainting else AutoPipelineForText2Image
-        if inpainting and index.get("_class_name") in _INPAINTING_OUTSIDE_AUTO_PIPELINES:
-            cls = DiffusionPipeline
-        kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype}
-        if not safety_checker and "safety_checker" in index:  # only pipelines with a checker slot
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
-        with load_errors(model_id, what):
-            pipe = cls.from_pretrained(model_id, **kwargs)
+    check_model_available(model_id, revision, what)
+    with load_errors(model_id, what):
+        index = DiffusionPipeline.load_config(model_id, revision=revision)  # model_index.json
+    cls = AutoPipelineForInpainting if inpainting else AutoPipelineForText2Image
+    if inpainting and index.get("_class_name") in _INPAINTING_OUTSIDE_AUTO_PIPELINES:
+        cls = DiffusionPipeline
+    kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype}
+    if not safety_checker and "safety_checker" in index:  # only pipelines with a checker slot
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    with load_errors(model_id, what):
+        pipe = cls.from_pretrained(model_id, **kwargs)
     pipe = pipe.to(device)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            own_memory(component)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -171,11 +195,9 @@ def load_diffusion_pipeline(
 def load_causal_lm(
     model_id: str, revision: str | None = None, *, dtype: str | torch.dtype = "auto", device: str = "cpu"
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) of an instruct LLM for the ``transformers`` prompt backend."""
-    if is_tiny(model_id):
-        _check_tiny_id(model_id, TINY_MODELS["prompt_model"][0], "prompt model")
-        model, tokenizer = tiny.tiny_causal_lm()
-        return model.to(device), tokenizer
+    """(model, tokenizer) of an instruct LLM for the ``transformers`` prompt backend, from a Hub id,
+    a folder or ``tiny:causal-lm``."""
+    model_id = twins.resolve(model_id, "prompt", "prompt model")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_available(model_id, revision, "prompt model")
@@ -184,7 +206,7 @@ def load_causal_lm(
         model = AutoModelForCausalLM.from_pretrained(
             model_id, revision=revision, dtype=resolve_dtype(dtype, device)
         )
-    return model.to(device).eval(), tokenizer
+    return own_memory(model.to(device).eval()), tokenizer
 
 
 # ---- annotation: detectors and segmenters --------------------------------------------------------
@@ -245,42 +267,36 @@ def load_detector(
     against the kind (a folder of another detector is one :class:`ModelLoadError` line). The model
     is put in eval mode on ``device`` in ``dtype`` (``auto``: float16 on CUDA, float32 otherwise).
     """
-    if kind not in TINY_DETECTORS:
-        raise ModelLoadError(f"unknown detector {kind!r}; known: {', '.join(TINY_DETECTORS)}")
+    if kind not in DETECTOR_ROLES:
+        raise ModelLoadError(f"unknown detector {kind!r}; known: {', '.join(DETECTOR_ROLES)}")
     torch_dtype = resolve_dtype(dtype, device)
     what = f"{kind} detector"
-    if is_tiny(model_id):
-        _check_tiny_id(model_id, TINY_DETECTORS[kind], what)
-        builders = {
-            "grounding-dino": tiny.tiny_grounding_dino,
-            "mm-grounding-dino": tiny.tiny_mm_grounding_dino,
-            "owlv2": tiny.tiny_owlv2,
-        }
-        model, processor = builders[kind]()
-    else:
-        from transformers import AutoProcessor
+    model_id = twins.resolve(model_id, kind, what)
+    from transformers import AutoProcessor
 
-        check_model_available(model_id, revision, what)
-        classes = _detector_classes()
-        cls = classes[kind]
-        hints = {other.config_class.model_type: f"--detector {name}" for name, other in classes.items()}
-        _check_model_type(model_id, revision, what, (cls.config_class.model_type,), hints)
-        with load_errors(model_id, what):
-            processor = AutoProcessor.from_pretrained(model_id, revision=revision)
-            model = cls.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
-    return model.to(device=device, dtype=torch_dtype).eval(), processor
+    check_model_available(model_id, revision, what)
+    classes = _detector_classes()
+    cls = classes[kind]
+    hints = {other.config_class.model_type: f"--detector {name}" for name, other in classes.items()}
+    _check_model_type(model_id, revision, what, (cls.config_class.model_type,), hints)
+    with load_errors(model_id, what):
+        processor = AutoProcessor.from_pretrained(model_id, revision=revision)
+        model = cls.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+    return own_memory(model.to(device=device, dtype=torch_dtype).eval()), processor
 
 
 def _segment_anything_architecture(model_type: str) -> Sam:
-    """An untrained segment-anything ``Sam`` of ``model_type`` (vit_h, vit_l, vit_b or tiny)."""
-    if model_type == "tiny":
-        return tiny.tiny_segment_anything_architecture()
+    """An untrained segment-anything ``Sam`` of ``model_type``: the library's vit_h, vit_l or vit_b,
+    or one of :data:`magicseg_hf.twins.SEGMENT_ANYTHING_MODEL_TYPES` (``tiny``)."""
     from segment_anything import sam_model_registry
 
-    if model_type not in sam_model_registry or model_type == "default":
-        known = ", ".join(k for k in sam_model_registry if k != "default")
-        raise ModelLoadError(f"unknown segment-anything model type {model_type!r}; known: {known}, tiny")
-    return sam_model_registry[model_type](checkpoint=None)  # checkpoint=None: no torch.load inside
+    builders: dict[str, Any] = {
+        **{name: partial(build, checkpoint=None) for name, build in sam_model_registry.items() if name != "default"},
+        **twins.SEGMENT_ANYTHING_MODEL_TYPES,
+    }  # checkpoint=None: no torch.load inside build_sam
+    if model_type not in builders:
+        raise ModelLoadError(f"unknown segment-anything model type {model_type!r}; known: {', '.join(builders)}")
+    return builders[model_type]()
 
 
 def load_segment_anything_checkpoint(checkpoint: str | os.PathLike, model_type: str = "vit_h") -> Sam:
@@ -318,9 +334,7 @@ def _load_transformers_segmenter(
     """(model, processor) of the ``transformers`` (SAM) or ``sam2`` backend from a ``tiny:`` id,
     a Hub id or a folder (whose ``model_type`` is checked first)."""
     what, accepted = _TRANSFORMERS_SEGMENTERS[backend]
-    if is_tiny(model_id):
-        _check_tiny_id(model_id, TINY_SEGMENTERS[backend], what)
-        return tiny.tiny_sam2() if backend == "sam2" else tiny.tiny_transformers_sam()
+    model_id = twins.resolve(model_id, backend, what)
     from transformers import Sam2Model, Sam2Processor, SamModel, SamProcessor
 
     model_cls, processor_cls = (Sam2Model, Sam2Processor) if backend == "sam2" else (SamModel, SamProcessor)
@@ -351,25 +365,21 @@ def load_segmenter(
     architecture is one :class:`ModelLoadError` line. ``backend="segment-anything"``: a
     ``segment_anything.modeling.Sam`` and ``None``; weights from ``sam_checkpoint``
     (``sam_model_type`` names its architecture; ``tiny`` is the tiny one), or, with no checkpoint
-    and a ``tiny:`` ``model_id``, the tiny random ``Sam`` (``tiny:segment-anything``).
+    and a ``tiny:`` ``model_id``, from the ``tiny:segment-anything`` twin's checkpoint file in the
+    cache (:func:`magicseg_hf.twins.segment_anything_checkpoint`), read the same way.
     """
     torch_dtype = resolve_dtype(dtype, device)
     if backend in _TRANSFORMERS_SEGMENTERS:
         if model_id is None:
             raise ModelLoadError(f"the {backend} segmenter backend needs a segmenter model id or folder")
         model, processor = _load_transformers_segmenter(backend, model_id, revision, torch_dtype)
-        return model.to(device=device, dtype=torch_dtype).eval(), processor
+        return own_memory(model.to(device=device, dtype=torch_dtype).eval()), processor
     if backend == "segment-anything":
-        if sam_checkpoint is not None:
-            sam = load_segment_anything_checkpoint(sam_checkpoint, sam_model_type)
-        elif is_tiny(model_id):
-            sam = tiny.tiny_segment_anything()
-        else:
-            raise ModelLoadError(
-                "the segment-anything backend needs --sam-checkpoint (a .pth file) outside the tiny preset"
-            )
+        if sam_checkpoint is None:
+            sam_checkpoint, sam_model_type = twins.segment_anything_checkpoint(model_id, sam_model_type)
+        sam = load_segment_anything_checkpoint(sam_checkpoint, sam_model_type)
         return sam.to(device=device, dtype=torch_dtype).eval(), None
-    raise ModelLoadError(f"unknown segmenter backend {backend!r}; known: {', '.join(TINY_SEGMENTERS)}")
+    raise ModelLoadError(f"unknown segmenter backend {backend!r}; known: {', '.join(SEGMENTER_ROLES)}")
 
 
 def load_clip_scorer(
@@ -387,58 +397,66 @@ def load_clip_scorer(
     CUDA, float32 otherwise).
     """
     torch_dtype = resolve_dtype(dtype, device)
-    if is_tiny(model_id):
-        _check_tiny_id(model_id, TINY_CLIP, "class-score model")
-        model, processor = tiny.tiny_clip()
-    else:
-        from transformers import CLIPModel, CLIPProcessor
+    model_id = twins.resolve(model_id, "class-score", "class-score model")
+    from transformers import CLIPModel, CLIPProcessor
 
-        check_model_available(model_id, revision, "class-score model")
-        with load_errors(model_id, "class-score model"):
-            processor = CLIPProcessor.from_pretrained(model_id, revision=revision)
-            model = CLIPModel.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
-    return model.to(device=device, dtype=torch_dtype).eval(), processor
+    check_model_available(model_id, revision, "class-score model")
+    with load_errors(model_id, "class-score model"):
+        processor = CLIPProcessor.from_pretrained(model_id, revision=revision)
+        model = CLIPModel.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
+    return own_memory(model.to(device=device, dtype=torch_dtype).eval()), processor
 
 
 # ---- the open-vocabulary segmentation model ------------------------------------------------------
 def build_open_seg(
     preset: str = "tiny", seed: int = 0, **overrides: Any
 ) -> tuple[CLIPForOpenSegmentation, CLIPOpenSegProcessor]:
-    """``(CLIPForOpenSegmentation, CLIPOpenSegProcessor)`` for ``preset``.
+    """``(CLIPForOpenSegmentation, CLIPOpenSegProcessor)`` for ``preset``, ready to train (train mode).
 
-    ``tiny`` builds offline from configs (random CLIP, offline tokenizer, seeded with ``seed``);
-    ``paper`` wraps ``openai/clip-vit-base-patch16`` via ``CLIPForOpenSegmentation.from_clip``.
+    ``paper`` wraps ``openai/clip-vit-base-patch16`` via ``CLIPForOpenSegmentation.from_clip``;
+    ``tiny`` loads, with :func:`load_open_seg`, the ``tiny:open-seg`` twin's folder for ``seed`` and
+    ``overrides`` (each pair its own folder in the cache, written the first time by
+    :func:`magicseg_hf.twins.tiny_open_seg`: random CLIP, offline tokenizer, drawn under ``seed``).
     ``overrides`` are :class:`CLIPOpenSegConfig` fields (e.g. ``vocabulary=[...]``,
     ``use_lora=True``, ``image_size=...``); the processor's resize/pad size follows ``image_size``.
     """
-    from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegImageProcessor, CLIPOpenSegProcessor
-
-    if preset == "tiny":
-        model, tokenizer = tiny.tiny_open_seg(seed, **overrides)
-    elif preset == "paper":
-        from transformers import AutoTokenizer
-
-        model_id, revision = PAPER_MODELS["clip_model"]
-        check_model_available(model_id, revision, "CLIP model")
-        with load_errors(model_id, "CLIP model"):
-            tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
-            model = CLIPForOpenSegmentation.from_clip(
-                model_id, tokenizer=tokenizer, clip_kwargs={"revision": revision}, **overrides
-            )
-    else:
+    if preset not in OPEN_SEG_PRESETS:
         raise ModelLoadError(f"unknown preset {preset!r}; known presets: {', '.join(OPEN_SEG_PRESETS)}")
+    if preset != "paper":
+        folder = twins.resolve(TINY_OPEN_SEG_MODEL, "open-seg", "segmentation model", seed=seed, options=overrides)
+        model, processor = load_open_seg(folder)
+        return model.train(), processor
+    from transformers import AutoTokenizer
+
+    from magicseg_hf.modeling import CLIPForOpenSegmentation
+
+    model_id, revision = PAPER_MODELS["clip_model"]
+    check_model_available(model_id, revision, "CLIP model")
+    with load_errors(model_id, "CLIP model"):
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        model = CLIPForOpenSegmentation.from_clip(
+            model_id, tokenizer=tokenizer, clip_kwargs={"revision": revision}, **overrides
+        )
+    return model, open_seg_processor(model, tokenizer)
+
+
+def open_seg_processor(model: CLIPForOpenSegmentation, tokenizer: Any) -> CLIPOpenSegProcessor:
+    """The ``CLIPOpenSegProcessor`` of a freshly built ``model``: resize and pad to its
+    ``image_size``, ``tokenizer``, its config's prompt templates."""
+    from magicseg_hf.modeling import CLIPOpenSegImageProcessor, CLIPOpenSegProcessor
+
     size = model.config.image_size
     image_processor = CLIPOpenSegImageProcessor(
         size={"max_height": size, "max_width": size}, pad_size={"height": size, "width": size}
     )
-    processor = CLIPOpenSegProcessor(image_processor, tokenizer, templates=list(model.config.templates))
-    return model, processor
+    return CLIPOpenSegProcessor(image_processor, tokenizer, templates=list(model.config.templates))
 
 
 def load_open_seg(
     model_id: str, revision: str | None = None, allow_pickle: bool | None = None
 ) -> tuple[CLIPForOpenSegmentation, CLIPOpenSegProcessor]:
-    """``(CLIPForOpenSegmentation, CLIPOpenSegProcessor)`` saved in a folder or a Hub repo.
+    """``(CLIPForOpenSegmentation, CLIPOpenSegProcessor)`` saved in a folder or a Hub repo (or the
+    ``tiny:open-seg`` twin's folder, seed 0).
 
     Fails at once, with one line, when the folder is missing, the Hub unreachable, or the folder
     holds something else (:class:`ModelLoadError`), a local folder whose weights do not fit its
@@ -450,6 +468,7 @@ def load_open_seg(
 
     from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegProcessor
 
+    model_id = twins.resolve(model_id, "open-seg", "segmentation model")
     check_model_available(model_id, revision, "segmentation model")
     with load_errors(model_id, "segmentation model"):
         config = AutoConfig.from_pretrained(model_id, revision=revision)
@@ -462,7 +481,7 @@ def load_open_seg(
         model = CLIPForOpenSegmentation.from_pretrained(model_id, revision=revision, config=config)
         processor = CLIPOpenSegProcessor.from_pretrained(model_id, revision=revision)
     model.tokenizer = processor.tokenizer
-    return model, processor
+    return own_memory(model), processor
 
 
 #: Opt-in for a model folder whose only weights are a pickle (``pytorch_model.bin``; read with weights_only).

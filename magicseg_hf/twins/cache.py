@@ -118,8 +118,11 @@ def twin_folder(
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    from magicseg_hf.loading import quiet_progress_bars
+
     try:
-        write(staging, seed, **dict(options or {}))
+        with quiet_progress_bars():
+            write(staging, seed, **dict(options or {}))
         record = json.dumps(twin_record(name, seed, options), sort_keys=True, indent=2, default=repr)
         (staging / TWIN_RECORD).write_text(record + "\n", encoding="utf-8")
         try:
