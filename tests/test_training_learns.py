@@ -7,11 +7,12 @@ folder is scored on held-out images through ``pipeline("open-vocabulary-segmenta
 project's mIoU (background + the classes). The two trained models (counterfactual loss on, and off
 with ``--counterfactual-loss-weight 0``) are built once for the whole module.
 
-Measured on this data with the tiny preset (seeds 0, 1, 2; benchmarks/README.md, "Tiny preset:
-chosen by measurement"): held-out mIoU 0.64-0.66 trained, 0.65-0.66 with the counterfactual loss
-off, 0.06-0.15 untrained; mean cos(g_pos, g_cf) over held-out pairs 0.54-0.67 with the loss on,
-0.91-0.93 with it off, 0.90-0.94 untrained. The thresholds below leave room for seed and platform
-noise.
+Measured on these scenes (sun, house, tree at 64 px, 128 training rows, seed 0, the tiny preset's 600
+steps): held-out mIoU 0.75 trained, 0.76 with the counterfactual loss off, 0.10 untrained, 0.24 with
+argmax; mean cos(g_pos, g_cf) over held-out pairs 0.59 with the loss on, 0.95 with it off, 0.94
+untrained; the training-time counterfactual term ends at 0.56. (On the earlier coloured circles,
+squares and triangles, seeds 0-2: 0.64-0.66 trained; benchmarks/README.md.) The thresholds below leave
+room for seed and platform noise.
 """
 
 from __future__ import annotations
@@ -108,9 +109,9 @@ def test_procedural_rows_are_valid_pairs():
 def test_training_beats_the_untrained_model_on_held_out_images(runs):
     untrained = held_out_mean_iou(runs["untrained"])
     trained = held_out_mean_iou(runs["trained"])
-    # Measured: untrained 0.06 (seed 0; 0.06-0.15 over seeds 0-2), trained 0.66 (0.64-0.66).
+    # Measured (seed 0): untrained 0.10, trained 0.75.
     assert untrained < 0.25
-    assert trained >= 0.5, f"held-out mIoU after training: {trained:.3f}"
+    assert trained >= 0.6, f"held-out mIoU after training: {trained:.3f}"
     assert trained - untrained >= 0.35
 
 
@@ -121,7 +122,7 @@ def test_the_pipeline_default_leaves_the_background_unlabelled(runs):
     explicit = held_out_mean_iou(runs["trained"], threshold=0.5)
     default = held_out_mean_iou(runs["trained"], decision=None)
     argmax = held_out_mean_iou(runs["trained"], decision="argmax")
-    assert default == explicit >= 0.5, f"default {default:.3f}, threshold 0.5 {explicit:.3f}"
+    assert default == explicit >= 0.6, f"default {default:.3f}, threshold 0.5 {explicit:.3f}"
     assert argmax < default - 0.1, f"argmax {argmax:.3f} vs default {default:.3f}"
 
 
@@ -129,18 +130,18 @@ def test_training_without_the_counterfactual_loss_also_learns(runs):
     summary = json.loads((runs["no-counterfactual"] / "training_summary.json").read_text(encoding="utf-8"))
     assert summary["counterfactual_loss_weight"] == 0
     assert summary["final_losses"]["counterfactual_loss"] is None  # no counterfactual forward at all
-    # Measured: 0.65 (seed 0; 0.65-0.66 over seeds 0-2).
-    assert held_out_mean_iou(runs["no-counterfactual"]) >= 0.5
+    # Measured: 0.76 (seed 0).
+    assert held_out_mean_iou(runs["no-counterfactual"]) >= 0.6
 
 
 def test_the_counterfactual_loss_separates_a_scene_from_its_counterfactual(runs):
     with_loss = held_out_counterfactual_cosine(runs["trained"])
     without_loss = held_out_counterfactual_cosine(runs["no-counterfactual"])
     untrained = held_out_counterfactual_cosine(runs["untrained"])
-    # Measured (seed 0): 0.67 with the loss, 0.93 without, 0.93 untrained; the gap is 0.26-0.40 over seeds 0-2.
+    # Measured (seed 0): 0.59 with the loss, 0.95 without, 0.94 untrained.
     assert untrained < 0.97, "the tiny vision tower's [CLS] embedding must depend on the image"
     assert with_loss <= without_loss - 0.15, f"cos with the loss {with_loss:.3f}, without {without_loss:.3f}"
     summary = json.loads((runs["trained"] / "training_summary.json").read_text(encoding="utf-8"))
-    # The training-time term (last 50 steps, drop path on): 0.63-0.68 over seeds 0-2 (a tiny CLIP with the
-    # default init sat at 0.97 for the whole run).
+    # The training-time term (last 50 steps, drop path on): 0.56 at seed 0 (a tiny CLIP with the default
+    # init sat at 0.97 for the whole run).
     assert summary["final_losses"]["counterfactual_loss"] < 0.9
