@@ -182,16 +182,11 @@ def check_settings(settings: DemoSettings) -> None:
     The classes and pair counts are checked as ``magicseg generate`` checks them (the four sets'
     :class:`~magicseg_hf.generation.config.GenerationConfig` are resolved), plus the demo's own bounds.
     """
-    if settings.train_pairs < 8 or settings.heldout_pairs < 1:
-        raise InputError(
-            f"the demo needs at least 8 training pairs and 1 held-out pair (got {settings.train_pairs} and "
-            f"{settings.heldout_pairs})"
-        )
-    if settings.scene_train_pairs < 8 or settings.scene_heldout_pairs < 1:
-        raise InputError(
-            f"act 2 needs at least 8 training scenes and 1 held-out scene (got {settings.scene_train_pairs} and "
-            f"{settings.scene_heldout_pairs})"
-        )
+    for flag, pairs, least in (("--train-pairs", settings.train_pairs, 8), ("--heldout-pairs", settings.heldout_pairs, 1),
+                               ("--scene-train-pairs", settings.scene_train_pairs, 8),
+                               ("--scene-heldout-pairs", settings.scene_heldout_pairs, 1)):
+        if pairs < least:
+            raise InputError(f"{flag} must be at least {least} (got {pairs})")
     for flag, steps in (("--max-steps", settings.max_steps), ("--scene-steps", settings.scene_steps)):
         if steps is not None and steps < 1:
             raise InputError(f"{flag} must be a positive integer (got {steps})")
@@ -200,6 +195,10 @@ def check_settings(settings: DemoSettings) -> None:
             raise InputError(f"{flag} takes 1 to {MAX_CLASSES} names (got {len(classes)})")
     if settings.seed < 0:
         raise InputError(f"--seed must be >= 0 (got {settings.seed})")
+    from magicseg_hf.generation.vocabulary import resolve_classes
+
+    for classes in (settings.classes, settings.scene_classes):  # blanks, control characters, duplicates
+        resolve_classes(list(classes), None)
     for pairs, seed in ((settings.train_pairs, 0), (settings.heldout_pairs, 1)):
         _generation_config(settings, pairs, seed).resolved()
     for pairs, seed in ((settings.scene_train_pairs, settings.seed), (settings.scene_heldout_pairs, SCENE_HELDOUT_SEED)):
@@ -258,10 +257,11 @@ def prepare_output_dir(settings: DemoSettings) -> None:
     (:data:`OUTPUTS`), anything else in it stays. Any other non-empty folder is refused. The
     marker is written first, so that a demo stopped half-way can be overwritten too.
     """
+    from magicseg_hf.folder import check_output_folder
+
     check_settings(settings)
     folder = settings.output_dir
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"--output-dir {str(folder)!r} is a file, not a folder")
+    check_output_folder(folder, "--output-dir")  # a file, a path under a file, /proc: refused here
     if folder.is_dir() and any(folder.iterdir()):
         if not is_demo_output(folder):
             raise InputError(

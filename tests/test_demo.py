@@ -102,6 +102,25 @@ def test_demo_bad_flag_with_overwrite_touches_nothing(bad, tmp_path: Path, capsy
     assert folder_digest(out) == before, "a refused run deletes nothing"
 
 
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--heldout-pairs", "0"], "--heldout-pairs must be at least 1 (got 0)"),
+    (["--classes", "cat", "cat"], "lists ['cat'] more than once"),
+    (["--scene-classes", "sun", "sun"], "lists ['sun'] more than once"),
+])
+def test_demo_bad_settings_make_no_folder(flags, needle, tmp_path: Path, capsys):
+    out = tmp_path / "new" / "demo"
+    assert main(["demo", "--output-dir", str(out), *SMALL, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+    assert not (tmp_path / "new").exists(), "checked before the folder is made"
+
+
+def test_demo_output_that_cannot_be_made_is_one_line(capsys):
+    assert main(["demo", "--output-dir", "/proc/magicseg-demo", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--output-dir /proc/magicseg-demo" in err and "not writable" in err
+
+
 def test_demo_overwrite_refuses_a_folder_that_is_not_a_demo_output(tmp_path: Path, capsys):
     out = tmp_path / "mine"
     (out / "dataset").mkdir(parents=True)
