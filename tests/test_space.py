@@ -336,6 +336,13 @@ def test_space_segments_an_upload_like_the_package(space_python: Path, space_url
     assert "upload an image" in answers[3]["error"]
 
 
+def test_space_refuses_an_upload_over_its_cap(space_python: Path, space_url: str, tmp_path: Path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(21 * 1024 * 1024))  # over MAX_UPLOAD_SIZE (20 MB)
+    [answer] = call_space(space_python, space_url, [{"image": str(big), "classes": "cat", "threshold": 0.5}], tmp_path)
+    assert "error" in answer and ("413" in answer["error"] or "size" in answer["error"].lower()), answer
+
+
 def test_space_slider_starts_at_the_models_default_threshold(space_url: str):
     """A visitor who changes nothing gets the pipeline's default answer: threshold 0.5."""
     from magicseg_hf.modeling import DEFAULT_THRESHOLD

@@ -37,6 +37,9 @@ logger = logging.getLogger("magicseg_space")
 
 #: Environment variable naming the model: a Hub id or a local folder.
 MODEL_VARIABLE = "MAGICSEG_MODEL"
+#: Largest upload the page takes (gradio refuses a bigger file before reading it); a picture over
+#: PIL's pixel limit is refused by the package with one line.
+MAX_UPLOAD_SIZE = "20mb"
 #: Columns of the per-class table.
 TABLE_HEADERS = ["class", "area %", "score"]
 
@@ -155,7 +158,7 @@ def main() -> int:
         sys.stderr.write(f"magicseg space: error: {error}\n")
         return 2
     logger.info("loaded %s (%d saved classes)", model_name, len(model.config.vocabulary or []))
-    build_demo(model, processor, model_name).launch()
+    build_demo(model, processor, model_name).launch(max_file_size=MAX_UPLOAD_SIZE)
     return 0
 
 
