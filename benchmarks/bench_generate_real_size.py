@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     from magicseg_hf.generation import GenerationConfig, generate
     from magicseg_hf.generation.images import PairImageGenerator
     from magicseg_hf.loading import load_diffusion_pipeline
+    from magicseg_hf.twins.cache import write_folder_atomically
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype_name = args.dtype or ("float16" if device == "cuda" else "float32")
@@ -411,9 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir)
     folders = {"sd": work / "sd15-random", "detector": work / "grounding-dino-t-random", "sam": work / "sam-vit-h-random"}
     for name, build in (("sd", build_stable_diffusion_15), ("detector", build_grounding_dino_t), ("sam", build_sam_vit_h)):
-        if not (folders[name] / ("model_index.json" if name == "sd" else "config.json")).is_file():
-            start = time.perf_counter()
-            build(folders[name], dtype)
+        # Written as the tiny twins' cache folders are: complete or not at all (a run killed while
+        # saving leaves no half-written folder for the next run to load).
+        start = time.perf_counter()
+        if write_folder_atomically(folders[name], lambda staging, build=build: build(staging, dtype)):
             logger.info("built %s in %.0f s", folders[name], time.perf_counter() - start)
 
     settings = dict(

@@ -376,7 +376,7 @@ def load_segmenter(
         return own_memory(model.to(device=device, dtype=torch_dtype).eval()), processor
     if backend == "segment-anything":
         if sam_checkpoint is None:
-            sam_checkpoint, sam_model_type = twins.segment_anything_checkpoint(model_id, sam_model_type)
+            sam_checkpoint, sam_model_type = twins.segment_anything_checkpoint(model_id)
         sam = load_segment_anything_checkpoint(sam_checkpoint, sam_model_type)
         return sam.to(device=device, dtype=torch_dtype).eval(), None
     raise ModelLoadError(f"unknown segmenter backend {backend!r}; known: {', '.join(SEGMENTER_ROLES)}")

@@ -152,7 +152,7 @@ def resolve(
     return str(twin_folder(twin.model_id, twin.write, seed, options))
 
 
-def segment_anything_checkpoint(model_id: str | None, model_type: str) -> tuple[str, str]:
+def segment_anything_checkpoint(model_id: str | None) -> tuple[str, str]:
     """``(checkpoint file, model type)`` of the segment-anything backend when no checkpoint is given.
 
     The backend reads a ``.pth`` file, not a model id: a ``tiny:`` id (any: the tiny preset names

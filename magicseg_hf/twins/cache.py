@@ -116,24 +116,43 @@ def twin_folder(
     folder = twin_folder_path(name, seed, options)
     if folder.is_dir():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    record = json.dumps(twin_record(name, seed, options), sort_keys=True, indent=2, default=repr)
+
+    def write_twin(staging: Path) -> None:
+        write(staging, seed, **dict(options or {}))
+        (staging / TWIN_RECORD).write_text(record + "\n", encoding="utf-8")
+
+    write_folder_atomically(folder, write_twin)
+    return folder
+
+
+def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> bool:
+    """Make ``folder`` by ``write(staging)`` into a temporary sibling, then renaming it into place.
+
+    ``folder`` thus exists only complete: a process killed while writing leaves a hidden staging
+    folder (``.<name>.*``, removed on the way out where it can be), never a half-written ``folder``.
+    Returns ``False`` when ``folder`` already existed or another process renamed its own copy into
+    place first (this process's copy is then dropped), ``True`` when this call wrote it. Progress
+    bars of transformers and diffusers are off while writing.
+    """
     from magicseg_hf.loading import quiet_progress_bars
 
+    if folder.is_dir():
+        return False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         with quiet_progress_bars():
-            write(staging, seed, **dict(options or {}))
-        record = json.dumps(twin_record(name, seed, options), sort_keys=True, indent=2, default=repr)
-        (staging / TWIN_RECORD).write_text(record + "\n", encoding="utf-8")
+            write(staging)
         try:
             os.rename(staging, folder)
         except OSError:
             if not folder.is_dir():  # not a lost race: a real failure
                 raise
-            logger.debug("tiny twin %s: another process wrote %s first", name, folder)
-        else:
-            logger.info("wrote tiny twin %s (seed %d) to %s", name, seed, folder)
+            logger.debug("another process wrote %s first", folder)
+            return False
+        logger.info("wrote %s", folder)
+        return True
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return folder
