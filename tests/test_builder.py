@@ -64,7 +64,7 @@ def test_config_id_covers_settings_version_revisions_and_vocabulary(tmp_path, mo
 
 
 def test_bad_settings_fail_when_the_builder_is_made(tmp_path):
-    with pytest.raises(InputError, match="num-pairs"):
+    with pytest.raises(InputError, match="num_pairs"):
         MagicSeg(cache_dir=str(tmp_path), **{**TINY, "num_pairs": 0})
     with pytest.raises(InputError, match="unknown vocabulary"):
         MagicSeg(cache_dir=str(tmp_path), **{**TINY, "classes": None, "vocabulary": "nope"})

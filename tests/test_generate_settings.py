@@ -154,11 +154,11 @@ def test_config_takes_numpy_numbers_paths_and_tuples_as_their_python_values(tmp_
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"guidance_scale": float("nan")}, "--guidance-scale must be a finite number"),
-        ({"guidance_scale": -2.0}, "--guidance-scale must be >= 0"),
-        ({"box_threshold": 2.0}, "--box-threshold must be in [0, 1]"),
-        ({"counterfactual_threshold": -1.0}, "--counterfactual-threshold must be >= 0"),
-        ({"num_pairs": 10**12}, "--num-pairs must be a positive integer of at most"),
+        ({"guidance_scale": float("nan")}, "`guidance_scale` must be a finite number"),
+        ({"guidance_scale": -2.0}, "`guidance_scale` must be >= 0"),
+        ({"box_threshold": 2.0}, "`box_threshold` must be in [0, 1]"),
+        ({"counterfactual_threshold": -1.0}, "`counterfactual_threshold` must be >= 0"),
+        ({"num_pairs": 10**12}, "`num_pairs` must be a positive integer of at most"),
         ({"openai_base_url": "http://u:hunter2@localhost:1/v1", "prompt_backend": "openai"}, "credentials"),
         ({"device": "tpu"}, "`device` must be"),
         ({"classes": ["cat", "ca\x00t"]}, "control character"),

@@ -161,7 +161,7 @@ def test_an_interrupted_run_resumes_to_the_same_rows(tmp_path: Path, datasets_ca
         generate(config, resumed)
     assert (resumed / ".work").is_dir() and not (resumed / "data").exists()
     monkeypatch.setattr(ProceduralEngine, "run_attempts", original)
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="`resume`"):
         generate(config, resumed)
     generate(config, resumed, resume=True)
     a, b = _folder_rows(straight), _folder_rows(resumed)

@@ -492,7 +492,7 @@ def test_assembler_refuses_an_unresolved_config() -> None:
 
 
 def test_openai_backend_without_an_endpoint_is_refused_by_the_settings() -> None:
-    with pytest.raises(InputError, match="--prompt-backend openai needs --openai-base-url"):
+    with pytest.raises(InputError, match="`prompt_backend` openai needs `openai_base_url`"):
         GenerationConfig(classes=["cat"], preset="tiny", prompt_backend="openai").resolved()
     with pytest.raises(InputError) as info:
         OpenAIPromptBackend("http://127.0.0.1:1/v1", "")

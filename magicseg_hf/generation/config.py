@@ -206,69 +206,69 @@ class GenerationConfig:
         that is an http(s) URL without credentials.
         """
         if not self.classes and not self.vocabulary:
-            raise InputError("no classes given: pass --classes NAME [NAME ...] or --vocabulary lvis|voc|context|coco|FILE")
+            raise InputError("no classes given: pass `classes` NAME [NAME ...] or `vocabulary` lvis|voc|context|coco|FILE")
         if self.classes is not None and any(not c or not c.strip() for c in self.classes):
-            raise InputError(f"empty class name in --classes (got {self.classes!r})")
+            raise InputError(f"empty class name in `classes` (got {self.classes!r})")
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise InputError(f"{_flag(item.name)} must be a finite number (got {value})")
         if not 1 <= self.num_pairs <= MAX_NUM_PAIRS:
-            raise InputError(f"--num-pairs must be a positive integer of at most {MAX_NUM_PAIRS:,} (got {self.num_pairs})")
+            raise InputError(f"`num_pairs` must be a positive integer of at most {MAX_NUM_PAIRS:,} (got {self.num_pairs})")
         if self.max_attempts is not None and self.max_attempts < self.num_pairs:
             raise InputError(
-                f"--max-attempts must be at least --num-pairs (got {self.max_attempts} < {self.num_pairs})"
+                f"`max_attempts` must be at least `num_pairs` (got {self.max_attempts} < {self.num_pairs})"
             )
         if self.max_attempts is not None and self.max_attempts > MAX_ATTEMPTS:
-            raise InputError(f"--max-attempts must be at most {MAX_ATTEMPTS:,} (got {self.max_attempts})")
+            raise InputError(f"`max_attempts` must be at most {MAX_ATTEMPTS:,} (got {self.max_attempts})")
         for name in ("batch_size", "shard_size", "max_classes_per_prompt", "prompts_per_request", "max_boxes"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")
         if self.max_classes_per_prompt > MAX_CLASSES_PER_PROMPT:
             raise InputError(
-                f"--max-classes-per-prompt must be at most {MAX_CLASSES_PER_PROMPT} (got {self.max_classes_per_prompt})"
+                f"`max_classes_per_prompt` must be at most {MAX_CLASSES_PER_PROMPT} (got {self.max_classes_per_prompt})"
             )
         if self.num_inference_steps is not None and not 1 <= self.num_inference_steps <= MAX_INFERENCE_STEPS:
             raise InputError(
-                f"--num-inference-steps must be in 1..{MAX_INFERENCE_STEPS} (got {self.num_inference_steps})"
+                f"`num_inference_steps` must be in 1..{MAX_INFERENCE_STEPS} (got {self.num_inference_steps})"
             )
         for name in ("height", "width"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 8):
                 raise InputError(f"--{name} must be a positive multiple of 8 (got {value})")
         if self.max_sequence_length is not None and not 1 <= self.max_sequence_length <= 512:
-            raise InputError(f"--max-sequence-length must be in 1..512 (got {self.max_sequence_length})")
+            raise InputError(f"`max_sequence_length` must be in 1..512 (got {self.max_sequence_length})")
         if self.class_score_threshold is not None and not -1.0 <= self.class_score_threshold <= 1.0:
             raise InputError(
-                f"--class-score-threshold must be in [-1, 1] (got {self.class_score_threshold}): it is a cosine "
+                f"`class_score_threshold` must be in [-1, 1] (got {self.class_score_threshold}): it is a cosine "
                 "similarity; -1 turns the check off"
             )
         if self.guidance_scale is not None and self.guidance_scale < 0:
-            raise InputError(f"--guidance-scale must be >= 0 (got {self.guidance_scale})")
+            raise InputError(f"`guidance_scale` must be >= 0 (got {self.guidance_scale})")
         for name in ("box_threshold", "text_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise InputError(f"{_flag(name)} must be in [0, 1] (got {value})")
         if self.counterfactual_threshold is not None and self.counterfactual_threshold < 0:
             raise InputError(
-                f"--counterfactual-threshold must be >= 0 (got {self.counterfactual_threshold}): scores lie in "
+                f"`counterfactual_threshold` must be >= 0 (got {self.counterfactual_threshold}): scores lie in "
                 "[0, 1], so a negative threshold would drop every pair"
             )
         low = 0.0 if self.min_mask_area is None else self.min_mask_area
         high = 1.0 if self.max_mask_area is None else self.max_mask_area
         if not 0.0 <= low < high <= 1.0:
-            raise InputError(f"need 0 <= --min-mask-area < --max-mask-area <= 1 (got {low}, {high})")
+            raise InputError(f"need 0 <= `min_mask_area` < `max_mask_area` <= 1 (got {low}, {high})")
         if not math.isfinite(self.context_bias) or not 0.0 <= self.context_bias <= 1.0:
-            raise InputError(f"--context-bias must be a probability in [0, 1] (got {self.context_bias})")
+            raise InputError(f"`context_bias` must be a probability in [0, 1] (got {self.context_bias})")
         if self.context_bias and self.source != "procedural":
-            raise InputError(f"--context-bias applies to --source procedural (got --source {self.source})")
+            raise InputError(f"`context_bias` applies to `source` procedural (got `source` {self.source})")
         if self.source == "procedural":
             for name in ("height", "width"):
                 value = getattr(self, name)
                 if value is not None and value < 32:
-                    raise InputError(f"--{name} must be at least 32 for --source procedural (got {value})")
+                    raise InputError(f"--{name} must be at least 32 for `source` procedural (got {value})")
             if self.height is not None and self.width is not None and self.height != self.width:
-                raise InputError(f"--source procedural draws square pictures: --height must equal --width "
+                raise InputError(f"`source` procedural draws square pictures: `height` must equal `width` "
                                  f"(got {self.height} x {self.width})")
         choices = {
             "source": SOURCES,
@@ -283,12 +283,12 @@ class GenerationConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
         if self.prompt_backend == "openai" and not self.openai_base_url:
             raise InputError(
-                "--prompt-backend openai needs --openai-base-url (and OPENAI_API_KEY in the environment)"
+                "`prompt_backend` openai needs `openai_base_url` (and OPENAI_API_KEY in the environment)"
             )
         if self.openai_base_url is not None:
             check_base_url(self.openai_base_url)
         if self.device is not None and not self.device.strip():
-            raise InputError(f"--device must name a device such as cpu, cuda or cuda:0 (got {self.device!r})")
+            raise InputError(f"`device` must name a device such as cpu, cuda or cuda:0 (got {self.device!r})")
 
     def _fill_defaults(self, values: dict[str, Any]) -> dict[str, Any]:
         """Fill the ``None`` preset- and family-dependent fields of ``values`` in place, in the order
@@ -374,7 +374,7 @@ class GenerationConfig:
                 )
         if self.max_sequence_length is not None and family.max_sequence_length is None:
             raise InputError(
-                f"--max-sequence-length applies to generators with a T5 text encoder (SD3, FLUX); "
+                f"`max_sequence_length` applies to generators with a T5 text encoder (SD3, FLUX); "
                 f"{self.diffusion_model!r} is {family.title} (got {self.max_sequence_length})"
             )
         if self.counterfactual in INPAINTING_MODES:
@@ -439,7 +439,8 @@ def settings_for_resume(saved: dict[str, Any], given: dict[str, Any]) -> Generat
 # Checks of single values
 # ----------------------------------------------------------------------------------------------
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    """How a message names a setting: the parameter in backticks (the command line writes its flag)."""
+    return f"`{name}`"
 
 
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a string",
@@ -507,10 +508,10 @@ def check_base_url(url: str) -> None:
         parsed, port_ok = None, False
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname or not port_ok:
         raise InputError(
-            f"--openai-base-url must be an http(s) URL such as http://localhost:8000/v1 (got {url!r})"
+            f"`openai_base_url` must be an http(s) URL such as http://localhost:8000/v1 (got {url!r})"
         )
     if url_has_credentials(url) or parsed.username is not None or parsed.password is not None:
         raise InputError(
-            "--openai-base-url must not carry credentials (user:password@ or a key in the query): it is "
+            "`openai_base_url` must not carry credentials (user:password@ or a key in the query): it is "
             "written into generation.json; put the key in OPENAI_API_KEY"
         )

@@ -176,7 +176,7 @@ def _check_output_dir(folder: DatasetFolder, config: GenerationConfig, resume: b
     """Validate the folder against ``config`` and ``resume`` (reading only); returns its state."""
     root = str(folder.root)
     if folder.root.exists() and not folder.root.is_dir():
-        raise InputError(f"--output-dir {root!r} is a file, not a folder")
+        raise InputError(f"`output_dir` {root!r} is a file, not a folder")
     if folder.is_empty():
         return _FolderState(_FRESH)
     try:
@@ -192,7 +192,7 @@ def _check_output_dir(folder: DatasetFolder, config: GenerationConfig, resume: b
     if not resume:
         unfinished = f" (an unfinished run with {finished} finished shard(s))" if finished else ""
         raise InputError(
-            f"--output-dir {root!r} is not empty{unfinished}; pass --resume to continue the run "
+            f"`output_dir` {root!r} is not empty{unfinished}; pass `resume` to continue the run "
             "there, or choose a new folder"
         )
     if problem is not None:
@@ -483,7 +483,7 @@ def generate(
     """
     start = time.perf_counter()
     if not isinstance(output_dir, (str, os.PathLike)) or not str(os.fspath(output_dir)).strip():
-        raise InputError(f"--output-dir must name a folder (got {output_dir!r})")
+        raise InputError(f"`output_dir` must name a folder (got {output_dir!r})")
     if config is not None and not isinstance(config, GenerationConfig):
         raise InputError(f"generate() takes a GenerationConfig (got a {type(config).__name__})")
     folder = DatasetFolder(Path(output_dir).expanduser())
@@ -588,7 +588,7 @@ def _run(config: GenerationConfig, vocabulary: list[str], folder: DatasetFolder,
         if len(records) >= ERRORS_BEFORE_GIVING_UP and all(r["status"] == ERROR for r in records):
             raise RuntimeError(
                 f"all {len(records)} attempts of shard {shard} raised (logged above): the setup is broken, "
-                "not one attempt; fix it and run again with --resume"
+                "not one attempt; fix it and run again with `resume`"
             )
         store.write_shard(shard, rows, records)
     progress.close()

@@ -484,7 +484,7 @@ def procedural_rows(classes: Sequence[str], num_pairs: int, seed: int = 0, conte
 def check_procedural_settings(context_bias: float, size: int) -> None:
     """Raise :class:`InputError` for a ``context_bias`` outside [0, 1] or a side below :data:`MIN_SIZE`."""
     if not (isinstance(context_bias, (int, float)) and 0.0 <= context_bias <= 1.0):
-        raise InputError(f"--context-bias must be a probability in [0, 1] (got {context_bias!r})")
+        raise InputError(f"`context_bias` must be a probability in [0, 1] (got {context_bias!r})")
     if size < MIN_SIZE:
         raise InputError(f"a procedural picture needs a side of at least {MIN_SIZE} px (got {size})")
 
