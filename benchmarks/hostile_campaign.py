@@ -635,14 +635,46 @@ def kill_scenarios(paths: dict[str, Path], work: Path) -> list[dict[str, Any]]:
     return results
 
 
+# ---- secrets -------------------------------------------------------------------------------------
+def secret_scan(paths: dict[str, Path], work: Path) -> dict[str, Any]:
+    """Train, evaluate, predict and push given ``HF_TOKEN``, ``--hub_token`` and an ``HF_ENDPOINT`` with
+    credentials: the places where any of them appears (streams and every file written)."""
+    token, hub_token = "hf_envSecretToken98765", "hf_flagSecretToken43210"
+    env = {"HF_TOKEN": token, "HF_ENDPOINT": "https://carol:pa55word99@127.0.0.1:9"}
+    secrets = (token, hub_token, "pa55word99", "carol:")
+    out = work / "secrets"
+    runs = {
+        "train": ["train", "--dataset", str(paths["ds"]), "--output-dir", str(out / "model"), *FAST,
+                  "--save_steps", "1", "--hub_token", hub_token],
+        "evaluate": ["evaluate", "--model", str(out / "model"), "--benchmark", "voc21", "--data-dir", str(paths["voc"]),
+                     *TINY_PROTOCOL, "--output", str(out / "eval" / "r.json"), "--overlays", "1"],
+        "predict": ["predict", "--model", str(out / "model"), "--image", str(paths["img"] / "good.png"),
+                    "--json", str(out / "p.json"), "--output-dir", str(out / "overlays")],
+        "push": ["push", str(out / "model"), "--repo-id", "user/model"],
+    }
+    found: list[str] = []
+    for name, argv in runs.items():
+        push_env = {**env, "HF_HUB_OFFLINE": "0"} if name == "push" else env
+        code, stdout, stderr = run_forked(argv, env=push_env)
+        found += [f"{name} {stream}: {secret}" for stream, text in (("stdout", stdout), ("stderr", stderr))
+                  for secret in secrets if secret in text]
+        if name != "push" and code != 0:
+            found.append(f"{name}: exit {code}: {stderr.strip().splitlines()[-1:]}")
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path.relative_to(out)}: {secret}" for secret in secrets if secret.encode() in data]
+    return {"files_checked": sum(1 for p in out.rglob("*") if p.is_file()), "found": found}
+
+
 # ---- main -----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="hostile-campaign", help="folder for hostile_campaign.json")
-    parser.add_argument("--only", default="", help="comma-separated parts: cli, api, kill (default all)")
+    parser.add_argument("--only", default="", help="comma-separated parts: cli, api, kill, secrets (default all)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
-    parts = set(args.only.split(",")) if args.only else {"cli", "api", "kill"}
+    parts = set(args.only.split(",")) if args.only else {"cli", "api", "kill", "secrets"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="magicseg-hostile-"))
@@ -662,6 +694,8 @@ def main(argv: list[str] | None = None) -> int:
         report["cli"] = [run_cli_case(case, paths, work) for case in cli_cases()]
     if "kill" in parts:
         report["kill"] = kill_scenarios(paths, work)
+    if "secrets" in parts:
+        report["secrets"] = secret_scan(paths, work)
     if "api" in parts:  # last: it does torch work in this process, after which forking is unsafe
         report["api"] = [run_api_case(*case) for case in api_cases(paths)]
     (out / "hostile_campaign.json").write_text(json.dumps(report, indent=1))
@@ -681,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"kill scenarios identical to a straight run: "
                      f"{sum(r['identical'] for r in report['kill'])}/{len(report['kill'])}")
         lines += [f"  differs: {r['name']}: {r}" for r in report["kill"] if not r["identical"]]
+    if "secrets" in report:
+        lines.append(f"credentials found in outputs: {len(report['secrets']['found'])} "
+                     f"({report['secrets']['files_checked']} files and every stream checked)")
+        lines += [f"  {where}" for where in report["secrets"]["found"]]
     (out / "hostile_campaign.txt").write_text("\n".join(lines) + "\n")
     sys.stdout.write("\n".join(lines) + "\n")
     if not args.keep:

@@ -23,10 +23,11 @@ import math
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from magicseg_hf import settings
 from magicseg_hf.errors import InputError
 from magicseg_hf.evaluation.protocols import (
     DEFAULT_PROTOCOLS,
@@ -41,10 +42,19 @@ from magicseg_hf.evaluation.protocols import (
     get_protocol,
 )
 from magicseg_hf.labels import UNKNOWN
+from magicseg_hf.runtime import (
+    AUTO,
+    DTYPE_NAMES,
+    check_device_name,
+    check_dtype_name,
+    device_spellings,
+    package_versions,
+    resolve_device,
+    resolve_dtype,
+)
 
 logger = logging.getLogger(__name__)
 
-HELP = "Evaluate a model zero-shot on PASCAL VOC, PASCAL Context, COCO-Object or a dataset folder."
 DESCRIPTION = """\
 Zero-shot semantic segmentation of a benchmark by a CLIPForOpenSegmentation folder or Hub repo:
 the benchmark's class names are the text queries; images are resized and predicted with sliding
@@ -80,10 +90,6 @@ Example:
   magicseg evaluate --model openai/clip-vit-base-patch16 --method naclip --benchmark voc21 \\
       --data-dir data --output results/naclip-voc21.json"""
 
-#: Where the run's device may be: ``auto`` is CUDA when available, else the CPU.
-DEVICES = ("auto", "cpu", "cuda")
-#: Model weight types.
-DTYPES = ("float32", "bfloat16", "float16")
 #: Results files ``--update-card`` writes into the model folder start with this.
 CARD_RESULTS_PREFIX = "results-"
 #: The results file format (bump when keys change meaning).
@@ -94,42 +100,75 @@ RESULTS_FORMAT_VERSION = 1
 class EvaluationConfig:
     """Every setting of ``magicseg evaluate`` (one flag each; ``None`` = the protocol's or the default)."""
 
-    model: str
-    benchmark: str
-    output: str
-    data_dir: str | None = None
-    revision: str | None = None
-    split: str | None = None
-    protocol: str | None = None
-    method: str = "magicseg"
-    short_side: int | None = None
-    max_long_side: str | None = None
-    window: int | None = None
-    stride: int | None = None
-    mode: str | None = None
-    threshold: float | None = None
-    decision: str | None = None
-    area_threshold: float | None = None
-    synonyms: str | None = None
-    class_names: str | None = None
-    refine: str | None = None
-    coco_object_source: str = "stuffthingmaps"
-    coco_object_unlabeled: str = "background"
-    limit: int | None = None
-    batch_size: int = 16
-    overlays: int = 0
-    update_card: bool = False
-    device: str = "auto"
-    dtype: str = "float32"
+    model: str = field(metadata={
+        "help": "A saved CLIPForOpenSegmentation folder or Hub repo id; for a training-free --method, any CLIPModel."})
+    benchmark: str = field(metadata={
+        "help": "voc21, voc20, context60, context59, coco-object, or a dataset folder written by `magicseg generate`.",
+        "metavar": "NAME|DIR"})
+    output: str = field(metadata={
+        "help": "Results file to write (JSON); with --suite, a folder.", "required": True})
+    data_dir: str | None = field(default=None, metadata={"help": "Where the benchmark's layout is (see above)."})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of --model."})
+    split: str | None = field(default=None, metadata={
+        "help": "Split list or folder (default: val; val2017 for coco-object)."})
+    protocol: str | None = field(default=None, metadata={
+        "help": "Named harness: its resize, windows, class names, synonym rule, background rule and PAMR, per "
+                "benchmark (default: the method's own; zegclip for magicseg).",
+        "metavar": "|".join(PROTOCOLS)})
+    method: str = field(default="magicseg", metadata={
+        "help": "magicseg (a trained CLIPForOpenSegmentation) or a training-free method on a CLIP checkpoint.",
+        "metavar": "|".join(METHODS)})
+    short_side: int | None = field(default=None, metadata={"help": "Override: short side after resizing (px)."})
+    max_long_side: str | None = field(default=None, metadata={
+        "help": "Override: the long side's cap after resizing (mmseg's 2048; none: no cap, as zegclip).",
+        "metavar": "PX|none"})
+    window: int | None = field(default=None, metadata={"help": "Override: sliding-window side (px)."})
+    stride: int | None = field(default=None, metadata={"help": "Override: sliding-window step (px)."})
+    mode: str | None = field(default=None, metadata={
+        "help": "Override: slide windows or the whole image.", "choices": MODES})
+    threshold: float | None = field(default=None, metadata={
+        "help": "Override: lowest sigmoid probability of the best class (a training-free method: its softmax "
+                "probability, the harness's prob_thd); below it a pixel is background."})
+    decision: str | None = field(default=None, metadata={
+        "help": "Override: background-class (background texts compete), threshold (background below --threshold) "
+                "or argmax (no background). Benchmarks without background always take argmax.",
+        "choices": RULES})
+    area_threshold: float | None = field(default=None, metadata={
+        "help": "Override: drop classes holding at most this share of an image's labelled pixels (SCLIP)."})
+    synonyms: str | None = field(default=None, metadata={
+        "help": "Override: a class's synonyms: best one (max) or embeddings averaged (mean).",
+        "choices": SYNONYM_RULES})
+    class_names: str | None = field(default=None, metadata={
+        "help": "Override: whose class-name file to query: benchmark, zegclip, groupvit, sclip or naclip."})
+    refine: str | None = field(default=None, metadata={
+        "help": "Override: refine the probabilities with PAMR (10 iterations, dilations 8 and 16, as NACLIP), or none.",
+        "choices": (*REFINEMENTS, "none")})
+    coco_object_source: str = field(default="stuffthingmaps", metadata={
+        "help": "COCO-Object labels from COCO-Stuff's maps, or instance masks merged per category (pycocotools).",
+        "choices": ("stuffthingmaps", "instances")})
+    coco_object_unlabeled: str = field(default="background", metadata={
+        "help": "COCO-Stuff's unlabeled pixels (255): background and scored, as the reference harnesses' "
+                "convert_coco_object scripts make them (default), or ignored.",
+        "choices": ("background", "ignore")})
+    limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N images."})
+    batch_size: int = field(default=16, metadata={
+        "help": "Sliding windows per forward pass (windows of consecutive images share batches)."})
+    overlays: int = field(default=0, metadata={
+        "help": "Save image | ground truth | prediction pictures of the first K images beside --output, and "
+                "their predicted label maps (PNG of label ids).",
+        "metavar": "K"})
+    update_card: bool = field(default=False, metadata={
+        "help": "Also save the results into the model folder and re-render its card (model-index)."})
+    device: str = field(default=AUTO, metadata={
+        "help": f"{device_spellings()}; auto: CUDA when available, else the CPU."})
+    dtype: str = field(default="float32", metadata={"help": "Model weights' type.", "choices": DTYPE_NAMES})
 
     def __post_init__(self) -> None:
         check_method(self.method)
         if self.protocol is None:
             self.protocol = DEFAULT_PROTOCOLS[self.method]
-        if self.device not in DEVICES:
-            raise InputError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
-        if self.dtype not in DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
+        check_device_name(self.device)
+        check_dtype_name(self.dtype, auto=False)
 
     def resolved_protocol(self, benchmark: str | None = None) -> Protocol:
         """The named protocol's values for ``benchmark`` with this run's overrides (InputError for an
@@ -157,87 +196,20 @@ def _benchmark_key(benchmark: str) -> str:
     return benchmark if benchmark in BENCHMARK_NAMES else "folder"
 
 
+@dataclass
+class SuiteFlag:
+    """``--suite``: a whole comparison instead of one evaluation."""
+
+    suite: str | None = field(default=None, metadata={
+        "help": "Run every (model, method) x benchmark cell of a suite file into the folder --output (resumable), "
+                "then write comparison.md and comparison.png there (see magicseg_hf/evaluation/suite.py).",
+        "metavar": "SUITE.yaml"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``magicseg evaluate``."""
-    parser.add_argument(
-        "--suite", default=None, metavar="SUITE.yaml",
-        help="Run every (model, method) x benchmark cell of a suite file into the folder --output (resumable), "
-             "then write comparison.md and comparison.png there (see magicseg_hf/evaluation/suite.py).",
-    )
-    parser.add_argument(
-        "--model", default=None,
-        help="A saved CLIPForOpenSegmentation folder or Hub repo id; for a training-free --method, any CLIPModel.",
-    )
-    parser.add_argument(
-        "--method", default="magicseg", metavar="|".join(METHODS),
-        help="magicseg (a trained CLIPForOpenSegmentation) or a training-free method on a CLIP checkpoint.",
-    )
-    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model.")
-    parser.add_argument(
-        "--benchmark", default=None, metavar="NAME|DIR",
-        help="voc21, voc20, context60, context59, coco-object, or a dataset folder written by `magicseg generate`.",
-    )
-    parser.add_argument("--data-dir", default=None, help="Where the benchmark's layout is (see above).")
-    parser.add_argument("--split", default=None, help="Split list or folder (default: val; val2017 for coco-object).")
-    parser.add_argument(
-        "--protocol", default=None, metavar="|".join(PROTOCOLS),
-        help="Named harness: its resize, windows, class names, synonym rule, background rule and PAMR, per "
-             "benchmark (default: the method's own; zegclip for magicseg).",
-    )
-    parser.add_argument("--short-side", type=int, default=None, help="Override: short side after resizing (px).")
-    parser.add_argument("--window", type=int, default=None, help="Override: sliding-window side (px).")
-    parser.add_argument("--stride", type=int, default=None, help="Override: sliding-window step (px).")
-    parser.add_argument("--max-long-side", default=None, metavar="PX|none",
-                        help="Override: the long side's cap after resizing (mmseg's 2048; none: no cap, as zegclip).")
-    parser.add_argument("--mode", default=None, choices=MODES, help="Override: slide windows or the whole image.")
-    parser.add_argument(
-        "--decision", default=None, choices=RULES,
-        help="Override: background-class (background texts compete), threshold (background below --threshold) "
-             "or argmax (no background). Benchmarks without background always take argmax.",
-    )
-    parser.add_argument(
-        "--threshold", type=float, default=None,
-        help="Override: lowest sigmoid probability of the best class (a training-free method: its softmax "
-             "probability, the harness's prob_thd); below it a pixel is background.",
-    )
-    parser.add_argument(
-        "--area-threshold", type=float, default=None,
-        help="Override: drop classes holding at most this share of an image's labelled pixels (SCLIP).",
-    )
-    parser.add_argument("--synonyms", default=None, choices=SYNONYM_RULES,
-                        help="Override: a class's synonyms: best one (max) or embeddings averaged (mean).")
-    parser.add_argument("--class-names", default=None,
-                        help="Override: whose class-name file to query: benchmark, zegclip, groupvit, sclip or naclip.")
-    parser.add_argument(
-        "--refine", default=None, choices=(*REFINEMENTS, "none"),
-        help="Override: refine the probabilities with PAMR (10 iterations, dilations 8 and 16, as NACLIP), or none.",
-    )
-    parser.add_argument(
-        "--coco-object-source", default="stuffthingmaps", choices=("stuffthingmaps", "instances"),
-        help="COCO-Object labels from COCO-Stuff's maps, or instance masks merged per category (pycocotools).",
-    )
-    parser.add_argument(
-        "--coco-object-unlabeled", default="background", choices=("background", "ignore"),
-        help="COCO-Stuff's unlabeled pixels (255): background and scored, as the reference harnesses' "
-             "convert_coco_object scripts make them (default), or ignored.",
-    )
-    parser.add_argument("--limit", type=int, default=None, help="Evaluate only the first N images.")
-    parser.add_argument(
-        "--batch-size", type=int, default=16,
-        help="Sliding windows per forward pass (windows of consecutive images share batches).",
-    )
-    parser.add_argument("--output", required=True, help="Results file to write (JSON); with --suite, a folder.")
-    parser.add_argument(
-        "--overlays", type=int, default=0, metavar="K",
-        help="Save image | ground truth | prediction pictures of the first K images beside --output, and "
-             "their predicted label maps (PNG of label ids).",
-    )
-    parser.add_argument(
-        "--update-card", action="store_true",
-        help="Also save the results into the model folder and re-render its card (model-index).",
-    )
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available.")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="Model weights' type.")
+    """The flags of ``magicseg evaluate``: ``--suite`` and one per :class:`EvaluationConfig` field."""
+    settings.add_arguments(parser, SuiteFlag)
+    settings.add_arguments(parser, EvaluationConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -250,8 +222,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in (("--model", args.model), ("--benchmark", args.benchmark)) if value is None]
     if missing:
         raise InputError(f"the following arguments are required: {', '.join(missing)} (or --suite SUITE.yaml)")
-    names = {item.name for item in dataclasses.fields(EvaluationConfig)}
-    config = EvaluationConfig(**{name: getattr(args, name) for name in names})
+    config = settings.from_args(EvaluationConfig, args)
     evaluate_benchmark(config)
     return 0
 
@@ -279,16 +250,6 @@ def _check_settings(config: EvaluationConfig) -> tuple[Protocol, Path]:
             "download the model, evaluate the folder, then push it)"
         )
     return protocol, output
-
-
-def _resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda needs a CUDA GPU (got none: torch.cuda.is_available() is False)")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,9 +286,9 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     num_images = len(benchmark)
     if num_images == 0:
         raise InputError(f"benchmark {benchmark.name} has no images in split {benchmark.split} under {benchmark.root}")
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     model, processor = load_method_model(config.model, config.revision, config.method)
-    model = model.to(device=device, dtype=getattr(torch, config.dtype)).eval()
+    model = model.to(device=device, dtype=resolve_dtype(config.dtype, device)).eval()
     predictor = BenchmarkPredictor.for_benchmark(
         model, processor, benchmark, protocol, batch_size=config.batch_size, method=config.method,
         threshold=config.threshold if config.method != "magicseg" else None,
@@ -337,13 +298,14 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
         config.model, benchmark.name, num_images, benchmark.num_labels, len(predictor.queries.label_ids),
         protocol.name, protocol.to_dict(),
     )
-    checks_passed()  # settings, benchmark files and model are read: the terminal shows the run (console.py)
     accumulator = MeanIoUAccumulator(benchmark.num_labels, benchmark.ignore_index)
     kept: list[tuple[Any, Any]] = []  # the first --overlays (sample, prediction), drawn with the results
     inference_start = time.perf_counter()
     with tqdm(total=num_images, unit="img", desc=f"evaluate {Path(benchmark.name).name}", file=sys.stderr) as bar:
         for index, (sample, prediction) in enumerate(predictor.predict(benchmark)):
             accumulator.update(prediction, sample.label)
+            if index == 0:  # the first image was read and scored: the terminal shows the run (console.py)
+                checks_passed()
             if index < config.overlays:
                 kept.append((sample, prediction))
             bar.update(1)
@@ -405,21 +367,6 @@ def _number(value: Any) -> float | None:
     """A JSON number: NaN (a class with an empty union) becomes null."""
     number = float(value)
     return None if math.isnan(number) else number
-
-
-def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """Installed versions of the packages an evaluation depends on (and of ``extra`` ones when installed)."""
-    from importlib import metadata
-
-    from magicseg_hf import __version__
-
-    versions = {"magicseg_hf": __version__}
-    for name in ("torch", "transformers", "huggingface_hub", "numpy", "pillow", *extra):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def results_dict(
@@ -595,7 +542,6 @@ def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchm
 
 __all__ = [
     "DESCRIPTION",
-    "HELP",
     "EvaluationConfig",
     "add_arguments",
     "card_results_name",
