@@ -22,10 +22,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from magicseg_hf import console, hub_access
+from magicseg_hf import console, hub_access, settings
 from magicseg_hf.errors import MagicSegError, as_flags
 
 logger = logging.getLogger("magicseg_hf")
@@ -60,10 +60,14 @@ class _Validate:
         "`datasets.load_dataset(DIR)` reads the folder. Exit status 0 when valid, 1 when not."
     )
 
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("dir", metavar="DIR", help="Dataset folder (as written by `magicseg generate`).")
-        parser.add_argument("--max-problems", type=int, default=20, help="Problems to list when invalid.")
+    @dataclass
+    class Settings:
+        dir: str = field(metadata={"help": "Dataset folder (as written by `magicseg generate`).", "flag": "DIR"})
+        max_problems: int = field(default=20, metadata={"help": "Problems to list when invalid."})
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        settings.add_arguments(parser, cls.Settings)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -87,14 +91,19 @@ class _Push:
         "`hf auth login`. A push that fails half-way can simply be re-run."
     )
 
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("dir", metavar="DIR", help="Dataset folder or model folder to publish.")
-        parser.add_argument("--repo-id", required=True,
-                            help="Hub repo, USER/NAME (a dataset or model repo by the folder's kind; created if missing).")
-        parser.add_argument("--private", action="store_true", help="Create the repo as private.")
-        parser.add_argument("--revision", default=None, help="Branch to push to (created if missing).")
-        parser.add_argument("--commit-message", default=None, help="Commit message.")
+    @dataclass
+    class Settings:
+        dir: str = field(metadata={"help": "Dataset folder or model folder to publish.", "flag": "DIR"})
+        repo_id: str | None = field(default=None, metadata={
+            "help": "Hub repo, USER/NAME (a dataset or model repo by the folder's kind; created if missing).",
+            "required": True})
+        private: bool = field(default=False, metadata={"help": "Create the repo as private."})
+        revision: str | None = field(default=None, metadata={"help": "Branch to push to (created if missing)."})
+        commit_message: str | None = field(default=None, metadata={"help": "Commit message."})
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        settings.add_arguments(parser, cls.Settings)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:

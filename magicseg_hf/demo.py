@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from magicseg_hf import settings
 from magicseg_hf.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-HELP = "Run the whole chain offline in two acts: the tiny diffusion chain (plumbing), then a model that learns."
 DESCRIPTION = """\
 Two acts, offline, in a few minutes on a CPU.
 
@@ -97,6 +97,9 @@ OUTPUTS = (PLUMBING_DIR, "dataset", "heldout", "model", "results.json", "results
            "results-prediction-*.png", "prediction.png", "prediction.json", "SUMMARY.md")
 #: At most this many classes (the model trains on K <= 254 classes per row).
 MAX_CLASSES = 254
+#: The ``--help`` sections of each act's flags.
+ACT_1 = "act 1, plumbing (the tiny random diffusion chain)"
+ACT_2 = "act 2, learning (procedural scenes)"
 #: Stages per act (for the "[act n, i/k]" progress lines).
 ACT_STAGES = {1: 5, 2: 5}
 
@@ -125,54 +128,40 @@ class Stage:
 class DemoSettings:
     """The knobs of a demo run (the command line's flags)."""
 
-    output_dir: Path
-    classes: tuple[str, ...] = CLASSES
-    train_pairs: int = TRAIN_PAIRS
-    heldout_pairs: int = HELDOUT_PAIRS
-    max_steps: int | None = PLUMBING_STEPS
-    scene_classes: tuple[str, ...] = SCENE_CLASSES
-    scene_train_pairs: int = SCENE_TRAIN_PAIRS
-    scene_heldout_pairs: int = SCENE_HELDOUT_PAIRS
-    scene_steps: int = SCENE_STEPS
-    seed: int = 0
-    overwrite: bool = False
+    output_dir: Path = field(metadata={
+        "help": f"Folder to write: new, empty, or an earlier demo's output (with {MARKER_FILE}).",
+        "default": "demo-output"})
+    overwrite: bool = field(default=False, metadata={
+        "help": f"Replace an earlier demo's output in --output-dir (recognised by its {MARKER_FILE}; "
+                "only the demo's own files are removed)."})
+    classes: tuple[str, ...] = field(default=CLASSES, metadata={
+        "help": "Class names to generate and learn.", "group": ACT_1})
+    train_pairs: int = field(default=TRAIN_PAIRS, metadata={"help": "Pairs in the training set.", "group": ACT_1})
+    heldout_pairs: int = field(default=HELDOUT_PAIRS, metadata={"help": "Pairs in the held-out set.", "group": ACT_1})
+    max_steps: int | None = field(default=PLUMBING_STEPS, metadata={"help": "Training steps of act 1.", "group": ACT_1})
+    scene_classes: tuple[str, ...] = field(default=SCENE_CLASSES, metadata={
+        "help": "Classes of the procedural scenes (sun, house, tree, car, ball, leaf, brick, star are "
+                "drawn as themselves; other names get a shape and colour of their own).", "group": ACT_2})
+    scene_train_pairs: int = field(default=SCENE_TRAIN_PAIRS, metadata={"help": "Training scenes.", "group": ACT_2})
+    scene_heldout_pairs: int = field(default=SCENE_HELDOUT_PAIRS, metadata={"help": "Held-out scenes.", "group": ACT_2})
+    scene_steps: int = field(default=SCENE_STEPS, metadata={"help": "Training steps of act 2.", "group": ACT_2})
+    seed: int = field(default=0, metadata={"help": "Seed of act 2's training (data and model).", "group": ACT_2})
     stages: list[Stage] = field(default_factory=list)
     #: Act 2's held-out mIoU, once evaluated.
     learned_miou: float | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``magicseg demo``."""
-    parser.add_argument("--output-dir", default="demo-output",
-                        help=f"Folder to write: new, empty, or an earlier demo's output (with {MARKER_FILE}).")
-    parser.add_argument("--overwrite", action="store_true",
-                        help=f"Replace an earlier demo's output in --output-dir (recognised by its {MARKER_FILE}; "
-                             "only the demo's own files are removed).")
-    plumbing = parser.add_argument_group("act 1, plumbing (the tiny random diffusion chain)")
-    plumbing.add_argument("--classes", nargs="+", default=list(CLASSES), help="Class names to generate and learn.")
-    plumbing.add_argument("--train-pairs", type=int, default=TRAIN_PAIRS, help="Pairs in the training set.")
-    plumbing.add_argument("--heldout-pairs", type=int, default=HELDOUT_PAIRS, help="Pairs in the held-out set.")
-    plumbing.add_argument("--max-steps", type=int, default=PLUMBING_STEPS, help="Training steps of act 1.")
-    learning = parser.add_argument_group("act 2, learning (procedural scenes)")
-    learning.add_argument("--scene-classes", nargs="+", default=list(SCENE_CLASSES),
-                          help="Classes of the procedural scenes (sun, house, tree, car, ball, leaf, brick, star are "
-                               "drawn as themselves; other names get a shape and colour of their own).")
-    learning.add_argument("--scene-train-pairs", type=int, default=SCENE_TRAIN_PAIRS, help="Training scenes.")
-    learning.add_argument("--scene-heldout-pairs", type=int, default=SCENE_HELDOUT_PAIRS, help="Held-out scenes.")
-    learning.add_argument("--scene-steps", type=int, default=SCENE_STEPS, help="Training steps of act 2.")
-    learning.add_argument("--seed", type=int, default=0, help="Seed of act 2's training (data and model).")
+    """The flags of ``magicseg demo``, one per :class:`DemoSettings` field with help."""
+    settings.add_arguments(parser, DemoSettings)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0."""
-    settings = DemoSettings(
-        output_dir=Path(args.output_dir).expanduser(), classes=tuple(args.classes),
-        train_pairs=args.train_pairs, heldout_pairs=args.heldout_pairs, max_steps=args.max_steps,
-        scene_classes=tuple(args.scene_classes), scene_train_pairs=args.scene_train_pairs,
-        scene_heldout_pairs=args.scene_heldout_pairs, scene_steps=args.scene_steps, seed=args.seed,
-        overwrite=args.overwrite,
-    )
-    run_demo(settings)
+    demo = settings.from_args(DemoSettings, args)
+    demo.output_dir = Path(demo.output_dir).expanduser()
+    demo.classes, demo.scene_classes = tuple(demo.classes), tuple(demo.scene_classes)
+    run_demo(demo)
     return 0
 
 

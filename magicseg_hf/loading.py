@@ -32,23 +32,12 @@ from magicseg_hf.presets import (
     SEGMENTER_ROLES,
     TINY_OPEN_SEG_MODEL,
 )
+from magicseg_hf.runtime import resolve_dtype
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
     from magicseg_hf.modeling import CLIPForOpenSegmentation, CLIPOpenSegProcessor
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
-    """``dtype`` as a ``torch.dtype``: ``auto`` is float16 on CUDA and float32 elsewhere;
-    ``float32``, ``float16`` and ``bfloat16`` name themselves."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    return _DTYPES[dtype]
 
 
 def _weight_file_errors() -> tuple[type[BaseException], ...]:

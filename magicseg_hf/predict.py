@@ -40,13 +40,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from magicseg_hf import settings
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.labels import UNKNOWN
+from magicseg_hf.runtime import AUTO, device_spellings, resolve_device
 from magicseg_hf.visualization import overlay_with_legend
 
 logger = logging.getLogger(__name__)
 
-HELP = "Segment images with a trained model."
 DESCRIPTION = """\
 Runs a CLIPForOpenSegmentation model (a folder saved by `magicseg train`, or a Hub repo) on one
 or more images, batched, and prints per image the area (share of the image) and score (mean
@@ -442,22 +443,6 @@ def model_type_problem(folder: str | Path) -> str | None:
     return None
 
 
-def _resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InputError(f"`device` must be auto, cpu, cuda, cuda:N or mps (got {name!r})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"`device` {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"`device` {name}: MPS is not available on this machine")
-    return device
-
-
 def format_table(prediction: Prediction) -> str:
     """A short text table of one prediction: each class's area (percent) and score, largest first."""
     width, height = prediction.size
@@ -508,34 +493,45 @@ def _write_png(path: Path, picture: Image.Image) -> None:
 # ----------------------------------------------------------------------------------------------
 # The verb
 # ----------------------------------------------------------------------------------------------
+@dataclass
+class PredictSettings:
+    """The flags of ``magicseg predict`` (one per field)."""
+
+    model: str | None = field(default=None, metadata={
+        "help": "A model folder saved by `magicseg train`, or a Hub model repo.", "metavar": "DIR|REPO",
+        "required": True})
+    image: list[str] | None = field(default=None, metadata={
+        "help": "Image file(s) to segment.", "metavar": "IMG", "required": True})
+    classes: list[str] | None = field(default=None, metadata={
+        "help": "Class names to segment (default: the model's saved vocabulary).", "metavar": "NAME"})
+    threshold: float | None = field(default=None, metadata={
+        "help": "Leave pixels whose best class probability is below T unlabelled "
+                "(default 0.5 with --decision threshold; not allowed with argmax).", "metavar": "T"})
+    decision: str = field(default="threshold", metadata={
+        "help": "threshold: best class if its probability reaches --threshold, else none "
+                "(default); background-class: background texts compete and leave the pixels "
+                "they win unlabelled; argmax: every pixel takes its best class.",
+        "choices": ("threshold", "background-class", "argmax")})
+    background_classes: list[str] | None = field(default=None, metadata={
+        "help": 'Texts meaning "no class" for --decision background-class (default: background).', "metavar": "TEXT"})
+    label_dir: str | None = field(default=None, metadata={
+        "help": "Save each image's label map as DIR/<name>_label.png (0 no class, i = the i-th "
+                "class; 16-bit above 254 classes).", "metavar": "DIR"})
+    output: str | None = field(default=None, metadata={
+        "help": "Save the overlay with its legend here (one image).", "metavar": "OVERLAY.png"})
+    output_dir: str | None = field(default=None, metadata={
+        "help": f"Save each image's overlay as DIR/<name>{OVERLAY_SUFFIX} (any number of images).", "metavar": "DIR"})
+    json: str | None = field(default=None, metadata={
+        "help": "Save every image's classes, areas and scores as JSON.", "metavar": "SEGMENTS.json"})
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={
+        "help": "Sliding windows per forward pass (windows of several images share one)."})
+    device: str = field(default=AUTO, metadata={
+        "help": f"{device_spellings()}; auto: CUDA when available, else the CPU."})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``magicseg predict``."""
-    parser.add_argument("--model", required=True, metavar="DIR|REPO",
-                        help="A model folder saved by `magicseg train`, or a Hub model repo.")
-    parser.add_argument("--image", required=True, nargs="+", metavar="IMG", help="Image file(s) to segment.")
-    parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
-                        help="Class names to segment (default: the model's saved vocabulary).")
-    parser.add_argument("--threshold", type=float, default=None, metavar="T",
-                        help="Leave pixels whose best class probability is below T unlabelled "
-                             "(default 0.5 with --decision threshold; not allowed with argmax).")
-    parser.add_argument("--decision", default="threshold", choices=("threshold", "background-class", "argmax"),
-                        help="threshold: best class if its probability reaches --threshold, else none "
-                             "(default); background-class: background texts compete and leave the pixels "
-                             "they win unlabelled; argmax: every pixel takes its best class.")
-    parser.add_argument("--background-classes", nargs="+", default=None, metavar="TEXT",
-                        help='Texts meaning "no class" for --decision background-class (default: background).')
-    parser.add_argument("--label-dir", default=None, metavar="DIR",
-                        help="Save each image's label map as DIR/<name>_label.png (0 no class, i = the i-th "
-                             "class; 16-bit above 254 classes).")
-    parser.add_argument("--output", default=None, metavar="OVERLAY.png",
-                        help="Save the overlay with its legend here (one image).")
-    parser.add_argument("--output-dir", default=None, metavar="DIR",
-                        help=f"Save each image's overlay as DIR/<name>{OVERLAY_SUFFIX} (any number of images).")
-    parser.add_argument("--json", default=None, metavar="SEGMENTS.json",
-                        help="Save every image's classes, areas and scores as JSON.")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help="Sliding windows per forward pass (windows of several images share one).")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N or mps.")
+    """The flags of ``magicseg predict``, one per :class:`PredictSettings` field."""
+    settings.add_arguments(parser, PredictSettings)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -551,7 +547,7 @@ def run(args: argparse.Namespace) -> int:
         check_classes(args.classes, [])
     overlays, label_files = _check_outputs(args)
     images = [load_image(path) for path in args.image]
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     _check_model_source(args.model)
     from transformers.utils import logging as hf_logging
 

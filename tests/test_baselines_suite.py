@@ -114,7 +114,7 @@ def test_suite_killed_resumes_with_finished_cells_kept(workspace: Path, tmp_path
         ({"models": [{"model": "clip", "method": "segclip"}]}, "unknown method 'segclip'"),
         ({"models": [{"model": "clip", "protocol": "mmseg"}]}, "unknown protocol 'mmseg'"),
         ({"extra": 1}, "unknown key 'extra'"),
-        ({"settings": {"device": "tpu"}}, "device must be one of"),
+        ({"settings": {"device": "tpu"}}, "device must be auto, cpu, cuda, cuda:N or mps (got 'tpu')"),
     ],
 )
 def test_bad_suite_is_one_line_exit_2_and_nothing_written(

@@ -37,6 +37,7 @@ from magicseg_hf.folder import (
     atomic_write_bytes,
 )
 from magicseg_hf.licenses import model_license
+from magicseg_hf.runtime import recorded_versions
 from magicseg_hf.schema import (
     DATASET_FEATURES,
     DROP_REASONS,
@@ -349,7 +350,7 @@ def _settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
         ("pairs asked / max attempts", f"{_fmt(config.get('num_pairs'))} / {_fmt(config.get('max_attempts'))}"),
         ("batch size / shard size", f"{_fmt(config.get('batch_size'))} / {_fmt(config.get('shard_size'))}"),
         ("processes", summary.get("num_processes")),
-        ("magicseg-hf", generation.get("package_version", "—")),
+        ("magicseg-hf", recorded_versions(generation).get("magicseg_hf", "—")),
     ]
     return [(key, _md(_fmt(value))) for key, value in settings]
 
@@ -403,7 +404,7 @@ def card_values(
     config = generation.get("config") or {}
     models = generation.get("models") or {}
     summary = generation.get("summary") or {}
-    libraries = generation.get("library_versions") or {}
+    libraries = {name: version for name, version in recorded_versions(generation).items() if name != "magicseg_hf"}
     mode = config.get("counterfactual", "prompt")
     is_tiny = config.get("preset") == "tiny" or any(
         str((models.get(role) or {}).get("id", "")).startswith("tiny:") for role in models

@@ -42,6 +42,7 @@ from magicseg_hf.cards.paper import PAPER_CITATION, PAPER_URL
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.folder import atomic_write_bytes
 from magicseg_hf.presets import PAPER_MODELS, TINY_OPEN_SEG
+from magicseg_hf.runtime import recorded_versions
 from magicseg_hf.schema import CARD_FILE
 
 logger = logging.getLogger(__name__)
@@ -540,7 +541,7 @@ def model_card_values(
     base_model = base_model_id(config, summary, is_tiny)
     vocabulary = [str(name) for name in config.get("vocabulary") or []]
     labels = vocabulary[:EXAMPLE_LABELS_SHOWN] or list(FALLBACK_EXAMPLE_LABELS)
-    versions = summary.get("package_versions") or {}
+    versions = recorded_versions(summary)
     wall_time = _float_or_none(summary.get("wall_time_seconds"))
     return ModelCardValues(
         model_name=repo_id.split("/")[-1] if repo_id else model_dir.resolve().name,

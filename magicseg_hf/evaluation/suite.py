@@ -37,6 +37,7 @@ from typing import Any
 from magicseg_hf.errors import InputError
 from magicseg_hf.evaluation.protocols import check_method, get_protocol
 from magicseg_hf.evaluation.run import EvaluationConfig, _check_settings, load_method_model, results_dict
+from magicseg_hf.runtime import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -177,12 +178,9 @@ def _chunks(samples: Any, size: int) -> Iterator[list[Any]]:
 def run_suite(path: str | Path, output_dir: str | Path) -> dict[str, Any]:
     """Run every unfinished cell, then write ``comparison.md`` and ``comparison.png``; returns a summary
     (``cells``, ``computed``, ``skipped``, ``wall_time_seconds``, the two files' paths)."""
-    import torch
-
     from magicseg_hf.evaluation.benchmarks import load_benchmark
     from magicseg_hf.evaluation.inference import BenchmarkPredictor
     from magicseg_hf.evaluation.metric import MeanIoUAccumulator
-    from magicseg_hf.evaluation.run import _resolve_device
     from magicseg_hf.folder import atomic_write_json, remove_stale_temporaries
 
     start = time.perf_counter()
@@ -206,11 +204,11 @@ def run_suite(path: str | Path, output_dir: str | Path) -> dict[str, Any]:
         runs = []
         for cell in column_cells:
             config = cell.config
-            device = _resolve_device(config.device)
+            device = resolve_device(config.device)
             key = (config.model, config.revision, config.method == "magicseg", str(device), config.dtype)
             if key not in models:  # one load per checkpoint; training-free methods share its CLIP and text cache
                 model, processor = load_method_model(config.model, config.revision, config.method)
-                models[key] = (model.to(device=device, dtype=getattr(torch, config.dtype)).eval(), processor)
+                models[key] = (model.to(device=device, dtype=resolve_dtype(config.dtype, device)).eval(), processor)
             model, processor = models[key]
             if config.method != "magicseg" and model.method != config.method:
                 model = model.with_method(config.method)

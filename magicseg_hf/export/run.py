@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 
+from magicseg_hf import settings
 from magicseg_hf.export import FORMATS, MAX_EXPORT_CLASSES
 
-HELP = "Export a dataset folder with global label ids (transformers semantic segmentation, mmseg)."
 DESCRIPTION = f"""\
 A MagicSeg `label` is per row (value i = that row's classes[i-1]). This writes the same rows with
 one global id per class — 0 background, vocabulary.index(name) + 1, 255 unknown — so that any
@@ -29,18 +30,25 @@ Example:
   magicseg export out --format semantic --output-dir out-semantic"""
 
 
+@dataclass
+class ExportSettings:
+    """The flags of ``magicseg export`` (one per field)."""
+
+    dataset: str = field(metadata={"help": "MagicSeg dataset folder (from `magicseg generate`).", "flag": "DATASET"})
+    format: str = field(default="semantic", metadata={
+        "help": f"Export format: {' or '.join(FORMATS)}.", "metavar": "FORMAT"})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder to write (created).", "required": True})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an earlier export in --output-dir."})
+    with_counterfactual: bool = field(default=False, metadata={
+        "help": "semantic: keep the counterfactual_image column."})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "mmseg: share of rows in val (chosen by a hash of the row id)."})
+    no_progress: bool = field(default=False, metadata={"help": "No progress bar."})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The verb's flags."""
-    parser.add_argument("dataset", metavar="DATASET", help="MagicSeg dataset folder (from `magicseg generate`).")
-    parser.add_argument("--format", default="semantic", metavar="FORMAT",
-                        help=f"Export format: {' or '.join(FORMATS)}.")
-    parser.add_argument("--output-dir", required=True, help="Folder to write (created).")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an earlier export in --output-dir.")
-    parser.add_argument("--with-counterfactual", action="store_true",
-                        help="semantic: keep the counterfactual_image column.")
-    parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="mmseg: share of rows in val (chosen by a hash of the row id).")
-    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    """The verb's flags, one per :class:`ExportSettings` field."""
+    settings.add_arguments(parser, ExportSettings)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from magicseg_hf.errors import InputError
 from magicseg_hf.families import DiffusionFamily, diffusion_model_info
 from magicseg_hf.generation.annotate import (
@@ -68,6 +66,7 @@ from magicseg_hf.loading import (
     load_segmenter,
 )
 from magicseg_hf.presets import TINY_SEGMENT_ANYTHING
+from magicseg_hf.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -187,31 +186,12 @@ def check_models(config: GenerationConfig, record: ModelsRecord) -> None:
 
 
 def check_device(device: str | None) -> None:
-    """Raise :class:`InputError` when ``device`` (``--device``) is not a device of this machine:
-    an unknown kind (``tpu``), a CUDA or MPS device where there is none, or ``cuda:N`` past the
-    GPUs present. ``None`` (the default device) always passes."""
-    if device is None:
-        return
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise InputError(f"`device` must be cpu, cuda, cuda:N or mps (got {device!r})") from None
-    if parsed.type == "cpu":
-        return
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(f"`device` {device!r}: this machine has no CUDA GPU (use `device` cpu)")
-        if parsed.index is not None and parsed.index >= count:
-            raise InputError(f"`device` {device!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
-        return
-    if parsed.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise InputError(f"`device` {device!r}: MPS is not available on this machine")
-        return
-    backend = getattr(torch, parsed.type, None)
-    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
-        raise InputError(f"`device` {device!r}: no {parsed.type} device on this machine (use cpu, cuda or mps)")
+    """Raise :class:`InputError` when ``device`` (``--device``) is not a device of this machine
+    (:func:`magicseg_hf.runtime.resolve_device`: cpu, cuda, cuda:N or mps; CUDA or MPS where there
+    is none, or ``cuda:N`` past the GPUs present, are refused). ``None`` (each process's own device,
+    the way generation spells ``auto``) always passes."""
+    if device is not None:
+        resolve_device(device, auto=False)
 
 
 def _shown(name: str, limit: int = 60) -> str:

@@ -11,7 +11,6 @@ importing torch; ``TrainingArguments`` is only imported to run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -22,16 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from magicseg_hf import settings
 from magicseg_hf.console import checks_passed
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.hub_access import register_secret
 from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults, training_recipe
 from magicseg_hf.processes import finish_process_group
+from magicseg_hf.runtime import VERSIONS_RECORD_KEY, package_versions
 from magicseg_hf.training.checks import is_number
 
 logger = logging.getLogger(__name__)
 
-HELP = "Pretrain CLIPForOpenSegmentation on MagicSeg datasets (counterfactual contrastive loss)."
 DESCRIPTION = """\
 Trains CLIPForOpenSegmentation on one or more MagicSeg dataset folders (or Hub dataset repos):
 pseudo-mask focal + dice losses on each row's classes against K random negatives from the
@@ -57,9 +57,11 @@ class TrainConfig:
 
     dataset: list[str] = field(
         default_factory=list,
-        metadata={"help": "MagicSeg dataset folder(s) or Hub dataset repo(s); several are concatenated.", "nargs": "+"},
+        metadata={"help": "MagicSeg dataset folder(s) or Hub dataset repo(s); several are concatenated.", "nargs": "+",
+                  "required": True, "default": None},
     )
-    output_dir: str = field(default="", metadata={"help": "Folder for checkpoints and the trained model."})
+    output_dir: str = field(default="", metadata={"help": "Folder for checkpoints and the trained model.",
+                                                  "required": True})
     preset: str = field(default="paper", metadata={
         "help": "paper (CLIP ViT-B/16 at 512 px, the paper's schedule) or tiny (random tiny model, CPU minutes).",
         "choices": ("paper", "tiny"),
@@ -85,22 +87,8 @@ class TrainConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Our flags (TrainingArguments flags are parsed in :func:`run`)."""
-    for item in dataclasses.fields(TrainConfig):
-        flag = "--" + item.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": item.name, "help": item.metadata.get("help", "")}
-        if item.name in ("dataset", "output_dir"):
-            kwargs["required"] = True
-        annotation = str(item.type)
-        if annotation == "bool":
-            parser.add_argument(flag, action="store_true", **kwargs)
-            continue
-        kind = float if "float" in annotation else int if "int" in annotation else str
-        default = item.default if item.default is not dataclasses.MISSING else None
-        for key in ("nargs", "choices", "metavar"):
-            if key in item.metadata:
-                kwargs[key] = item.metadata[key]
-        parser.add_argument(flag, type=kind, default=default, **kwargs)
+    """Our flags, one per :class:`TrainConfig` field (TrainingArguments flags are parsed in :func:`run`)."""
+    settings.add_arguments(parser, TrainConfig)
 
 
 def training_arguments(config: TrainConfig, extra: list[str]) -> Any:
@@ -189,7 +177,7 @@ def _flag_value(extra: list[str], name: str, default: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Train and save; returns 0."""
-    config = TrainConfig(**{item.name: getattr(args, item.name) for item in dataclasses.fields(TrainConfig)})
+    config = settings.from_args(TrainConfig, args)
     extra = list(getattr(args, "extra", []) or [])
     arguments = training_arguments(config, extra)
     train(config, arguments, given_flags=extra)
@@ -315,16 +303,5 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         # (counted in this process: with --dataloader_num_workers > 0 the workers' counts are not seen)
         "skipped_rows": train_collator.skipped_rows + eval_collator.skipped_rows,
         "skipped_row_ids": (train_collator.skipped_row_ids + eval_collator.skipped_row_ids)[:MAX_NAMED_SKIPS],
-        "package_versions": _versions(),
+        VERSIONS_RECORD_KEY: package_versions(),
     }
-
-
-def _versions() -> dict[str, str]:
-    import datasets
-    import torch
-    import transformers
-
-    from magicseg_hf import __version__
-
-    return {"magicseg_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "datasets": datasets.__version__}
