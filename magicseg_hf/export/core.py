@@ -64,6 +64,7 @@ from magicseg_hf.folder import (
 )
 from magicseg_hf.labels import BACKGROUND, UNKNOWN
 from magicseg_hf.lock import FolderLock
+from magicseg_hf.runtime import VERSIONS_RECORD_KEY, package_versions, recorded_versions
 from magicseg_hf.schema import CARD_FILE, DATA_DIR, LOCK_FILE, VOCABULARY_FILE
 
 logger = logging.getLogger(__name__)
@@ -498,7 +499,7 @@ def render_export_card(out: Path, record: dict[str, Any], vocabulary: Sequence[s
         f"# MagicSeg data with global labels ({fmt})",
         "",
         f"**{num_rows} rows** exported by `magicseg export --format {fmt}` (magicseg-hf "
-        f"{record.get('package_version', '?')}) from the MagicSeg dataset folder `{record['source']}`. "
+        f"{recorded_versions(record).get('magicseg_hf', '?')}) from the MagicSeg dataset folder `{record['source']}`. "
         f"Its generation settings are copied in [`{SOURCE_GENERATION_FILE}`]({SOURCE_GENERATION_FILE}).",
         "",
         "## Label values",
@@ -608,7 +609,6 @@ def export_dataset(
     """
     from tqdm.auto import tqdm
 
-    from magicseg_hf import __version__
 
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
@@ -701,7 +701,7 @@ def export_dataset(
             "label_values": {"background": BACKGROUND, "classes": f"vocabulary.index(name) + 1 (1..{len(vocabulary)})",
                              "unknown": UNKNOWN},
             "license": _source_license(folder),
-            "package_version": __version__,
+            VERSIONS_RECORD_KEY: package_versions(),
         }
         atomic_write_bytes(out / CARD_FILE, render_export_card(out, record, vocabulary).encode("utf-8"))
         atomic_write_json(out / EXPORT_FILE, record)  # last: marks the export finished

@@ -37,6 +37,7 @@ from magicseg_hf.presets import (
     is_tiny,
     segmenter_model_for,
 )
+from magicseg_hf.runtime import DTYPES
 
 COUNTERFACTUAL_MODES = ("prompt", "inpaint", "paper")
 #: Where the pairs come from: the diffusion models, or drawn scenes (:mod:`magicseg_hf.generation.procedural`).
@@ -48,7 +49,6 @@ INPAINTING_MODES = ("inpaint",)
 PROMPT_BACKENDS = ("template", "transformers", "openai")
 DETECTORS = ("grounding-dino", "mm-grounding-dino", "owlv2")
 SEGMENTERS = ("transformers", "sam2", "segment-anything")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 #: Most rows one run may be asked for (a larger --num-pairs is refused up front, not run until killed).
 MAX_NUM_PAIRS = 10_000_000

@@ -53,17 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import datasets
-import diffusers
 import numpy as np
 import torch
-import transformers
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from PIL import Image
 from tqdm.auto import tqdm
 
-from magicseg_hf import __version__
 from magicseg_hf.cards import write_dataset_card
 from magicseg_hf.errors import InputError, MagicSegError, first_line
 from magicseg_hf.folder import REMOVED_WORK_DIR, DatasetFolder
@@ -96,6 +92,7 @@ from magicseg_hf.generation.writer import (
     write_run_files,
 )
 from magicseg_hf.lock import FolderLock
+from magicseg_hf.runtime import VERSIONS_RECORD_KEY, package_versions
 from magicseg_hf.schema import GENERATION_FILE
 from magicseg_hf.seeding import derive_seed
 
@@ -135,22 +132,12 @@ class _Attempt:
     counterfactual_prompt: str = ""
 
 
-def _library_versions() -> dict[str, str]:
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "diffusers": diffusers.__version__,
-        "datasets": datasets.__version__,
-    }
-
-
 def _generation_record(config: GenerationConfig, models: ModelsRecord) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "models": models,
         "diffusion": procedural_record(config) if config.source == PROCEDURAL else diffusion_record(config),
-        "package_version": __version__,
-        "library_versions": _library_versions(),
+        VERSIONS_RECORD_KEY: package_versions(),
         "summary": None,
     }
 
