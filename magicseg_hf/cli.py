@@ -2,9 +2,14 @@
 
 A verb is a module (or a small namespace here) with ``DESCRIPTION``, ``add_arguments(parser)``
 and ``run(args) -> int`` (and ``ACCEPTS_EXTRA_ARGUMENTS = True`` when it parses another
-library's flags itself, as ``train`` does with TrainingArguments); ``generate``'s and ``train``'s
-flags and runs live beside the code they drive (:mod:`magicseg_hf.generation.run`,
-:mod:`magicseg_hf.training.run`), and the two thin wrappers ``validate`` and ``push`` live here. Only the verb being run is imported, so ``magicseg --help`` and ``magicseg VERB --help``
+library's flags itself, as ``train`` does with TrainingArguments). Every verb's flags come from one
+mechanism: the fields of its settings dataclass, turned into arguments by
+:func:`magicseg_hf.settings.add_arguments` (help, choices, metavar from each field's metadata; each
+dest is the field's name, so a library message's `` `num_pairs` `` is shown as ``--num-pairs``). A
+verb's one-line help lives in :data:`VERBS` only. ``generate``'s and ``train``'s flags and runs live
+beside the code they drive (:mod:`magicseg_hf.generation.run`, :mod:`magicseg_hf.training.run`),
+and the two thin wrappers ``validate`` and ``push`` live here. Only the verb being run is imported,
+so ``magicseg --help`` and ``magicseg VERB --help``
 answer without importing torch. :class:`~magicseg_hf.errors.MagicSegError` (bad input, a model
 that cannot be loaded, an unreachable Hub) becomes one line on stderr and exit status 2; anything
 else is a bug and keeps its traceback. Every verb runs inside

@@ -64,7 +64,7 @@ def check_device_name(name: Any, parameter: str = "device", auto: bool = True) -
     is offered; ``generate`` spells it ``None``). Imports nothing: whether the device exists here is
     :func:`resolve_device`'s question."""
     text = name if isinstance(name, str) else None
-    if text is not None and (_DEVICE_PATTERN.fullmatch(text) or text == AUTO):
+    if text is not None and (_DEVICE_PATTERN.fullmatch(text) or (auto and text == AUTO)):
         return
     raise InputError(f"`{parameter}` must be {device_spellings(auto)} (got {name!r})")
 
