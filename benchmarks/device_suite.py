@@ -61,6 +61,8 @@ from _measure import (  # noqa: E402
     synchronize,
 )
 
+from magicseg_hf.cards.markdown import fmt_value  # noqa: E402
+
 logger = logging.getLogger("device_suite")
 
 #: The measurement a worker is running: every row it emits is tagged with this name.
@@ -761,14 +763,6 @@ def worker_main(measurements: list[dict[str, Any]], dry_run: bool, work_dir: Pat
 
 
 # ---- the parent: budgets, reports, summary ------------------------------------------------------------------
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
     """Every figure as one flat dict, the derived ratios, and the goals' verdicts."""
     figures: dict[str, Any] = {}
@@ -876,11 +870,11 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
                     columns += [k for k in row if k not in columns and k != "measurement"]
                 lines.append("| " + " | ".join(columns) + " |")
                 lines.append("|" + "---|" * len(columns))
-                lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+                lines += ["| " + " | ".join(fmt_value(row.get(c)) for c in columns) + " |" for row in rows]
                 lines.append("")
     lines += ["## goals", "", "| figure | value | goal | verdict |", "|---|---|---|---|"]
     for name, goal in report["summary"]["goals"].items():
-        lines.append(f"| {name} | {_fmt(goal['value'])} | {goal['goal']} | {goal['verdict']} |")
+        lines.append(f"| {name} | {fmt_value(goal['value'])} | {goal['goal']} | {goal['verdict']} |")
     tmp = out / "device_suite.md.tmp"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(out / "device_suite.md")
