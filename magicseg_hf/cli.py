@@ -141,7 +141,7 @@ VERBS = (
     Verb("train", "Pretrain CLIPForOpenSegmentation on MagicSeg datasets.", "magicseg_hf.training.run"),
     Verb("predict", "Segment images with a trained model.", "magicseg_hf.predict"),
     Verb("demo", "Run the whole chain offline on tiny random models, in minutes on a CPU.", "magicseg_hf.demo"),
-    Verb("evaluate", "Evaluate a model zero-shot on PASCAL VOC, PASCAL Context, COCO-Object or a dataset folder.", "magicseg_hf.evaluation.run"),
+    Verb("evaluate", "Evaluate a model zero-shot on PASCAL VOC, PASCAL Context, COCO-Object or a dataset folder.", "magicseg_hf.evaluation.command"),
     Verb("export", "Export a dataset folder with global label ids (transformers semantic segmentation, mmseg).",
          "magicseg_hf.export.run"),
 )

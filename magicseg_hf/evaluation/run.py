@@ -1,7 +1,7 @@
 """``magicseg evaluate``: zero-shot mIoU of a ``CLIPForOpenSegmentation`` on a benchmark, under a protocol.
 
-Importing this module is cheap (no torch): ``magicseg evaluate --help`` needs only the flag table.
-The run (:func:`evaluate_benchmark`) reads the benchmark (:mod:`~magicseg_hf.evaluation.benchmarks`),
+Importing this module is cheap (no torch); the verb's flags and dispatch (one evaluation or a
+``--suite``) are in :mod:`magicseg_hf.evaluation.command`. The run (:func:`evaluate_benchmark`) reads the benchmark (:mod:`~magicseg_hf.evaluation.benchmarks`),
 predicts it with :class:`~magicseg_hf.evaluation.inference.BenchmarkPredictor`, accumulates the
 metric (:class:`~magicseg_hf.evaluation.metric.MeanIoUAccumulator`) and writes, at the very end and
 atomically, one results file: the metric values (``mean_iou`` as a fraction, as the ``mean_iou``
@@ -13,7 +13,6 @@ as ``results-<benchmark>-<protocol>.json`` and re-renders its card (``model-inde
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import io
@@ -27,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from magicseg_hf import settings
 from magicseg_hf.errors import InputError
 from magicseg_hf.evaluation.protocols import (
     DEFAULT_PROTOCOLS,
@@ -54,41 +52,6 @@ from magicseg_hf.runtime import (
 )
 
 logger = logging.getLogger(__name__)
-
-DESCRIPTION = """\
-Zero-shot semantic segmentation of a benchmark by a CLIPForOpenSegmentation folder or Hub repo:
-the benchmark's class names are the text queries; images are resized and predicted with sliding
-windows as the protocol says; mIoU is accumulated over the whole dataset (mmsegmentation's way).
-
-Benchmarks (--data-dir: the folder holding VOCdevkit or coco_stuff164k, or those folders themselves):
-  voc21        VOCdevkit/VOC2012, 21 classes with background
-  voc20        the same files, 20 classes, background ignored
-  context60    VOCdevkit/VOC2010 (SegmentationClassContext), 60 classes with background
-  context59    the same files, 59 classes, no background
-  coco-object  coco_stuff164k (stuffthingmaps; or --coco-object-source instances), 81 classes
-  DIR          a dataset folder written by `magicseg generate`
-
-Protocols: the harness values of four reference codebases, per benchmark, each cited in the
-results file (resize, slide or whole image, class-name file with its background words, synonym
-rule, area threshold, PAMR); the decision rule our model uses under each is recorded beside them.
-Each value is overridable. See docs/fidelity.md.
-  zegclip   short side 512, slide 512/426, "background" queried as a class (the paper's code)
-  groupvit  short side 448, slide 448/224, background below a threshold
-  sclip     short side 336, slide 224/112, SCLIP's class names (background as stuff words)
-  naclip    NACLIP's settings (short side 336, slide 224/112 or whole image, PAMR)
-  clearclip ClearCLIP's settings (short side 448, slide 448/224; also MaskCLIP's here)
-
-Methods (--method; default magicseg): magicseg is a trained CLIPForOpenSegmentation; maskclip, sclip,
-clearclip and naclip run any CLIP checkpoint (transformers CLIPModel) training-free, changing its last
-block at inference as the method's reference code does and scoring as its harness does (softmax over
-the queries, its logit scale and probability threshold); each takes its own harness as --protocol by
-default (maskclip: clearclip). See docs/baselines.md.
-
-Example:
-  magicseg evaluate --model model --benchmark voc21 --data-dir data --protocol zegclip \\
-      --output results/voc21.json --overlays 8 --update-card
-  magicseg evaluate --model openai/clip-vit-base-patch16 --method naclip --benchmark voc21 \\
-      --data-dir data --output results/naclip-voc21.json"""
 
 #: Results files ``--update-card`` writes into the model folder start with this.
 CARD_RESULTS_PREFIX = "results-"
@@ -194,37 +157,6 @@ def _benchmark_key(benchmark: str) -> str:
     from magicseg_hf.evaluation.benchmarks import BENCHMARK_NAMES
 
     return benchmark if benchmark in BENCHMARK_NAMES else "folder"
-
-
-@dataclass
-class SuiteFlag:
-    """``--suite``: a whole comparison instead of one evaluation."""
-
-    suite: str | None = field(default=None, metadata={
-        "help": "Run every (model, method) x benchmark cell of a suite file into the folder --output (resumable), "
-                "then write comparison.md and comparison.png there (see magicseg_hf/evaluation/suite.py).",
-        "metavar": "SUITE.yaml"})
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``magicseg evaluate``: ``--suite`` and one per :class:`EvaluationConfig` field."""
-    settings.add_arguments(parser, SuiteFlag)
-    settings.add_arguments(parser, EvaluationConfig)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Evaluate and write the results file; returns 0."""
-    if getattr(args, "suite", None):
-        from magicseg_hf.evaluation.suite import run_suite
-
-        run_suite(args.suite, args.output)
-        return 0
-    missing = [flag for flag, value in (("--model", args.model), ("--benchmark", args.benchmark)) if value is None]
-    if missing:
-        raise InputError(f"the following arguments are required: {', '.join(missing)} (or --suite SUITE.yaml)")
-    config = settings.from_args(EvaluationConfig, args)
-    evaluate_benchmark(config)
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,14 +473,11 @@ def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchm
 
 
 __all__ = [
-    "DESCRIPTION",
     "EvaluationConfig",
-    "add_arguments",
     "card_results_name",
     "display_labels",
     "evaluate_benchmark",
     "package_versions",
     "results_dict",
-    "run",
     "update_model_card",
 ]
