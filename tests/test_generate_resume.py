@@ -169,7 +169,7 @@ def test_resume_alone_uses_the_saved_settings(straight, tmp_path, monkeypatch, c
         generate(None, out)
     with pytest.raises(InputError, match="takes a GenerationConfig"):
         generate({"classes": ["cat"]}, tmp_path / "other")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="--output-dir must name a folder"):
+    with pytest.raises(InputError, match="`output_dir` must name a folder"):
         generate(GenerationConfig(classes=["cat"], preset="tiny"), "")
 
 

@@ -163,7 +163,7 @@ def segment_anything_checkpoint(model_id: str | None) -> tuple[str, str]:
     """
     if not is_tiny(model_id):
         raise ModelLoadError(
-            "the segment-anything backend needs --sam-checkpoint (a .pth file) outside the tiny preset"
+            "the segment-anything backend needs `sam_checkpoint` (a .pth file) outside the tiny preset"
         )
     twin = TWINS[TINY_SEGMENT_ANYTHING]
     folder = twin_folder(twin.model_id, twin.write)
