@@ -109,7 +109,8 @@ def test_semantic_round_trip_on_a_generated_folder(source, tmp_path):
     assert record["source"] == str(source.resolve()) and record["format"] == "semantic"
     assert json.loads((out / "source_generation.json").read_text()) == DatasetFolder(source).read_generation()
     card = (out / "README.md").read_text()
-    assert "vocabulary.index(name) + 1" in card and "source_generation.json" in card and str(source.resolve()) in card
+    assert "vocabulary.index(name) + 1" in card and "source_generation.json" in card and f"`{source.name}`" in card
+    assert str(source.resolve().parent) not in card, "the card (published by a push) does not show the local path"
 
 
 def test_semantic_round_trip_on_the_procedural_source(tmp_path):

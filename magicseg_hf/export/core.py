@@ -499,7 +499,7 @@ def render_export_card(out: Path, record: dict[str, Any], vocabulary: Sequence[s
         f"# MagicSeg data with global labels ({fmt})",
         "",
         f"**{num_rows} rows** exported by `magicseg export --format {fmt}` (magicseg-hf "
-        f"{recorded_versions(record).get('magicseg_hf', '?')}) from the MagicSeg dataset folder `{record['source']}`. "
+        f"{recorded_versions(record).get('magicseg_hf', '?')}) from the MagicSeg dataset folder `{Path(record['source']).name}`. "
         f"Its generation settings are copied in [`{SOURCE_GENERATION_FILE}`]({SOURCE_GENERATION_FILE}).",
         "",
         "## Label values",
