@@ -1,9 +1,12 @@
-"""``magicseg evaluate --suite``: cells, resume (also after SIGKILL), comparison table and picture, bad input."""
+"""``magicseg evaluate --suite``: cells, resume (also after SIGKILL), comparison table and picture, the table put
+into the MagicSeg model's card (``--update-card``), bad input."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 from PIL import Image
 from procedural import write_procedural_dataset
 from test_evaluation_benchmarks import make_voc
 
 from magicseg_hf.cli import main
+from magicseg_hf.evaluation.run import card_results_name
 from magicseg_hf.loading import build_open_seg
 
 SETTINGS = {"short_side": 48, "window": 32, "stride": 16, "batch_size": 4}
@@ -136,3 +141,66 @@ def test_missing_suite_file_and_missing_key(workspace: Path, tmp_path: Path, cap
     assert main(["evaluate", "--suite", str(path), "--output", str(tmp_path / "o")]) == 2
     assert "missing the key 'benchmarks'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def card_table(body: str, heading: str) -> list[list[str]]:
+    """The cells of the first markdown table under ``heading`` (header row included, separator left out)."""
+    section = body.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|") and not re.match(r"^\|[-:|]+\|$", line)]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+def test_suite_update_card_puts_the_table_and_our_results_into_the_card(workspace: Path, tmp_path: Path) -> None:
+    model = tmp_path / "openseg"
+    shutil.copytree(workspace / "openseg", model)
+    suite = tmp_path / "card.yaml"
+    suite.write_text(yaml.safe_dump({
+        "models": [{"name": "MagicSeg", "model": str(model)}, {"model": str(workspace / "clip"), "method": "sclip"}],
+        "benchmarks": [{"name": "voc21", "data_dir": str(workspace / "data")}, {"name": str(workspace / "shapes")}],
+        "settings": SETTINGS,
+    }), encoding="utf-8")
+    output = tmp_path / "out"
+    assert main(["evaluate", "--suite", str(suite), "--output", str(output), "--update-card"]) == 0
+    results = {path.stem: json.loads(path.read_text()) for path in (output / "cells").glob("*.json")}
+    assert len(results) == 4
+    card = ModelCard.load(model / "README.md")  # the card and its YAML still parse
+    # the comparison section: rows methods (ours in bold), columns benchmarks, each cell the cell file's mIoU
+    assert "## Comparison with training-free baselines" in card.text
+    assert "measured in the same harness" in card.text
+    table = card_table(card.text, "## Comparison with training-free baselines")
+    assert table[0] == ["method", "voc21", "shapes"]
+    rows = {row[0].strip("*"): [cell.strip("*") for cell in row[1:]] for row in table[1:]}
+    assert table[1][0] == "**MagicSeg**" and set(rows) == {"MagicSeg", "sclip (clip)"}
+    for row, stem in (("MagicSeg", "MagicSeg"), ("sclip (clip)", "sclip_clip")):
+        for index, column in enumerate(("voc21", "shapes")):
+            cell = results[f"{stem}__{column}"]
+            assert rows[row][index] == f"{cell['mean_iou_percent']:.2f} ({cell['protocol']['name']})"
+    # the MagicSeg row's results: saved into the folder and in model-index, as a single --update-card run does
+    ours = {Path(str(results[f"MagicSeg__{column}"]["benchmark"])).name: results[f"MagicSeg__{column}"]
+            for column in ("voc21", "shapes")}
+    indexed = {(result.dataset_config or result.dataset_type): result for result in card.data.eval_results}
+    assert set(indexed) == set(ours)
+    for name, cell in ours.items():
+        assert indexed[name].metric_value == pytest.approx(cell["mean_iou"])
+        assert indexed[name].metric_config == "zegclip"
+    saved = sorted(model.glob("results-*.json"))  # named as a single run names them (overrides: a digest)
+    assert [path.name for path in saved] == sorted(card_results_name(cell) for cell in ours.values())
+    assert [path.name.split("-")[1] for path in saved] == ["shapes", "voc21"]
+    assert json.loads((model / "comparison.json").read_text())["suite"] == "card.yaml"
+
+
+@pytest.mark.parametrize("how", ["flag", "suite key"])
+def test_update_card_without_a_local_magicseg_folder_is_refused(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    changes: dict = {"models": [{"model": "clip", "method": "sclip"}, {"model": "someone/magicseg-model"}]}
+    if how == "suite key":
+        changes["update_card"] = True
+    suite = write_suite(workspace, "nocard.yaml", **changes)
+    output = tmp_path / "out"
+    flags = ["--update-card"] if how == "flag" else []
+    assert main(["evaluate", "--suite", str(suite), "--output", str(output), *flags]) == 2
+    assert not output.exists()
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert "--update-card needs a row of method magicseg whose model is a local model folder" in error, error

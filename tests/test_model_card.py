@@ -223,3 +223,32 @@ def test_hub_ids_and_local_folders(tmp_path: Path) -> None:
     assert not is_hub_id("./data")
     assert not is_hub_id("data")
     assert not is_hub_id("a/b/c")
+
+
+COMPARISON = {
+    "suite": "baselines.yaml",
+    "columns": ["voc21", "context60"],
+    "rows": [{"name": "MagicSeg (ours)", "method": "magicseg", "ours": True},
+             {"name": "naclip | B/16", "method": "naclip", "ours": False}],
+    "cells": [{"row": "MagicSeg (ours)", "column": "voc21", "mean_iou_percent": 42.37, "protocol": "zegclip"},
+              {"row": "naclip | B/16", "column": "voc21", "mean_iou_percent": 64.07, "protocol": "naclip+pamr"},
+              {"row": "naclip | B/16", "column": "context60", "mean_iou_percent": None, "protocol": "naclip+pamr"}],
+}
+
+
+def test_comparison_file_becomes_the_baselines_section(model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (model_dir / "results-voc21.json").write_text(json.dumps(VOC_RESULT), encoding="utf-8")
+    (model_dir / "comparison.json").write_text(json.dumps(COMPARISON), encoding="utf-8")
+    card = ModelCard.load(write_model_card(model_dir))
+    (result,) = card.data.eval_results  # model-index: the model's own results only
+    assert result.metric_value == pytest.approx(0.4237)
+    section = card.text.split("## Comparison with training-free baselines", 1)[1].split("\n## ", 1)[0]
+    assert "same harness" in section and "suite `baselines.yaml`" in section
+    assert "| method | voc21 | context60 |\n|---|---:|---:|\n" in section
+    assert "| **MagicSeg (ours)** | **42.37 (zegclip)** | **—** |" in section
+    assert "| naclip \\| B/16 | 64.07 (naclip+pamr) | n/a (naclip+pamr) |" in section
+    (model_dir / "comparison.json").write_text(json.dumps({"rows": []}), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        text = ModelCard.load(write_model_card(model_dir)).text
+    assert "Comparison with training-free baselines" not in text
+    assert "comparison file" in caplog.text and "malformed" in caplog.text

@@ -9,6 +9,10 @@ huggingface_hub's :meth:`~huggingface_hub.ModelCard.from_template`. The files re
   card imports neither torch nor transformers): image size, prompt tokens, decoder, vocabulary;
 - ``training_summary.json`` — written by ``magicseg train``: datasets, preset, training arguments,
   steps, final losses, validation metrics, wall time, package versions (optional);
+- ``comparison.json`` — a finished ``magicseg evaluate --suite`` table (optional; written by
+  ``--suite ... --update-card``): ``columns`` (benchmarks), ``rows`` (``name``, ``method``, ``ours``) and
+  ``cells`` (``row``, ``column``, ``mean_iou_percent``, ``protocol``), shown as the card's "Comparison with
+  training-free baselines" section (the model's own results come, as always, from ``results*.json``);
 - ``results*.json`` — evaluation results (optional), each file one result, a list of results, or a
   dict with an ``eval_results`` list. A result is a dict with at least ``mean_iou`` (as the
   ``mean_iou`` metric returns it: a fraction in [0, 1]) and ``benchmark`` (``voc21``,
@@ -55,6 +59,8 @@ CONFIG_FILE = "config.json"
 TRAINING_SUMMARY_FILE = "training_summary.json"
 #: Evaluation results files the card picks up from the model folder.
 RESULTS_GLOB = "results*.json"
+#: A finished suite's comparison table (``magicseg evaluate --suite ... --update-card``) in the model folder.
+COMPARISON_FILE = "comparison.json"
 #: The repo id the card's code uses when none is given (the dataset card uses the same).
 REPO_PLACEHOLDER = "USER/NAME"
 #: Vocabulary classes the card names before "and N more".
@@ -427,6 +433,7 @@ class ModelCardValues:
     results: list[tuple[str, ...]]
     protocols: list[tuple[str, str]]
     citation: str
+    comparison: Comparison | None = None
     paper_url: str = PAPER_URL
 
 
@@ -519,6 +526,46 @@ def _result_rows(entries: list[EvaluationEntry]) -> list[tuple[str, ...]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A suite's table as the card shows it: header cells (benchmarks) and rows (the method, then one
+    ``mIoU (protocol)`` cell per benchmark), markdown-ready; the model's own rows in bold."""
+
+    columns: list[str]
+    rows: list[tuple[str, ...]]
+    suite: str | None
+
+
+def comparison_cell(mean_iou_percent: Any, protocol: Any) -> str:
+    """One table cell, as ``comparison.md`` writes it: ``42.37 (zegclip)``; ``n/a`` for no mIoU, ``—`` for no cell."""
+    if protocol is None:
+        return "—"
+    value = _float_or_none(mean_iou_percent)
+    return md_cell(f"{'n/a' if value is None else f'{value:.2f}'} ({protocol})")
+
+
+def read_comparison(model_dir: str | Path) -> Comparison | None:
+    """The folder's ``comparison.json`` as the card shows it; None when absent or malformed (with a warning)."""
+    path = Path(model_dir) / COMPARISON_FILE
+    value = _read_json(path, "comparison file")
+    if value is None:
+        return None
+    try:
+        columns = [str(column) for column in value["columns"]]
+        cells = {(str(cell["row"]), str(cell["column"])): (cell.get("mean_iou_percent"), cell.get("protocol"))
+                 for cell in value["cells"]}
+        rows = []
+        for row in value["rows"]:
+            name = md_cell(row["name"])
+            shown = [comparison_cell(*cells.get((str(row["name"]), column), (None, None))) for column in columns]
+            rows.append((f"**{name}**", *(f"**{cell}**" for cell in shown)) if row.get("ours") else (name, *shown))
+    except (KeyError, TypeError, AttributeError) as error:
+        logger.warning("comparison file %s is malformed (%s); the card leaves it out", path, first_line(error))
+        return None
+    suite = value.get("suite")
+    return Comparison([md_cell(column) for column in columns], rows, str(suite) if suite else None)
+
+
 def _protocol_rows(entries: list[EvaluationEntry]) -> list[tuple[str, str]]:
     rows: dict[str, str] = {}
     for entry in entries:
@@ -568,6 +615,7 @@ def model_card_values(
         results=_result_rows(entries),
         protocols=_protocol_rows(entries),
         citation=PAPER_CITATION,
+        comparison=read_comparison(model_dir),
     )
 
 
@@ -577,7 +625,8 @@ def model_card_values(
 def render_model_card(model_dir: str | Path, repo_id: str | None = None, results: Any = None) -> ModelCard:
     """The :class:`~huggingface_hub.ModelCard` of the ``CLIPForOpenSegmentation`` saved in ``model_dir``.
 
-    Reads only the folder (``config.json``, ``training_summary.json``, ``results*.json``); writes
+    Reads only the folder (``config.json``, ``training_summary.json``, ``results*.json``,
+    ``comparison.json``); writes
     nothing. ``repo_id`` is used in the usage code and the model-index name (``USER/NAME`` and the
     folder's name when not given). ``results``: evaluation results shown besides the folder's own
     (a result dict, a list of them, a dict with an ``eval_results`` list, or ``EvalResult`` objects

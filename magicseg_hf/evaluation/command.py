@@ -57,7 +57,8 @@ class SuiteFlag:
 
     suite: str | None = field(default=None, metadata={
         "help": "Run every (model, method) x benchmark cell of a suite file into the folder --output (resumable), "
-                "then write comparison.md and comparison.png there (see magicseg_hf/evaluation/suite.py).",
+                "then write comparison.md and comparison.png there; with --update-card also put the table and the "
+                "magicseg rows' results into the card of the suite's local model folder(s) (see docs/baselines.md).",
         "metavar": "SUITE.yaml"})
 
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "suite", None):
         from magicseg_hf.evaluation.suite import run_suite
 
-        run_suite(args.suite, args.output)
+        run_suite(args.suite, args.output, update_card=bool(getattr(args, "update_card", False)))
         return 0
     missing = [f"`{name}`" for name in ("model", "benchmark") if getattr(args, name) is None]
     if missing:  # the command line names them as flags (cli.as_flags)

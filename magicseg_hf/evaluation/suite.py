@@ -10,6 +10,7 @@ A suite file names the rows (a checkpoint and a method each) and the columns (be
       - {name: voc21, data_dir: data}
       - {name: context60, data_dir: data}
     settings: {limit: 100, batch_size: 16}   # optional: any `magicseg evaluate` setting, for every cell
+    update_card: true                        # optional: as `--update-card` (below)
 
 Each cell runs under its method's own protocol (or the row's / column's ``protocol``) and writes its results
 file (the same JSON as ``magicseg evaluate``) to ``DIR/cells/<row>__<benchmark>.json`` atomically when it
@@ -17,6 +18,13 @@ finishes; a rerun skips finished cells, so a suite killed at any point resumes w
 a benchmark's images are decoded once for all its pending cells, a model is loaded once, and each cell encodes
 its class list once. At the end ``DIR/comparison.md`` (rows methods, columns benchmarks, each cell mIoU with its
 protocol) and ``DIR/comparison.png`` (grouped bars) are written from the cells' files.
+
+With ``--update-card`` (``update_card=True``, or ``update_card: true`` in the file) the finished table also goes
+into the card of every row's local model folder of method ``magicseg``: the folder gets the table as
+``comparison.json`` (the card's "Comparison with training-free baselines" section) and that row's cell results as
+``results-<benchmark>-<protocol>.json`` (the card's results table and ``model-index``, as a single
+``magicseg evaluate --update-card`` writes them), and its ``README.md`` is rendered again. A suite without such a
+folder is refused before anything is run or written.
 
 Bad input — a missing file, a missing or unknown key, an unknown benchmark, method or protocol — is one line
 (InputError) before anything is written.
@@ -41,7 +49,7 @@ from magicseg_hf.runtime import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
-SUITE_KEYS = ("models", "benchmarks", "settings")
+SUITE_KEYS = ("models", "benchmarks", "settings", "update_card")
 ROW_KEYS = ("model", "method", "name", "protocol", "revision")
 COLUMN_KEYS = ("name", "data_dir", "protocol", "split")
 #: Settings a suite may set for every cell (EvaluationConfig fields, minus the per-cell ones).
@@ -92,6 +100,11 @@ def _entries(value: Any, key: str, allowed: Sequence[str], required: str, path: 
 
 def load_suite(path: str | Path, output_dir: str | Path) -> list[Cell]:
     """The suite's cells, every value checked (InputError, one line, for anything wrong)."""
+    return _load_suite(path, output_dir)[0]
+
+
+def _load_suite(path: str | Path, output_dir: str | Path) -> tuple[list[Cell], bool]:
+    """The suite's cells and its ``update_card`` value, every value checked."""
     import yaml
 
     from magicseg_hf.evaluation.benchmarks import BENCHMARK_NAMES
@@ -113,6 +126,9 @@ def load_suite(path: str | Path, output_dir: str | Path) -> list[Cell]:
             raise InputError(f"suite {path} is missing the key '{key}'")
     rows = _entries(data["models"], "models", ROW_KEYS, "model", path)
     columns = _entries(data["benchmarks"], "benchmarks", COLUMN_KEYS, "name", path)
+    update_card = data.get("update_card", False)
+    if not isinstance(update_card, bool):
+        raise InputError(f"suite {path}: 'update_card' must be true or false (got {update_card!r})")
     settings = data.get("settings") or {}
     if not isinstance(settings, dict):
         raise InputError(f"suite {path}: 'settings' must be a mapping (got {settings!r})")
@@ -154,7 +170,47 @@ def load_suite(path: str | Path, output_dir: str | Path) -> list[Cell]:
                 output=str(output_dir / "cells" / f"{_slug(row_name)}__{_slug(column_name)}.json"), **settings,
             )  # fmt: skip
             cells.append(Cell(row_name, column_name, config))
-    return cells
+    return cells, update_card
+
+
+def card_folders(cells: Sequence[Cell]) -> dict[Path, list[str]]:
+    """The local model folders of the suite's ``magicseg`` rows (a folder holding ``config.json``) and, per
+    folder, its rows' names: the cards ``update_card`` writes into."""
+    from magicseg_hf.cards.model import CONFIG_FILE
+
+    folders: dict[Path, list[str]] = {}
+    for cell in cells:
+        folder = Path(cell.config.model).expanduser()
+        if cell.config.method == "magicseg" and (folder / CONFIG_FILE).is_file():
+            rows = folders.setdefault(folder.resolve(), [])
+            rows += [cell.row] if cell.row not in rows else []
+    return folders
+
+
+def update_cards(cells: Sequence[Cell], table: ComparisonTable, suite_name: str | None = None) -> list[Path]:
+    """Put the finished ``table`` into the card of each of :func:`card_folders`: ``comparison.json`` (the card's
+    comparison section), the folder's rows' finished cell results as ``results-*.json`` (its results table and
+    ``model-index``), then ``README.md`` rendered again; returns the cards written."""
+    from magicseg_hf.cards.model import COMPARISON_FILE, write_model_card
+    from magicseg_hf.evaluation.run import card_results_name
+    from magicseg_hf.folder import atomic_write_json
+
+    written = []
+    for folder, ours in card_folders(cells).items():
+        for cell in cells:
+            if cell.row in ours and _finished(cell):
+                results = json.loads(cell.output.read_text(encoding="utf-8"))
+                atomic_write_json(folder / card_results_name(results), results)
+        methods = {cell.row: cell.config.method for cell in cells}
+        atomic_write_json(folder / COMPARISON_FILE, {
+            "suite": suite_name,
+            "columns": table.columns,
+            "rows": [{"name": row, "method": methods[row], "ours": row in ours} for row in table.rows],
+            "cells": [{"row": row, "column": column, "mean_iou_percent": value, "protocol": protocol}
+                      for (row, column), (value, protocol) in table.values.items()],
+        })
+        written.append(write_model_card(folder))
+    return written
 
 
 def _finished(cell: Cell) -> bool:
@@ -175,16 +231,23 @@ def _chunks(samples: Any, size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def run_suite(path: str | Path, output_dir: str | Path) -> dict[str, Any]:
-    """Run every unfinished cell, then write ``comparison.md`` and ``comparison.png``; returns a summary
-    (``cells``, ``computed``, ``skipped``, ``wall_time_seconds``, the two files' paths)."""
+def run_suite(path: str | Path, output_dir: str | Path, update_card: bool = False) -> dict[str, Any]:
+    """Run every unfinished cell, then write ``comparison.md`` and ``comparison.png`` (and, with ``update_card``
+    or the file's ``update_card: true``, the table into the suite's MagicSeg model cards: :func:`update_cards`);
+    returns a summary (``cells``, ``computed``, ``skipped``, ``wall_time_seconds``, the two files' paths,
+    ``cards``)."""
     from magicseg_hf.evaluation.benchmarks import load_benchmark
     from magicseg_hf.evaluation.inference import BenchmarkPredictor
     from magicseg_hf.evaluation.metric import MeanIoUAccumulator
     from magicseg_hf.folder import atomic_write_json, remove_stale_temporaries
 
     start = time.perf_counter()
-    cells = load_suite(path, output_dir)
+    cells, file_update_card = _load_suite(path, output_dir)
+    update_card = update_card or file_update_card
+    if update_card and not card_folders(cells):
+        rows = ", ".join(sorted({f"{cell.row} ({cell.config.method})" for cell in cells}))
+        raise InputError(f"suite {path}: `update_card` needs a row of method magicseg whose model is a local model "
+                         f"folder (with config.json), to write its card (rows: {rows})")
     protocols = {cell: _check_settings(cell.config)[0] for cell in cells}  # every cell's values, before any work
     output_dir = Path(output_dir).expanduser()
     pending = [cell for cell in cells if not _finished(cell)]
@@ -241,11 +304,14 @@ def run_suite(path: str | Path, output_dir: str | Path) -> dict[str, Any]:
     markdown.write_text(table_markdown(table), encoding="utf-8")
     picture = output_dir / "comparison.png"
     comparison_chart(table).save(picture)
+    cards = update_cards(cells, table, Path(path).name) if update_card else []
+    for card in cards:
+        logger.info("suite: comparison table and results put into the model card %s", card)
     wall = round(time.perf_counter() - start, 2)
     logger.info("suite: %d cells (%d computed, %d kept) in %.1f s -> %s, %s", len(cells), len(pending), skipped,
                 wall, markdown, picture)
     return {"cells": len(cells), "computed": len(pending), "skipped": skipped, "wall_time_seconds": wall,
-            "comparison_md": str(markdown), "comparison_png": str(picture)}
+            "comparison_md": str(markdown), "comparison_png": str(picture), "cards": [str(card) for card in cards]}
 
 
 @dataclass
@@ -330,6 +396,8 @@ __all__ = [
     "comparison_chart",
     "comparison_table",
     "load_suite",
+    "card_folders",
     "run_suite",
+    "update_cards",
     "table_markdown",
 ]
