@@ -376,7 +376,7 @@ def test_segment_anything_checkpoint_errors(tmp_path) -> None:
         loading.load_segmenter("segment-anything", sam_checkpoint=str(evil), sam_model_type="vit_q")
     with pytest.raises(ModelLoadError, match="no such file"):
         loading.load_segmenter("segment-anything", sam_checkpoint=str(tmp_path / "missing.pth"))
-    with pytest.raises(ModelLoadError, match="sam-checkpoint"):
+    with pytest.raises(ModelLoadError, match="`sam_checkpoint`"):
         loading.load_segmenter("segment-anything", "facebook/sam-vit-huge")
 
 
