@@ -107,7 +107,7 @@ def sd3_pipeline(device: str | None = None) -> Any:
     stabilityai/stable-diffusion-3-medium-diffusers' configs."""
     from transformers import T5Config
 
-    from magicseg_hf.tiny import random_sd3, tiny_t5_tokenizer
+    from magicseg_hf.twins import random_sd3, tiny_t5_tokenizer
 
     real = _real_size()
     transformer = {
@@ -147,7 +147,7 @@ def grounding_dino_t() -> tuple[Any, Any]:
         GroundingDinoProcessor,
     )
 
-    from magicseg_hf.tiny import tiny_bert_tokenizer
+    from magicseg_hf.twins import tiny_bert_tokenizer
 
     model = GroundingDinoForObjectDetection(GroundingDinoConfig()).eval()  # the defaults are Grounding DINO-T's
     return model, GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tiny_bert_tokenizer())
@@ -164,7 +164,7 @@ def mm_grounding_dino_l() -> tuple[Any, Any]:
         SwinConfig,
     )
 
-    from magicseg_hf.tiny import tiny_bert_tokenizer
+    from magicseg_hf.twins import tiny_bert_tokenizer
 
     swin_l = SwinConfig(
         image_size=384, embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12,
@@ -209,7 +209,7 @@ def clip_vit_l14_scorer() -> tuple[Any, Any]:
     over the offline tokenizer (whose ids fit the 49408-token table)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from magicseg_hf.tiny import tiny_clip_tokenizer
+    from magicseg_hf.twins import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
     config = CLIPConfig(
@@ -369,7 +369,7 @@ def work_device(params: dict[str, Any], ctx: Context) -> None:
 
 def _build_pipeline(family: str, ctx: Context, dtype_name: str) -> Any:
     from magicseg_hf.families import FAMILIES
-    from magicseg_hf.tiny import tiny_diffusion_pipeline
+    from magicseg_hf.twins import tiny_diffusion_pipeline
 
     names = {"sd15": "stable-diffusion", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux"}
     if ctx.dry_run:
@@ -525,7 +525,12 @@ def work_annotation(params: dict[str, Any], ctx: Context) -> None:
         Sam2Segmenter,
         TransformersSamSegmenter,
     )
-    from magicseg_hf.tiny import tiny_grounding_dino, tiny_mm_grounding_dino, tiny_sam2, tiny_transformers_sam
+    from magicseg_hf.twins import (
+        tiny_grounding_dino,
+        tiny_mm_grounding_dino,
+        tiny_sam2,
+        tiny_transformers_sam,
+    )
 
     mm = params["detector"].startswith("mm-")
     if ctx.dry_run:

@@ -196,7 +196,7 @@ def family_of_class(class_name: str) -> DiffusionModelInfo | None:
     return None
 
 
-#: ``tiny:`` id -> the diffusers class of its twin (see :mod:`magicseg_hf.tiny`).
+#: ``tiny:`` id -> the diffusers class of its twin (see :mod:`magicseg_hf.twins`).
 TINY_DIFFUSION_MODELS: dict[str, str] = {
     "tiny:stable-diffusion": "StableDiffusionPipeline",
     "tiny:stable-diffusion-inpainting": "StableDiffusionInpaintPipeline",

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from magicseg_hf import loading, tiny  # noqa: E402
+from magicseg_hf import loading, twins  # noqa: E402
 from magicseg_hf.errors import InputError, ModelLoadError  # noqa: E402
 from magicseg_hf.generation.annotate import (  # noqa: E402
     Annotation,
@@ -121,7 +121,7 @@ def test_grounding_dino_text_and_token_spans() -> None:
     text, spans = grounding_dino_text(["Traffic  Light", "cat"])
     assert text == "traffic light. cat."
     assert [text[a:b] for a, b in spans] == ["traffic light", "cat"]
-    tokenizer = tiny.tiny_bert_tokenizer()
+    tokenizer = twins.tiny_bert_tokenizer()
     encoding = tokenizer(text, return_offsets_mapping=True)
     membership = token_class_map(encoding["offset_mapping"], spans)
     tokens = tokenizer.convert_ids_to_tokens(encoding["input_ids"])

@@ -21,7 +21,7 @@ TINY = ["--short-side", "48", "--window", "32", "--stride", "16"]
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny CLIPModel folder (random weights, 8 px patches) with its processor."""
-    from magicseg_hf.tiny import tiny_clip
+    from magicseg_hf.twins import tiny_clip
 
     folder = tmp_path_factory.mktemp("clip")
     model, processor = tiny_clip(seed=0)
@@ -156,7 +156,7 @@ def test_protocol_defaults_to_the_methods_own() -> None:
 def test_methods_of_one_clip_share_its_text_encodings() -> None:
     """A class list is encoded once per CLIP, whatever the method (the suite's reuse)."""
     from magicseg_hf.evaluation.methods import TrainingFreeCLIP
-    from magicseg_hf.tiny import tiny_clip
+    from magicseg_hf.twins import tiny_clip
 
     clip, processor = tiny_clip(seed=0)
     calls = []

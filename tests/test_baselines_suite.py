@@ -30,7 +30,7 @@ SETTINGS = {"short_side": 48, "window": 32, "stride": 16, "batch_size": 4}
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CLIP folder, a tiny CLIPForOpenSegmentation folder, a VOC layout and a procedural dataset folder."""
-    from magicseg_hf.tiny import tiny_clip
+    from magicseg_hf.twins import tiny_clip
 
     root = tmp_path_factory.mktemp("suite")
     model, processor = tiny_clip(seed=0)

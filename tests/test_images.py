@@ -218,9 +218,9 @@ def test_a_pipeline_of_another_family_is_refused():
 def test_a_flux_text_to_image_checkpoint_inpaints_from_the_pairs_noise(tmp_path):
     # AutoPipelineForInpainting makes a FluxInpaintPipeline of a FLUX text-to-image checkpoint; it
     # takes unpacked latents (it packs them itself) and must still start from the positive's noise.
-    from magicseg_hf import tiny
+    from magicseg_hf.twins import tiny_diffusion_pipeline
 
-    tiny.tiny_diffusion_pipeline("tiny:flux").save_pretrained(tmp_path)
+    tiny_diffusion_pipeline("tiny:flux").save_pretrained(tmp_path)
     family = FAMILIES["flux"]
     pipe = load_diffusion_pipeline("tiny:flux")
     inpaint_pipe = load_diffusion_pipeline(str(tmp_path), inpainting=True)

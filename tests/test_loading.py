@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from magicseg_hf import hub_access, loading, presets, tiny
+from magicseg_hf import hub_access, loading, presets, twins
 from magicseg_hf.errors import ModelLoadError
 
 
@@ -74,7 +74,7 @@ def test_tiny_ids_are_checked_against_the_preset() -> None:
 
 
 def test_owlv2_tokenizer_is_the_clip_vocabulary_shifted_by_one() -> None:
-    clip, owlv2 = tiny.tiny_clip_tokenizer(), tiny.tiny_owlv2_tokenizer()
+    clip, owlv2 = twins.tiny_clip_tokenizer(), twins.tiny_owlv2_tokenizer()
     text = "a traffic light"
     clip_ids, owlv2_ids = clip(text)["input_ids"], owlv2(text)["input_ids"]
     assert owlv2_ids == [i + 1 for i in clip_ids]
@@ -87,7 +87,7 @@ def test_owlv2_tokenizer_is_the_clip_vocabulary_shifted_by_one() -> None:
 
 
 def test_bert_tokenizer_keeps_the_ids_grounding_dino_hard_codes() -> None:
-    tokenizer = tiny.tiny_bert_tokenizer()
+    tokenizer = twins.tiny_bert_tokenizer()
     ids = tokenizer.convert_tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?"])
     assert ids == [0, 100, 101, 102, 103, 1012, 1029]
     encoded = tokenizer("cat . traffic light .")["input_ids"]
@@ -100,7 +100,7 @@ def test_load_open_seg_refuses_another_model_type(tmp_path):
 
     from magicseg_hf.errors import ModelLoadError
     from magicseg_hf.loading import load_open_seg
-    from magicseg_hf.tiny import tiny_clip_config
+    from magicseg_hf.twins import tiny_clip_config
 
     CLIPModel(tiny_clip_config()).save_pretrained(tmp_path)
     assert CLIPConfig.from_pretrained(tmp_path).model_type == "clip"
@@ -111,11 +111,11 @@ def test_load_open_seg_refuses_another_model_type(tmp_path):
 # ---- detectors and segmenters: tiny ids, folders, model types ------------------------------------
 # Tiny twins saved as folders once per module: "real" checkpoints for from_pretrained, offline.
 _SAVED_TWINS = {
-    "owlv2": tiny.tiny_owlv2,
-    "grounding-dino": tiny.tiny_grounding_dino,
-    "mm-grounding-dino": tiny.tiny_mm_grounding_dino,
-    "sam": tiny.tiny_transformers_sam,
-    "sam2": tiny.tiny_sam2,
+    "owlv2": twins.tiny_owlv2,
+    "grounding-dino": twins.tiny_grounding_dino,
+    "mm-grounding-dino": twins.tiny_mm_grounding_dino,
+    "sam": twins.tiny_transformers_sam,
+    "sam2": twins.tiny_sam2,
 }
 
 
@@ -198,7 +198,7 @@ def test_sam2_accepts_the_hubs_sam2_video_checkpoints(tmp_path) -> None:
     segmenter loads its image parts into a Sam2Model, every weight from the file."""
     from transformers import Sam2VideoConfig, Sam2VideoModel
 
-    twin, processor = tiny.tiny_sam2()
+    twin, processor = twins.tiny_sam2()
     config = twin.config
     video_config = Sam2VideoConfig(
         vision_config=config.vision_config,
@@ -215,7 +215,7 @@ def test_sam2_accepts_the_hubs_sam2_video_checkpoints(tmp_path) -> None:
         memory_fuser_embed_dim=32,
         memory_fuser_intermediate_dim=64,
     )
-    with tiny.seeded(1):
+    with twins.seeded(1):
         video = Sam2VideoModel(video_config)
     video.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)

@@ -23,7 +23,7 @@ from magicseg_hf.modeling import (
     CLIPOpenSegOutput,
     format_class_prompts,
 )
-from magicseg_hf.tiny import tiny_clip_config
+from magicseg_hf.twins import tiny_clip_config
 
 NAMES = ["cat", "dog", "bow (weapon)"]
 NO_DROPOUT = {"prompt_dropout": 0.0, "decoder_dropout": 0.0, "drop_path_rate": 0.0}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from magicseg_hf import loading, tiny
+from magicseg_hf import loading, twins
 from magicseg_hf.errors import ModelLoadError
 from magicseg_hf.families import TINY_DIFFUSION_MODELS, family_of_class
 from magicseg_hf.generation.images import denoiser
@@ -23,9 +23,9 @@ def _weights(pipe) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("model_id", sorted(TINY_DIFFUSION_MODELS))
 def test_each_twin_is_its_pipeline_and_is_built_the_same_every_time(model_id: str):
-    pipe = tiny.tiny_diffusion_pipeline(model_id)
+    pipe = twins.tiny_diffusion_pipeline(model_id)
     assert type(pipe).__name__ == TINY_DIFFUSION_MODELS[model_id]
-    again, other = tiny.tiny_diffusion_pipeline(model_id), tiny.tiny_diffusion_pipeline(model_id, seed=1)
+    again, other = twins.tiny_diffusion_pipeline(model_id), twins.tiny_diffusion_pipeline(model_id, seed=1)
     assert all(a.equal(b) for a, b in zip(_weights(pipe), _weights(again)))
     assert not all(a.equal(b) for a, b in zip(_weights(pipe), _weights(other)))
     # Tiny: a whole twin is well under a million denoiser weights.
@@ -34,14 +34,14 @@ def test_each_twin_is_its_pipeline_and_is_built_the_same_every_time(model_id: st
 
 def test_the_stable_diffusion_twins_are_unchanged():
     for inpainting, model_id in ((False, "tiny:stable-diffusion"), (True, "tiny:stable-diffusion-inpainting")):
-        ours = tiny.tiny_diffusion_pipeline(model_id)
-        before = tiny.tiny_stable_diffusion(inpainting=inpainting)
+        ours = twins.tiny_diffusion_pipeline(model_id)
+        before = twins.tiny_stable_diffusion(inpainting=inpainting)
         assert all(a.equal(b) for a, b in zip(_weights(ours), _weights(before)))
 
 
 def test_unknown_tiny_id_is_one_line_listing_the_twins():
     with pytest.raises(ModelLoadError) as caught:
-        tiny.tiny_diffusion_pipeline("tiny:sdxl-turbo")
+        twins.tiny_diffusion_pipeline("tiny:sdxl-turbo")
     message = str(caught.value)
     assert "\n" not in message and "'tiny:sdxl-turbo'" in message
     assert all(model_id in message for model_id in TINY_DIFFUSION_MODELS)
@@ -79,7 +79,7 @@ def test_tiny_twins_load_in_the_dtype_asked():
     ],
 )
 def test_a_saved_pipeline_folder_loads_as_its_family(tmp_path: Path, model_id: str, inpainting: bool, loaded_as: str):
-    tiny.tiny_diffusion_pipeline(model_id).save_pretrained(tmp_path)
+    twins.tiny_diffusion_pipeline(model_id).save_pretrained(tmp_path)
     pipe = loading.load_diffusion_pipeline(str(tmp_path), inpainting=inpainting, safety_checker=False)
     assert type(pipe).__name__ == loaded_as
 
@@ -90,7 +90,7 @@ def test_safety_checker_off_is_passed_only_to_pipelines_that_have_one(
 ):
     from diffusers import AutoPipelineForText2Image
 
-    tiny.tiny_diffusion_pipeline(model_id).save_pretrained(tmp_path)
+    twins.tiny_diffusion_pipeline(model_id).save_pretrained(tmp_path)
     seen: dict[str, object] = {}
     original = AutoPipelineForText2Image.from_pretrained.__func__
 

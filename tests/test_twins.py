@@ -225,9 +225,3 @@ def test_two_processes_racing_both_end_with_the_folder(fresh_cache: Path):
     assert len(folders) == 1
     assert [path.name for path in fresh_cache.iterdir()] == [Path(folders.pop()).name]
 
-
-def test_the_tiny_module_re_exports_the_twins():
-    from magicseg_hf import tiny
-
-    for name in tiny.__all__:
-        assert getattr(tiny, name) is getattr(twins, name), name

@@ -23,7 +23,7 @@ What the score is worth depends on the CLIP: with the tiny preset's random CLIP 
 is a deterministic number that proves the plumbing, not that a class is shown.
 
 Example:
-    >>> from magicseg_hf.tiny import tiny_clip
+    >>> from magicseg_hf.twins import tiny_clip
     >>> model, processor = tiny_clip()
     >>> scorer = ClassScorer(model, processor, device="cpu")
     >>> image = Image.new("RGB", (64, 64), (200, 30, 30))
