@@ -171,8 +171,9 @@ _GENERATION_DEFAULTS: dict[str, dict[str, Any]] = {
 # (the release builds DropPath but never calls it: its rate is in effect 0, CLIPOpenSegConfig's
 # default; tiny keeps 0.1, with which it was measured). These
 # are ``CLIPOpenSegConfig`` fields. Chosen by measurement: held-out mIoU of `magicseg train --preset
-# tiny` on procedural shapes, seeds 0-2 (benchmarks/README.md, "Tiny preset: chosen by measurement";
-# the preset scores 0.64-0.66, the untrained model 0.06-0.15):
+# tiny` on the earlier procedural shapes (coloured circle, square, triangle; before the package's
+# procedural source), seeds 0-2 (benchmarks/README.md, "Tiny preset: chosen by measurement"; the preset
+# scores 0.64-0.66, the untrained model 0.06-0.15; on today's sun/house/tree scenes it scores 0.75):
 # - initializer_range 0.1 (decoder): at 0.02 the attention logits start near 0 and the take-off
 #   step varies with the seed (0.60-0.66).
 # - templates: the bare class name ("{}"). Averaged over the paper's 15 templates, the random text
