@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,21 @@ def test_a_lost_race_uses_the_winners_folder(fresh_cache: Path):
     folder = cache.twin_folder("tiny:race", outer)
     assert (folder / "who").read_text() == "inner"
     assert [path.name for path in fresh_cache.iterdir()] == [folder.name]
+
+
+def test_a_killed_writers_staging_folder_is_removed_by_the_next_writer(fresh_cache: Path):
+    # A SIGKILL while a twin is written leaves `.<name>.*` behind; a live writer's staging folder is young.
+    target = cache.twin_folder_path("tiny:left", 0)
+    fresh_cache.mkdir(parents=True)
+    killed, live = fresh_cache / f".{target.name}.killed", fresh_cache / f".{target.name}.live"
+    for staging in (killed, live):
+        staging.mkdir()
+        (staging / "half-written").write_text("x")
+    old = time.time() - cache.STALE_STAGING_SECONDS - 60
+    os.utime(killed, (old, old))
+
+    folder = cache.twin_folder("tiny:left", lambda folder, seed: (folder / "who").write_text("me"))
+    assert sorted(path.name for path in fresh_cache.iterdir()) == sorted([folder.name, live.name])
 
 
 def test_two_processes_racing_both_end_with_the_folder(fresh_cache: Path):

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from importlib import metadata, resources
@@ -35,6 +36,8 @@ TWINS_CACHE_VARIABLE = "MAGICSEG_TWINS_CACHE"
 #: The file each twin folder holds beside the model: its name, seed, options and builder digest.
 TWIN_RECORD = "magicseg_twin.json"
 _LIBRARIES = ("torch", "transformers", "diffusers", "segment-anything")
+#: A staging folder untouched this long was left by a killed writer (a live one writes a twin in seconds).
+STALE_STAGING_SECONDS = 3600.0
 
 
 def cache_root() -> Path:
@@ -130,7 +133,9 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> bool
     """Make ``folder`` by ``write(staging)`` into a temporary sibling, then renaming it into place.
 
     ``folder`` thus exists only complete: a process killed while writing leaves a hidden staging
-    folder (``.<name>.*``, removed on the way out where it can be), never a half-written ``folder``.
+    folder (``.<name>.*``, removed on the way out where it can be), never a half-written ``folder``;
+    staging folders of ``folder`` untouched for :data:`STALE_STAGING_SECONDS` (a killed writer's)
+    are removed by the next writer.
     Returns ``False`` when ``folder`` already existed or another process renamed its own copy into
     place first (this process's copy is then dropped), ``True`` when this call wrote it. Progress
     bars of transformers and diffusers are off while writing.
@@ -140,6 +145,7 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> bool
     if folder.is_dir():
         return False
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         with quiet_progress_bars():
@@ -156,3 +162,16 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> bool
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Remove the staging folders of ``folder`` that a killed writer left (older than the stale age)."""
+    now = time.time()
+    for leftover in folder.parent.glob(f".{folder.name}.*"):
+        try:
+            stale = leftover.is_dir() and now - leftover.stat().st_mtime > STALE_STAGING_SECONDS
+        except OSError:  # removed by another process meanwhile
+            continue
+        if stale:
+            logger.debug("removing %s, left by a writer that did not finish", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
