@@ -21,6 +21,8 @@ License = tuple[str, str]
 
 #: The licence of the ``tiny:`` twins: random weights built by this package.
 TINY_LICENSE: License = ("apache-2.0", "Apache-2.0 (random tiny weights built by magicseg-hf)")
+#: The licence of drawn scenes (``--source procedural``): magicseg-hf's own output, no model involved.
+PROCEDURAL_LICENSE: License = ("apache-2.0", "Apache-2.0 (scenes drawn by magicseg-hf's procedural source)")
 
 _OPENRAIL_M: License = ("creativeml-openrail-m", "CreativeML OpenRAIL-M")
 _OPENRAIL_PP: License = ("openrail++", "CreativeML OpenRAIL++-M")

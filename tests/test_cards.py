@@ -189,3 +189,32 @@ def test_card_of_a_run_that_kept_nothing(tmp_path):
 def test_card_of_a_missing_folder(tmp_path):
     with pytest.raises(InputError, match="is not a folder"):
         write_dataset_card(tmp_path / "nope")
+
+
+def test_the_card_of_drawn_scenes_describes_drawn_scenes(tmp_path):
+    # A procedural folder's card named Stable Diffusion, Grounding DINO and SAM, their licence and a
+    # command that generates diffusion pictures: a reader of the card would believe the wrong origin.
+    import shlex
+
+    from procedural import write_procedural_dataset
+
+    from magicseg_hf.cli import main
+
+    source = write_procedural_dataset(tmp_path / "drawn", num_rows=6, seed=3)
+    metadata, body = _yaml(source / CARD_FILE)
+    assert metadata["license"] == "apache-2.0"
+    assert "procedural" in metadata["tags"] and not {"stable-diffusion", "sam", "grounding-dino"} & set(metadata["tags"])
+    assert "drawn scene pairs" in body and "exact pixel labels" in body
+    for wrong in ("detector followed by SAM", "OpenRAIL", "stable-diffusion-v1-5", "grounding-dino-tiny", "| role | model"):
+        assert wrong not in body, wrong
+    assert "Test data" not in body  # drawn scenes are learnable, not the tiny preset's noise
+
+    # The card's reproduce command writes the same rows.
+    command = body.split("to reproduce:\n\n```bash\n", 1)[1].split("\n", 1)[0]
+    argv = shlex.split(command)
+    assert argv[:4] == ["magicseg", "generate", "--source", "procedural"]
+    argv[argv.index("--output-dir") + 1] = str(tmp_path / "again")
+    assert main(argv[1:]) == 0
+    ours, theirs = (datasets.load_dataset("parquet", data_files=str(folder / "data" / "*.parquet"), split="train")
+                    for folder in (source, tmp_path / "again"))
+    assert [comparable(row) for row in ours] == [comparable(row) for row in theirs]

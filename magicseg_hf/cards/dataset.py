@@ -36,7 +36,7 @@ from magicseg_hf.folder import (
     FolderStats,
     atomic_write_bytes,
 )
-from magicseg_hf.licenses import model_license
+from magicseg_hf.licenses import PROCEDURAL_LICENSE, model_license
 from magicseg_hf.runtime import recorded_versions
 from magicseg_hf.schema import (
     DATASET_FEATURES,
@@ -196,11 +196,16 @@ def feature_name(feature: Any) -> str:
 def reproduce_command(config: dict[str, Any]) -> str:
     """The ``magicseg generate`` line that reproduces the run (settings from ``generation.json``)."""
     parts = ["magicseg", "generate"]
+    procedural = config.get("source") == "procedural"
+    if procedural:
+        parts += ["--source", "procedural"]
     if config.get("vocabulary"):
         parts += ["--vocabulary", str(config["vocabulary"])]
     elif config.get("classes"):
         parts += ["--classes", *[str(c) for c in config["classes"]]]
-    for key in ("num_pairs", "seed", "preset", "counterfactual", "prompt_backend"):
+    keys = (("num_pairs", "seed", "max_classes_per_prompt", "height", "width", "context_bias") if procedural
+            else ("num_pairs", "seed", "preset", "counterfactual", "prompt_backend"))
+    for key in keys:
         if config.get(key) is not None:
             parts += [f"--{key.replace('_', '-')}", str(config[key])]
     parts += ["--output-dir", "out"]
@@ -210,14 +215,20 @@ def reproduce_command(config: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 # The card's metadata and values
 # ----------------------------------------------------------------------------------------------
+def is_procedural(config: dict[str, Any]) -> bool:
+    """Whether the run drew its scenes (``source`` procedural: no model made the images or labels)."""
+    return config.get("source") == "procedural"
+
+
 def card_data(
     config: dict[str, Any], vocabulary: list[str], stats: FolderStats, license_id: str
 ) -> DatasetCardData:
     """The card's YAML metadata: Hub fields, ``configs`` (the shard glob) and ``dataset_info``."""
-    tags = ["synthetic", "magicseg", "semantic-segmentation", "open-vocabulary", "counterfactual",
-            "stable-diffusion", "sam"]
-    if config.get("detector"):
-        tags.append(config["detector"])
+    tags = ["synthetic", "magicseg", "semantic-segmentation", "open-vocabulary", "counterfactual"]
+    if is_procedural(config):
+        tags.append("procedural")
+    else:
+        tags += ["stable-diffusion", "sam"] + ([config["detector"]] if config.get("detector") else [])
     data = DatasetCardData(
         license=license_id,
         task_categories=["image-segmentation"],
@@ -257,6 +268,8 @@ class DatasetCardValues:
     num_rows: int
     vocabulary_phrase: str
     is_tiny: bool
+    #: Drawn scenes (``source`` procedural): no diffusion model, detector or SAM; exact labels.
+    procedural: bool
     preview_file: str | None
     columns: list[tuple[str, str, str]]
     image_size: str
@@ -355,6 +368,24 @@ def _settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
     return [(key, _md(_fmt(value))) for key, value in settings]
 
 
+def _procedural_settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
+    config = generation.get("config") or {}
+    summary = generation.get("summary") or {}
+    settings = [
+        ("vocabulary", config.get("vocabulary") or "`--classes` (see `vocabulary.txt`)"),
+        ("source", "procedural (magicseg_hf.generation.procedural: drawn scenes, no model)"),
+        ("objects per scene", f"1 – {_fmt(config.get('max_classes_per_prompt'))}"),
+        ("context bias (P of a class's own context)", config.get("context_bias")),
+        ("image size (h × w)", f"{_fmt(config.get('height'))} × {_fmt(config.get('width'))}"),
+        ("master seed", config.get("seed")),
+        ("pairs asked", config.get("num_pairs")),
+        ("shard size", config.get("shard_size")),
+        ("processes", summary.get("num_processes")),
+        ("magicseg-hf", recorded_versions(generation).get("magicseg_hf", "—")),
+    ]
+    return [(key, _md(_fmt(value))) for key, value in settings]
+
+
 def folder_card_features(stats: FolderStats) -> datasets.Features:
     """The features the card declares: the shards' own schema (:func:`magicseg_hf.schema.folder_features`;
     an older folder's lacks the columns added since), :data:`DATASET_FEATURES` without shards."""
@@ -406,9 +437,10 @@ def card_values(
     summary = generation.get("summary") or {}
     libraries = {name: version for name, version in recorded_versions(generation).items() if name != "magicseg_hf"}
     mode = config.get("counterfactual", "prompt")
-    is_tiny = config.get("preset") == "tiny" or any(
+    procedural = is_procedural(config)
+    is_tiny = not procedural and (config.get("preset") == "tiny" or any(
         str((models.get(role) or {}).get("id", "")).startswith("tiny:") for role in models
-    )
+    ))
     diffusion = model_entry(generation, "diffusion_model")
     detector = model_entry(generation, "detector_model")
     segmenter = model_entry(generation, "segmenter_model")
@@ -425,6 +457,7 @@ def card_values(
         num_rows=stats.num_rows,
         vocabulary_phrase=vocabulary_phrase(config, vocabulary),
         is_tiny=is_tiny,
+        procedural=procedural,
         preview_file=PREVIEW_FILE if folder.preview_path.is_file() else None,
         columns=[(column, feature_name(feature), _md(COLUMN_DESCRIPTIONS.get(column, "")))
                  for column, feature in folder_card_features(stats).items()],
@@ -433,12 +466,12 @@ def card_values(
         prompt_backend=_fmt(config.get("prompt_backend")),
         mode=str(mode),
         mode_description=MODE_DESCRIPTIONS.get(str(mode), "see `generation.json`."),
-        models=_model_rows(generation),
+        models=[] if procedural else _model_rows(generation),
         template_prompts=config.get("prompt_backend") == "template",
-        settings=_settings_rows(generation),
+        settings=_procedural_settings_rows(generation) if procedural else _settings_rows(generation),
         libraries=", ".join(f"{name} {version}" for name, version in sorted(libraries.items())),
         reproduce_command=reproduce_command(config),
-        counts=_count_rows(summary, stats.num_rows),
+        counts=_count_rows(summary, stats.num_rows)[:2] if procedural else _count_rows(summary, stats.num_rows),
         num_boxes=stats.num_boxes,
         mean_counterfactual_score=(f"{stats.mean_counterfactual_score:.3f}"
                                    if stats.mean_counterfactual_score is not None else None),
@@ -493,7 +526,8 @@ def render_dataset_card(folder: str | Path | DatasetFolder, repo_id: str | None 
     stats = folder.stats()
     config = generation.get("config") or {}
     diffusion = model_entry(generation, "diffusion_model")
-    license_id, _ = model_license(diffusion[0] if diffusion else None)  # the images inherit the generator's
+    # The images inherit the generator's licence; drawn scenes are magicseg-hf's own output (Apache-2.0).
+    license_id = PROCEDURAL_LICENSE[0] if is_procedural(config) else model_license(diffusion[0] if diffusion else None)[0]
     values = card_values(folder, generation, vocabulary, stats, repo_id)
     template = resources.files(__package__) / DATASET_CARD_TEMPLATE
     with resources.as_file(template) as template_path:

@@ -266,7 +266,7 @@ class GenerationConfig:
             for name in ("height", "width"):
                 value = getattr(self, name)
                 if value is not None and value < 32:
-                    raise InputError(f"--{name} must be at least 32 for `source` procedural (got {value})")
+                    raise InputError(f"`{name}` must be at least 32 for `source` procedural (got {value})")
             if self.height is not None and self.width is not None and self.height != self.width:
                 raise InputError(f"`source` procedural draws square pictures: `height` must equal `width` "
                                  f"(got {self.height} x {self.width})")
