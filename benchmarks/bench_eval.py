@@ -45,19 +45,20 @@ The last line printed is JSON.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import emit_row, measuring_peak_memory, run_worker, synchronize  # noqa: E402
 
 #: Geometry of the windows benchmark per model size: (short_side, window, stride).
 WINDOWS_GEOMETRY = {"tiny": (96, 64, 32), "paper": (512, 512, 426)}
@@ -123,13 +124,6 @@ def geometry(values: tuple[int, int, int]) -> Any:
     return InferenceGeometry(short_side=short_side, window=window, stride=stride, mode="slide")
 
 
-def _synchronize(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def segment_seconds(
     model: Any,
     images: Sequence[Any],
@@ -151,7 +145,7 @@ def segment_seconds(
     from magicseg_hf.modeling import Decision, segment_images
     from magicseg_hf.modeling.inference_clip_open_seg import window_logits_stream
 
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     with torch.no_grad():
         if windows_only:
@@ -167,7 +161,7 @@ def segment_seconds(
             )
         for _ in stream:
             pass
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -223,7 +217,7 @@ def build_clip(size: str, device: str, dtype: str) -> Any:
     from transformers import CLIPConfig, CLIPModel
 
     if size == "tiny":
-        from magicseg_hf.tiny import tiny_clip
+        from magicseg_hf.twins import tiny_clip
 
         clip, _ = tiny_clip(seed=0)
     else:
@@ -263,43 +257,6 @@ def bench_methods(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _reset_peak_rss() -> bool:
-    """Return freed heap to the OS (glibc ``malloc_trim``), then reset the peak RSS to the current RSS.
-
-    Without the trim, pages freed earlier (model build) but kept by the allocator would absorb part of the call's
-    allocations and hide them from the growth. False where the reset is not possible (not Linux >= 4.0).
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_bytes() -> tuple[int, str]:
-    """The process's peak RSS in bytes and where it was read.
-
-    ``VmHWM`` of ``/proc/self/status`` where Linux has it: the counter ``ru_maxrss`` reads, without
-    ``ru_maxrss``'s maximum over the peaks recorded when a thread exits (thread pools exit after the model build,
-    so ``ru_maxrss`` may keep the build's peak through the reset); else ``ru_maxrss`` (KiB on Linux).
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024, "VmHWM"
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
-
-
 def class_memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     """In its own process: peak memory growth of one ``segment_images`` call with ``args.worker_classes``."""
     import torch
@@ -312,39 +269,25 @@ def class_memory_worker(args: argparse.Namespace) -> dict[str, Any]:
     model = build_model(args.size, args.device, args.dtype)
     queries = random_queries(args.worker_classes, model.config.projection_dim)
     image = random_images([MEMORY_IMAGE])[0]
-    cuda = args.device.startswith("cuda")
-    gc.collect()
-    reset, source = False, "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        reset = _reset_peak_rss()
-        before, source = _peak_rss_bytes()
-    start = time.perf_counter()
-    with torch.no_grad():
-        results = list(
-            segment_images(
-                model, [(0, image)], queries, inference_geometry, Decision("threshold", 0.5),
-                OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, window_batch_size=DEFAULT_WINDOW_BATCH_SIZE,
-                score_budget=args.worker_budget,
+    with measuring_peak_memory(args.device) as peak:
+        start = time.perf_counter()
+        with torch.no_grad():
+            results = list(
+                segment_images(
+                    model, [(0, image)], queries, inference_geometry, Decision("threshold", 0.5),
+                    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, window_batch_size=DEFAULT_WINDOW_BATCH_SIZE,
+                    score_budget=args.worker_budget,
+                )
             )
-        )
-    if cuda:
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = _peak_rss_bytes()[0] - before
     seconds = time.perf_counter() - start
     assert tuple(results[0][1].labels.shape) == MEMORY_IMAGE
     return {
         "classes": args.worker_classes,
         "score_budget": args.worker_budget,
-        "peak_bytes": int(peak),
+        "peak_bytes": peak.peak_bytes,
         "seconds": round(seconds, 3),
-        "peak_reset": reset,
-        "measure": "cuda max_memory_allocated" if cuda else f"{source} growth",
+        "peak_reset": peak.reset,
+        "measure": peak.measure,
     }
 
 
@@ -362,11 +305,11 @@ def bench_class_memory(args: argparse.Namespace, argv: Sequence[str]) -> dict[st
                 sys.executable, os.path.abspath(__file__), *passed, "--size", args.size,
                 "--worker-classes", str(classes), "--worker-budget", str(budget),
             ]
-            output = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
-            if output.returncode != 0:
-                sys.stderr.write(output.stderr[-4000:])
-                raise RuntimeError(f"memory worker ({mode}, {classes} classes) failed with {output.returncode}")
-            runs[mode][classes] = json.loads(output.stdout.strip().splitlines()[-1])
+            result = run_worker(command, timeout=None, env=environment)
+            if result.error or not result.rows:
+                sys.stderr.write(result.stderr_tail[-4000:])
+                raise RuntimeError(f"memory worker ({mode}, {classes} classes) failed with {result.returncode}")
+            runs[mode][classes] = result.rows[-1]
     small, large = MEMORY_CLASSES
     return {
         "model_size": args.size,
@@ -442,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker_classes is not None:
-        print(json.dumps(class_memory_worker(args)))
+        emit_row(class_memory_worker(args))
         return 0
 
     summary: dict[str, Any] = {"device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads()}

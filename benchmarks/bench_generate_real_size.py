@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +46,15 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import (  # noqa: E402
+    matmul_tflops,
+    median_seconds,
+    peak_memory_gib,
+    reset_peak_memory,
+    synchronize,
+)
 
 logger = logging.getLogger("bench_generate_real_size")
 
@@ -67,7 +75,7 @@ def build_grounding_dino_t(folder: Path, dtype: torch.dtype) -> None:
         GroundingDinoProcessor,
     )
 
-    from magicseg_hf.tiny import tiny_bert_tokenizer
+    from magicseg_hf.twins import tiny_bert_tokenizer
 
     tokenizer = tiny_bert_tokenizer()  # BERT's special ids; every id fits the 30522-token table
     model = GroundingDinoForObjectDetection(GroundingDinoConfig())
@@ -89,16 +97,7 @@ def bf16_matmul_tflops(device: str, size: int = 8192, repeats: int = 20) -> floa
     """Measured dense bf16 matmul rate of the GPU (the reference for the UNet's share)."""
     if not device.startswith("cuda"):
         return None
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+    return matmul_tflops(device, torch.bfloat16, size, repeats)
 
 
 # ---- each family's denoiser at its real size (``--families``) ------------------------------------
@@ -115,7 +114,7 @@ def _clip_text_config(hidden: int, layers: int, heads: int, intermediate: int, p
     fit the real 49408-token table)."""
     from transformers import CLIPTextConfig
 
-    from magicseg_hf.tiny import tiny_clip_tokenizer
+    from magicseg_hf.twins import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
     return CLIPTextConfig(
@@ -140,7 +139,7 @@ def _vae(latent_channels: int, sample_size: int, **settings: Any) -> dict[str, A
 
 def sd15_pipeline(device: str | None = None) -> Any:
     """SD-1.5's architecture (UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder) with random weights."""
-    from magicseg_hf.tiny import random_stable_diffusion
+    from magicseg_hf.twins import random_stable_diffusion
 
     text_config = _clip_text_config(768, 12, 12, 3072, 768, "quick_gelu")
     unet = {"sample_size": 64, "cross_attention_dim": 768}  # UNet2DConditionModel's defaults are SD-1.x's
@@ -150,7 +149,7 @@ def sd15_pipeline(device: str | None = None) -> Any:
 def sdxl_pipeline(device: str | None = None) -> Any:
     """SDXL base 1.0's architecture (UNet 2.6B, CLIP ViT-L + OpenCLIP bigG text encoders, VAE 84M)
     with random weights, per stabilityai/stable-diffusion-xl-base-1.0's configs."""
-    from magicseg_hf.tiny import random_sdxl
+    from magicseg_hf.twins import random_sdxl
 
     unet = {
         "sample_size": 128, "block_out_channels": (320, 640, 1280), "layers_per_block": 2,
@@ -170,7 +169,7 @@ def flux_pipeline(device: str | None = None) -> Any:
     3072 wide; T5-XXL encoder 4.7B; CLIP ViT-L; 16-channel VAE) with random weights."""
     from transformers import T5Config
 
-    from magicseg_hf.tiny import random_flux, tiny_t5_tokenizer
+    from magicseg_hf.twins import random_flux, tiny_t5_tokenizer
 
     transformer = {
         "patch_size": 1, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
@@ -207,11 +206,6 @@ def parameter_counts(name: str) -> dict[str, int]:
     return counts
 
 
-def _synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _capture_first_call(module: torch.nn.Module) -> tuple[dict[str, Any], Any]:
     """Arm a hook that keeps the positional and keyword inputs of ``module``'s next call."""
     seen: dict[str, Any] = {}
@@ -243,17 +237,6 @@ def denoiser_flop_count(module: torch.nn.Module, args: tuple, kwargs: dict[str, 
     return counter.get_total_flops()
 
 
-def _median_seconds(fn: Callable[[], Any], repeats: int, device: str) -> float:
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_family_denoiser(
     name: str, *, device: str, dtype: torch.dtype, steps: int, pairs: int, size: int | None, compile_modes: list[bool],
     repeats: int, dry_run: bool,
@@ -266,7 +249,7 @@ def bench_family_denoiser(
     """
     from magicseg_hf.families import FAMILIES
     from magicseg_hf.generation.images import PairImageGenerator, denoiser
-    from magicseg_hf.tiny import tiny_diffusion_pipeline
+    from magicseg_hf.twins import tiny_diffusion_pipeline
 
     family_name, native = REAL_SIZE_FAMILIES[name]
     family = FAMILIES[family_name]
@@ -301,16 +284,15 @@ def bench_family_denoiser(
             start = time.perf_counter()
             run_pairs()  # compiles
             logger.info("%s: torch.compile warm-up %.0f s", name, time.perf_counter() - start)
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
+        reset_peak_memory(device)
 
         def one_call() -> None:
             with torch.inference_mode():
                 network(*args, **kwargs)
 
         one_call()
-        denoiser_s = _median_seconds(one_call, max(3, repeats), device)
-        run_s = _median_seconds(run_pairs, repeats, device)
+        denoiser_s = median_seconds(one_call, max(3, repeats), device)
+        run_s = median_seconds(run_pairs, repeats, device)
         row: dict[str, Any] = {
             "family": name, "compiled": compiled, "dtype": str(dtype).removeprefix("torch."), "size": size,
             "steps": steps, "pairs_per_call": pairs, "denoiser_batch": _batch_of(args, kwargs),
@@ -318,7 +300,7 @@ def bench_family_denoiser(
             "denoiser_gflop_per_call": round(flops / 1e9, 3), "denoiser_call_s": round(denoiser_s, 4),
             "denoiser_tflops_achieved": round(flops / denoiser_s / 1e12, 4),
             "denoiser_share_of_call": round(calls_per_run * denoiser_s / run_s, 3),
-            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None,
+            "peak_memory_gib": peak_memory_gib(device),
         }
         logger.info("%s", row)
         rows.append(row)
@@ -425,8 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, dtype=dtype_name, safety_checker=False,
         box_threshold=0.0, text_threshold=0.0, min_mask_area=0.0, max_mask_area=1.0, counterfactual_threshold=2.0,
     )
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(device)
     for run, pairs in (("warmup", min(args.pairs, args.batch_size)), ("timed", args.pairs)):
         out = work / f"out-{run}"
         shutil.rmtree(out, ignore_errors=True)
@@ -441,12 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch_size
     prompts = ["a photo of a cat on a sofa"] * batch
     maker.generate_pairs(prompts, ["a photo of a sofa"] * batch, ["cat"] * batch, list(range(batch)))
-    if device == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     maker.generate_pairs(prompts, ["a photo of a sofa"] * batch, ["cat"] * batch, list(range(batch)))
-    if device == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     diffusion_s = time.perf_counter() - start
     forwards = 4 * args.steps * batch  # (positive + counterfactual) x (cond + uncond) per step
     unet_tflop = forwards * UNET_TFLOP_PER_FORWARD_512 * (args.size / 512) ** 2
@@ -459,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         "diffusion_batch_s": round(diffusion_s, 3),
         "unet_tflops_achieved": round(unet_tflop / diffusion_s, 2),
         "bf16_matmul_tflops": None if matmul is None else round(matmul, 1),
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+        "peak_memory_gib": peak_memory_gib(device),
     }
     if matmul:
         result["unet_fraction_of_matmul_rate"] = round(result["unet_tflops_achieved"] / matmul, 3)

@@ -1,8 +1,9 @@
 """CLIPForOpenSegmentation training step: time and peak memory, with and without activation checkpointing.
 
 Random weights at the paper's size by default (CLIP ViT-B/16, 512 px, K=100 classes per image, batch 4, with
-counterfactual images). Each configuration runs in its own subprocess so peak memory is measured cleanly:
-peak RSS on CPU (growth over the process's RSS before the first step), `torch.cuda.max_memory_allocated` on GPU.
+counterfactual images). Each configuration runs in its own subprocess so peak memory is measured cleanly
+(`_measure.measuring_peak_memory`): on CPU the growth of the process's peak RSS (`VmHWM`, reset to the RSS before
+the first step), on GPU `torch.cuda.max_memory_allocated` above the memory allocated before it.
 Prints the checkpointing / plain ratios.
 
     python benchmarks/bench_model.py                         # paper size, CPU, fp32
@@ -14,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import emit_row, measuring_peak_memory, run_worker  # noqa: E402
+from _measure import seconds as time_call  # noqa: E402
 
 
 def _build(args: argparse.Namespace) -> Any:
@@ -63,10 +60,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     labels[:, : size // 4] = model.config.none_label
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
-    def step() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    def step() -> None:
         with autocast:
             out = model(
                 pixel_values=pixel_values,
@@ -77,25 +71,15 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
 
-    rss_before = _rss_bytes()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    for _ in range(args.warmup):
-        step()
-    times = [step() for _ in range(args.steps)]
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    with measuring_peak_memory(args.device) as peak:
+        for _ in range(args.warmup):
+            time_call(step, args.device)
+        times = [time_call(step, args.device) for _ in range(args.steps)]
     return {
         "checkpointing": args.checkpointing,
         "seconds_per_step": sum(times) / len(times),
-        "peak_memory_gib": peak / 2**30,
+        "peak_memory_gib": peak.gib,
         "threads": torch.get_num_threads(),
     }
 
@@ -116,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(worker(args)))
+        emit_row(worker(args))
         return 0
 
     results = []
@@ -124,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, __file__, "--worker"] + [a for a in (argv or sys.argv[1:]) if a != "--worker"]
         if checkpointing:
             command.append("--checkpointing")
-        output = subprocess.run(command, capture_output=True, text=True, check=False)
-        if output.returncode != 0:
-            sys.stderr.write(output.stderr[-4000:])
-            return output.returncode
-        results.append(json.loads(output.stdout.strip().splitlines()[-1]))
+        result = run_worker(command, timeout=None)
+        if result.error or not result.rows:
+            sys.stderr.write(result.stderr_tail[-4000:])
+            return result.returncode or 1
+        results.append(result.rows[-1])
 
     plain, checkpointed = results
     setting = (

@@ -7,8 +7,8 @@ shared pair augmentation, label remapping) + forward + backward + AdamW. Measure
   the same rows (the counterfactuals go through the vision tower in the same batch; goal <= 2.1);
 - `text_encoder_calls_per_step`: forward calls of the CLIP text tower during the timed steps,
   counted with a hook (goal 0: class embeddings are computed once and gathered per row);
-- samples/s and peak memory (peak RSS growth on CPU, `max_memory_allocated` on GPU), each
-  configuration in its own subprocess.
+- samples/s and peak memory (`_measure.measuring_peak_memory`: peak RSS growth on CPU,
+  `max_memory_allocated` growth on GPU), each configuration in its own subprocess.
 
 Sizes: `tiny` (the tiny preset) and `paper` (CLIP ViT-B/16 with random weights, 512 px, K=100).
 The last line printed is JSON.
@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import emit_row, measuring_peak_memory, run_worker  # noqa: E402
+from _measure import seconds as time_call  # noqa: E402
+
 VOCABULARY_SIZE = 150
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _rows(count: int, size: int) -> list[dict[str, Any]]:
@@ -67,7 +63,7 @@ def _model(size: str) -> tuple[Any, Any]:
         CLIPOpenSegImageProcessor,
         CLIPOpenSegProcessor,
     )
-    from magicseg_hf.tiny import tiny_clip_tokenizer
+    from magicseg_hf.twins import tiny_clip_tokenizer
 
     torch.manual_seed(0)
     model = CLIPForOpenSegmentation(CLIPOpenSegConfig(image_size=512))  # ViT-B/16 defaults, random weights
@@ -101,39 +97,31 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     def step(epoch: int) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        collator.set_epoch(epoch)
-        batch = collator(rows)
-        batch.pop("class_ids")
-        batch = {key: value.to(device) for key, value in batch.items()}
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        """Wall time of one step: the collator on ``rows`` at ``epoch``, forward, backward, AdamW."""
 
-    rss_before = _rss_bytes()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    for epoch in range(args.warmup):
-        step(epoch)
-    text_calls.clear()
-    times = [step(args.warmup + i) for i in range(args.steps)]
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+        def run() -> None:
+            collator.set_epoch(epoch)
+            batch = collator(rows)
+            batch.pop("class_ids")
+            batch = {key: value.to(device) for key, value in batch.items()}
+            with autocast:
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return time_call(run, args.device)
+
+    with measuring_peak_memory(args.device) as peak:
+        for epoch in range(args.warmup):
+            step(epoch)
+        text_calls.clear()
+        times = [step(args.warmup + i) for i in range(args.steps)]
     seconds = sum(times) / len(times)
     return {
         "seconds_per_step": seconds,
         "samples_per_second": args.batch_size / seconds,
-        "peak_memory_gib": peak / 2**30,
+        "peak_memory_gib": peak.gib,
         "text_encoder_calls_per_step": len(text_calls) / args.steps,
         "threads": torch.get_num_threads(),
     }
@@ -155,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-counterfactual", dest="counterfactual", action="store_false", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args)))
+        emit_row(worker(args))
         return 0
 
     plan = {"tiny": {"batch": 8, "steps": 5 if args.quick else 20},
@@ -169,13 +157,11 @@ def main(argv: list[str] | None = None) -> int:
                        "--steps", str(plan[size]["steps"])]
             if not counterfactual:
                 command.append("--no-counterfactual")
-            output = subprocess.run(command, capture_output=True, text=True, check=False)
-            if output.returncode != 0:
-                sys.stderr.write(output.stderr[-4000:])
-                return output.returncode
-            results["with_counterfactual" if counterfactual else "positive_only"] = json.loads(
-                output.stdout.strip().splitlines()[-1]
-            )
+            result = run_worker(command, timeout=None)
+            if result.error or not result.rows:
+                sys.stderr.write(result.stderr_tail[-4000:])
+                return result.returncode or 1
+            results["with_counterfactual" if counterfactual else "positive_only"] = result.rows[-1]
         on, off = results["with_counterfactual"], results["positive_only"]
         report[size] = {
             "batch_size": plan[size]["batch"],
