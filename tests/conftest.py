@@ -54,3 +54,17 @@ def _isolated_hf_caches(tmp_path_factory, monkeypatch):
     import datasets.config
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache, raising=False)
+
+
+@pytest.fixture
+def torch_load_calls(monkeypatch) -> list:
+    """The ``weights_only`` argument of every ``torch.load`` call made during the test, in order."""
+    calls: list = []
+    original_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return original_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    return calls

@@ -346,17 +346,10 @@ def test_sam2_masks_at_the_image_size_and_in_reduced_precision(sam2) -> None:
     assert (reduced == full).float().mean() > 0.95
 
 
-def test_segment_anything_checkpoint_roundtrip_with_weights_only(tmp_path, segment_anything_sam, monkeypatch) -> None:
+def test_segment_anything_checkpoint_roundtrip_with_weights_only(tmp_path, segment_anything_sam, torch_load_calls) -> None:
     path = tmp_path / "sam_tiny.pth"
     torch.save(segment_anything_sam.model.state_dict(), path)
-    loads = []
-    original_load = torch.load
-
-    def recording_load(*args, **kwargs):
-        loads.append(kwargs.get("weights_only"))
-        return original_load(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", recording_load)
+    loads = torch_load_calls
     sam, processor = loading.load_segmenter("segment-anything", sam_checkpoint=str(path), sam_model_type="tiny")
     assert processor is None and loads == [True]
     for (name, a), (_, b) in zip(segment_anything_sam.model.state_dict().items(), sam.state_dict().items()):

@@ -90,15 +90,8 @@ def test_a_transformers_segmenter_twin_and_its_saved_folder_segment_the_same(bac
     assert torch.equal(out.pred_masks, again_out.pred_masks) and torch.equal(out.iou_scores, again_out.iou_scores)
 
 
-def test_the_segment_anything_twin_is_a_checkpoint_read_like_a_users(tmp_path: Path, monkeypatch):
-    loads = []
-    original_load = torch.load
-
-    def recording_load(*args, **kwargs):
-        loads.append(kwargs.get("weights_only"))
-        return original_load(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", recording_load)
+def test_the_segment_anything_twin_is_a_checkpoint_read_like_a_users(tmp_path: Path, torch_load_calls: list):
+    loads = torch_load_calls
     sam, processor = loading.load_segmenter("segment-anything", presets.TINY_SEGMENT_ANYTHING)
     assert processor is None and loads == [True]  # the twin's .pth, read with weights_only
     assert _equal_state(sam, twins.tiny_segment_anything())

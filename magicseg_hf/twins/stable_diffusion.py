@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from magicseg_hf.twins._common import drawing_on, seeded
+from magicseg_hf.twins._diffusion import tiny_vae
 from magicseg_hf.twins.clip import tiny_clip_text_config
 from magicseg_hf.twins.tokenizers import tiny_clip_tokenizer
 
@@ -84,17 +85,7 @@ def tiny_stable_diffusion(
         "attention_head_dim": 8,
         "norm_num_groups": 8,
     }
-    vae = {
-        "in_channels": 3,
-        "out_channels": 3,
-        "latent_channels": 4,
-        "block_out_channels": (8, 8, 16, 16),
-        "down_block_types": ("DownEncoderBlock2D",) * 4,
-        "up_block_types": ("UpDecoderBlock2D",) * 4,
-        "layers_per_block": 1,
-        "norm_num_groups": 4,
-        "sample_size": 128,
-    }
+    vae = tiny_vae(4)
     text_config = tiny_clip_text_config(tiny_clip_tokenizer())
     return random_stable_diffusion(unet, vae, text_config, inpainting=inpainting, seed=seed)
 
