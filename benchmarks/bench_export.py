@@ -59,7 +59,7 @@ def naive_worker(source: str, target: str) -> None:
     import datasets
     from PIL import Image
 
-    from magicseg_hf.export.core import global_label, semantic_features
+    from magicseg_hf.export.labels import global_label, semantic_features
     from magicseg_hf.folder import DatasetFolder
 
     folder = DatasetFolder(source)

@@ -39,8 +39,8 @@ from magicseg_hf import __version__, hub_access
 from magicseg_hf.cards import render_dataset_card, render_model_card
 from magicseg_hf.cards.model import CONFIG_FILE, RESULTS_GLOB, TRAINING_SUMMARY_FILE
 from magicseg_hf.errors import InputError, MagicSegError, first_line
+from magicseg_hf.export.card import render_export_card_for
 from magicseg_hf.export.check import export_published_files, is_export_folder
-from magicseg_hf.export.core import render_export_card_for
 from magicseg_hf.folder import DatasetFolder
 from magicseg_hf.predict import model_type_problem
 from magicseg_hf.schema import CARD_FILE, DATA_DIR, VOCABULARY_FILE

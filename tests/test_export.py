@@ -31,7 +31,7 @@ from magicseg_hf.cli import main
 from magicseg_hf.errors import InputError
 from magicseg_hf.export import EXPORT_FILE, ID2LABEL_FILE, LABEL2ID_FILE, PROGRESS_FILE, export_dataset
 from magicseg_hf.export import core as export_core
-from magicseg_hf.export.core import semantic_view
+from magicseg_hf.export.labels import semantic_view
 from magicseg_hf.folder import DatasetFolder
 
 # ----------------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def _check_semantic(root: Path, record: dict[str, Any], check: ExportCheck, chec
     import datasets
     import pyarrow.parquet as pq
 
-    from magicseg_hf.export.core import semantic_features
+    from magicseg_hf.export.labels import semantic_features
     from magicseg_hf.folder import decode_image, iter_parquet_rows
 
     expected = semantic_features(bool(record.get("with_counterfactual")))

@@ -1,15 +1,7 @@
-"""The export itself: per-row label remapping, the ``datasets`` transform, and the two writers.
+"""The export itself: reading the source shard by shard, the two writers, and the entry point.
 
-Label mapping (:func:`label_table`): for a row with ``classes`` and the folder's vocabulary,
-
-- source 0 (background) -> 0,
-- source ``i`` in 1..len(classes) -> ``vocabulary.index(classes[i-1]) + 1``,
-- source 255 (unknown) -> 255,
-
-and any other source value is an error (the row is named). The exported ``label`` therefore holds
-one global id per class over the whole dataset, the convention of transformers' semantic-segmentation
-recipe (``id2label.json``: ``{"0": "background", "1": vocabulary[0], ...}``, ``do_reduce_labels=False``)
-and of mmsegmentation (``reduce_zero_label=False``, ``ignore_index=255``).
+The label mapping lives in :mod:`magicseg_hf.export.labels`, the export folder's card and the mmseg
+config snippet in :mod:`magicseg_hf.export.card`.
 
 :func:`export_dataset` reads the source shard by shard (``BATCH_ROWS`` rows decoded at a time) and
 never writes into it. Resume rule: an interrupted export **resumes** — re-running the same command
@@ -30,7 +22,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +34,6 @@ from PIL import Image
 
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.export import (
-    BACKGROUND_NAME,
     EXPORT_FILE,
     FORMATS,
     ID2LABEL_FILE,
@@ -54,6 +45,8 @@ from magicseg_hf.export import (
     SEMANTIC,
     SOURCE_GENERATION_FILE,
 )
+from magicseg_hf.export.card import mmseg_config_text, render_export_card, source_license
+from magicseg_hf.export.labels import global_label, id2label, semantic_features
 from magicseg_hf.folder import (
     SHARD_NAME_FORM,
     DatasetFolder,
@@ -64,7 +57,7 @@ from magicseg_hf.folder import (
 )
 from magicseg_hf.labels import BACKGROUND, UNKNOWN
 from magicseg_hf.lock import FolderLock
-from magicseg_hf.runtime import VERSIONS_RECORD_KEY, package_versions, recorded_versions
+from magicseg_hf.runtime import VERSIONS_RECORD_KEY, package_versions
 from magicseg_hf.schema import CARD_FILE, DATA_DIR, LOCK_FILE, VOCABULARY_FILE
 
 logger = logging.getLogger(__name__)
@@ -81,119 +74,11 @@ JPEG_QUALITY = 95
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-# ----------------------------------------------------------------------------------------------
-# Label mapping
-# ----------------------------------------------------------------------------------------------
-def id2label(vocabulary: Sequence[str]) -> dict[str, str]:
-    """The export's ``id2label`` (string keys, as ``id2label.json`` holds it): ``"0"`` background,
-    ``str(k + 1)`` = ``vocabulary[k]``. 255 (unknown) is not a class and is not listed."""
-    return {"0": BACKGROUND_NAME, **{str(k + 1): name for k, name in enumerate(vocabulary)}}
-
-
-def label_table(classes: Sequence[str], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The lookup tables that turn one row's label into global ids.
-
-    Args:
-        classes: the row's ``classes`` (source value ``i`` = ``classes[i-1]``).
-        index: vocabulary name -> position in ``vocabulary.txt`` (0-based).
-
-    Returns:
-        ``(table, valid)``, each (256,): ``table`` uint8 maps a source value to its global id
-        (0 -> 0, i -> ``index[classes[i-1]] + 1``, 255 -> 255); ``valid`` bool marks the source
-        values a label may hold (0..len(classes) and 255).
-
-    Raises:
-        KeyError: a class of ``classes`` is not in ``index``.
-    """
-    table = np.full(256, UNKNOWN, dtype=np.uint8)
-    valid = np.zeros(256, dtype=bool)
-    table[BACKGROUND] = BACKGROUND
-    valid[BACKGROUND] = valid[UNKNOWN] = True
-    for position, name in enumerate(classes, start=1):
-        table[position] = index[name] + 1
-        valid[position] = True
-    return table, valid
-
-
-def global_label(label: np.ndarray | Image.Image, classes: Sequence[str], index: dict[str, int]) -> np.ndarray:
-    """One row's label in global ids.
-
-    Args:
-        label: (H, W) uint8 source label (0 background, i = ``classes[i-1]``, 255 unknown).
-        classes: the row's ``classes``.
-        index: vocabulary name -> 0-based position in ``vocabulary.txt``.
-
-    Returns:
-        (H, W) uint8: 0 background, ``index[name] + 1`` per class, 255 unknown.
-
-    Raises:
-        KeyError: a class is not in ``index``.
-        ValueError: the label holds a value outside 0..len(classes) and 255.
-    """
-    array = np.asarray(label, dtype=np.uint8)
-    table, valid = label_table(classes, index)
-    if not valid[array].all():
-        bad = sorted(set(np.unique(array).tolist()) - set(np.flatnonzero(valid).tolist()))
-        raise ValueError(f"label values {bad} outside 0..{len(classes)} and {UNKNOWN}")
-    return table[array]
-
-
 def _png_bytes(array: np.ndarray) -> bytes:
     """PNG bytes of an (H, W) uint8 array (mode "L")."""
     buffer = io.BytesIO()
     Image.fromarray(array, "L").save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-# ----------------------------------------------------------------------------------------------
-# The datasets transform (the semantic view without a copy)
-# ----------------------------------------------------------------------------------------------
-def semantic_transform(
-    vocabulary: Sequence[str], with_counterfactual: bool = False
-) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
-    """A ``Dataset.with_transform`` function giving the rows of a ``semantic`` export.
-
-    ``load_dataset(DIR, split="train").with_transform(semantic_transform(vocabulary))[i]`` equals
-    row ``i`` of ``magicseg export DIR --format semantic`` (same ``id``, same image pixels, same
-    ``label`` pixels), decoded lazily and without writing anything.
-
-    Args:
-        vocabulary: the lines of the folder's ``vocabulary.txt``.
-        with_counterfactual: also return ``counterfactual_image``.
-
-    Returns:
-        ``transform(batch) -> batch``: ``batch`` holds decoded columns (``image`` and ``label`` PIL
-        images, ``classes`` lists); the result holds ``id``, ``image``, ``label`` (PIL mode "L",
-        global ids) and, if asked, ``counterfactual_image``.
-    """
-    index = {name: k for k, name in enumerate(vocabulary)}
-
-    def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        labels = []
-        for row_id, label, classes in zip(batch["id"], batch["label"], batch["classes"]):
-            try:
-                labels.append(Image.fromarray(global_label(label, classes, index), "L"))
-            except KeyError as error:
-                raise InputError(f"row {row_id!r}: class {error.args[0]!r} is not a line of {VOCABULARY_FILE}") from None
-            except ValueError as error:
-                raise InputError(f"row {row_id!r}: {error}") from None
-        out = {"id": list(batch["id"]), "image": list(batch["image"]), "label": labels}
-        if with_counterfactual:
-            out["counterfactual_image"] = list(batch["counterfactual_image"])
-        return out
-
-    return transform
-
-
-def semantic_view(source: str | Path, split: str = "train", with_counterfactual: bool = False) -> Any:
-    """``load_dataset(source, split=split)`` with :func:`semantic_transform`: the rows of a
-    ``semantic`` export of dataset folder ``source``, computed on access (a ``datasets.Dataset``)."""
-    import datasets
-
-    folder = DatasetFolder(source)
-    vocabulary = folder.read_vocabulary()
-    dataset = datasets.load_dataset(str(folder.root), split=split)
-    return dataset.with_transform(semantic_transform(vocabulary, with_counterfactual=with_counterfactual))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,17 +210,6 @@ def _mapped_label(row: dict[str, Any], index: dict[str, int], where: str) -> np.
 # ----------------------------------------------------------------------------------------------
 # Writers
 # ----------------------------------------------------------------------------------------------
-def semantic_features(with_counterfactual: bool = False) -> Any:
-    """The ``datasets.Features`` of a semantic export: ``id``, ``image``, ``label`` (mode "L") and,
-    if asked, ``counterfactual_image``."""
-    import datasets
-
-    columns = {"id": datasets.Value("string"), "image": datasets.Image(), "label": datasets.Image(mode="L")}
-    if with_counterfactual:
-        columns["counterfactual_image"] = datasets.Image()
-    return datasets.Features(columns)
-
-
 def _arrow_schema(features: Any) -> pa.Schema:
     """The features' arrow schema with the ``huggingface`` metadata ``datasets`` embeds (so
     ``load_dataset`` returns exactly ``features``)."""
@@ -414,142 +288,6 @@ def _write_mmseg_shard(
             counts[split] += 1
         bar.update(len(batch))
     return counts
-
-
-# ----------------------------------------------------------------------------------------------
-# Cards and config files
-# ----------------------------------------------------------------------------------------------
-def palette(num_classes: int) -> list[list[int]]:
-    """``num_classes + 1`` RGB colours (background black first), distinct and stable."""
-    colours = [[0, 0, 0]]
-    for k in range(1, num_classes + 1):
-        colours.append([(k * 67 + 40) % 256, (k * 151 + 90) % 256, (k * 227 + 160) % 256])
-    return colours
-
-
-def mmseg_config_text(vocabulary: Sequence[str], out: Path) -> str:
-    """The ``mmseg_config.py`` snippet: classes and palette (``metainfo``) and the dataset settings
-    of mmsegmentation 1.x's ``BaseSegDataset`` (0.x's ``CustomDataset`` in a comment)."""
-    classes = (BACKGROUND_NAME, *vocabulary)
-    return (
-        "# mmsegmentation dataset settings for a `magicseg export --format mmseg` folder.\n"
-        "# Label values: 0 background, k = classes[k] (vocabulary.txt line k), 255 unknown (ignored).\n"
-        "dataset_type = 'BaseSegDataset'\n"
-        f"data_root = {str(out.resolve())!r}\n"
-        f"metainfo = dict(\n    classes={classes!r},\n    palette={palette(len(vocabulary))!r},\n)\n"
-        "train_dataset = dict(\n    type=dataset_type, data_root=data_root, metainfo=metainfo,\n"
-        "    data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),\n"
-        "    img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=False, ignore_index=255)\n"
-        "val_dataset = dict(\n    type=dataset_type, data_root=data_root, metainfo=metainfo,\n"
-        "    data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),\n"
-        "    img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=False, ignore_index=255)\n"
-        f"num_classes = {len(classes)}  # decode_head=dict(num_classes=num_classes)\n"
-        "# mmsegmentation 0.x: dict(type='CustomDataset', data_root=data_root, img_dir='img_dir/train',\n"
-        "#     ann_dir='ann_dir/train', img_suffix='.jpg', seg_map_suffix='.png', classes=metainfo['classes'],\n"
-        "#     palette=metainfo['palette'], reduce_zero_label=False, ignore_index=255)\n"
-    )
-
-
-def _source_license(source: DatasetFolder) -> str:
-    """The source card's ``license`` (the images keep it), ``other`` when it has none."""
-    try:
-        from huggingface_hub import DatasetCard
-
-        return str(DatasetCard.load(source.card_path).data.to_dict().get("license") or "other")
-    except Exception:  # noqa: BLE001 - no card or no metadata: the licence is unknown
-        return "other"
-
-
-def render_export_card(out: Path, record: dict[str, Any], vocabulary: Sequence[str], repo_id: str | None = None) -> str:
-    """The ``README.md`` of an export folder: metadata (for ``semantic``: the ``configs`` and
-    ``dataset_info`` that make ``load_dataset`` return the export's features), what the label values
-    mean, where the rows come from (the source folder and its ``generation.json``), how to train."""
-    import datasets
-    from datasets.info import DatasetInfosDict
-    from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCard, DatasetCardData
-
-    from magicseg_hf.cards import size_category
-    from magicseg_hf.folder import CARD_DATA_FILES
-
-    fmt = record["format"]
-    num_rows = int(record["num_rows"])
-    data = DatasetCardData(
-        license=record.get("license") or "other",
-        task_categories=["image-segmentation"],
-        task_ids=["semantic-segmentation"],
-        size_categories=[size_category(num_rows)],
-        pretty_name=f"MagicSeg synthetic segmentation, global labels ({len(vocabulary)} classes, {fmt})",
-        tags=["synthetic", "magicseg", "semantic-segmentation", f"magicseg-export-{fmt}"],
-    )
-    if fmt == SEMANTIC:
-        MetadataConfigs({"default": {"data_files": [{"split": "train", "path": CARD_DATA_FILES}]}}).to_dataset_card_data(data)
-        size = sum(p.stat().st_size for p in (out / DATA_DIR).glob("*.parquet"))
-        info = datasets.DatasetInfo(
-            features=semantic_features(bool(record.get("with_counterfactual"))),
-            splits=datasets.SplitDict.from_split_dict([{"name": "train", "num_bytes": size, "num_examples": num_rows}]),
-            download_size=size,
-            dataset_size=size,
-        )
-        DatasetInfosDict({"default": info}).to_dataset_card_data(data)
-    ref = repo_id or "USER/NAME"
-    shown = ", ".join(f"{k + 1} = {name}" for k, name in enumerate(vocabulary[:12]))
-    more = f", … ({len(vocabulary)} classes; all in `{ID2LABEL_FILE}`)" if len(vocabulary) > 12 else ""
-    lines = [
-        f"# MagicSeg data with global labels ({fmt})",
-        "",
-        f"**{num_rows} rows** exported by `magicseg export --format {fmt}` (magicseg-hf "
-        f"{recorded_versions(record).get('magicseg_hf', '?')}) from the MagicSeg dataset folder `{Path(record['source']).name}`. "
-        f"Its generation settings are copied in [`{SOURCE_GENERATION_FILE}`]({SOURCE_GENERATION_FILE}).",
-        "",
-        "## Label values",
-        "",
-        "Unlike a MagicSeg folder (where `label` value *i* is that row's `classes[i-1]`), every label here "
-        "uses one global id per class:",
-        "",
-        "| value | meaning |",
-        "|---|---|",
-        f"| 0 | {BACKGROUND_NAME} (no target class) |",
-        f"| 1..{len(vocabulary)} | `vocabulary.index(name) + 1`: {shown}{more} |",
-        f"| {UNKNOWN} | unknown: ignore it in the loss and the metric |",
-        "",
-        f"`{ID2LABEL_FILE}` and `{LABEL2ID_FILE}` (at the root) name every id; background is class 0, so train "
-        "with `do_reduce_labels=False` (mmseg: `reduce_zero_label=False`) and ignore index 255.",
-        "",
-    ]
-    if fmt == SEMANTIC:
-        columns = "`id`, `image`, `label` (mode \"L\")" + (
-            ", `counterfactual_image`" if record.get("with_counterfactual") else "")
-        lines += [
-            "## Use",
-            "",
-            f"One split, `train`; columns {columns}. This is the layout of transformers' semantic-segmentation "
-            "recipe (`examples/pytorch/semantic-segmentation`):",
-            "",
-            "```bash",
-            f"python run_semantic_segmentation.py --dataset_name {ref} --do_reduce_labels False \\",
-            "    --model_name_or_path nvidia/mit-b0 --output_dir segformer --do_train --do_eval",
-            "```",
-            "",
-            "```python",
-            "import json",
-            "from datasets import load_dataset",
-            "from huggingface_hub import hf_hub_download",
-            f'dataset = load_dataset("{ref}", split="train")',
-            f'path = hf_hub_download("{ref}", "{ID2LABEL_FILE}", repo_type="dataset")',
-            "id2label = {int(k): v for k, v in json.load(open(path)).items()}  # as the recipe reads it",
-            "```",
-        ]
-    else:
-        splits = ", ".join(f"{count} {name}" for name, count in (record.get("splits") or {}).items())
-        lines += [
-            "## Use",
-            "",
-            "`img_dir/{train,val}/*.jpg` and `ann_dir/{train,val}/*.png` (same file stem = same row; the split "
-            f"is chosen by a hash of the row id: {splits}). `{MMSEG_CONFIG_FILE}` holds the class "
-            "list, the palette and the dataset settings for mmsegmentation's `BaseSegDataset`.",
-        ]
-    return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -700,7 +438,7 @@ def export_dataset(
             "val_fraction": options["val_fraction"],
             "label_values": {"background": BACKGROUND, "classes": f"vocabulary.index(name) + 1 (1..{len(vocabulary)})",
                              "unknown": UNKNOWN},
-            "license": _source_license(folder),
+            "license": source_license(folder),
             VERSIONS_RECORD_KEY: package_versions(),
         }
         atomic_write_bytes(out / CARD_FILE, render_export_card(out, record, vocabulary).encode("utf-8"))
@@ -722,12 +460,3 @@ def summary_dict(summary: ExportSummary) -> dict[str, Any]:
     value["output_dir"] = str(summary.output_dir)
     return value
 
-
-def render_export_card_for(folder: str | Path, repo_id: str | None = None) -> bytes:
-    """The card of finished export folder ``folder``, re-rendered with ``repo_id`` in its examples
-    (what ``magicseg push`` publishes); reads only."""
-    root = Path(folder)
-    record = json.loads((root / EXPORT_FILE).read_text(encoding="utf-8"))
-    names = json.loads((root / ID2LABEL_FILE).read_text(encoding="utf-8"))
-    vocabulary = [names[str(k)] for k in range(1, len(names))]
-    return render_export_card(root, record, vocabulary, repo_id=repo_id).encode("utf-8")
