@@ -102,8 +102,9 @@ def build_demo(model: Any, processor: Any, model_name: str) -> gr.Blocks:
     with gr.Blocks(title="magicseg-hf: segment anything you can name") as demo:
         gr.Markdown(
             "# magicseg-hf\n"
-            "Open-vocabulary segmentation with a CLIP model pretrained on MagicSeg's counterfactual "
-            f"diffusion pairs. Model: `{model_name}`."
+            "Open-vocabulary segmentation: type class names, get a mask per class. The model is a "
+            "`CLIPForOpenSegmentation` (CLIP with prompt tuning and a light decoder) pretrained the MagicSeg way, "
+            f"on counterfactual pairs of scenes with and without the named objects. Model: `{model_name}`."
         )
         with gr.Row():
             with gr.Column():
