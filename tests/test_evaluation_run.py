@@ -350,6 +350,23 @@ def _resize_a_label(data: Path) -> None:
     Image.fromarray(np.zeros((10, 15), np.uint8), "P").save(path)
 
 
+def test_a_benchmark_with_nothing_to_score_prints_only_its_refusal(model_dir: Path, tmp_path: Path, capsys):
+    # Known only after the last image: the progress bar and the INFO lines of the run must not come before it.
+    data = tmp_path / "data"
+    make_voc(data)
+    _ignore_every_pixel(data)
+    capsys.readouterr()
+    assert evaluate(model_dir, tmp_path / "out" / "results.json", *TINY_PROTOCOL, "--benchmark", "voc21",
+                    "--data-dir", str(data)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        "magicseg evaluate: error: voc21: no labelled pixel in 2 images (every pixel is ignore, 255): "
+        "there is nothing to score"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "damage", "message"),
     [

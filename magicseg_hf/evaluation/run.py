@@ -233,10 +233,12 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     accumulator = MeanIoUAccumulator(benchmark.num_labels, benchmark.ignore_index)
     kept: list[tuple[Any, Any]] = []  # the first --overlays (sample, prediction), drawn with the results
     inference_start = time.perf_counter()
+    labelled = False  # a labelled pixel was scored: the run will report a figure, the terminal shows it (console.py)
     with tqdm(total=num_images, unit="img", desc=f"evaluate {Path(benchmark.name).name}", file=sys.stderr) as bar:
         for index, (sample, prediction) in enumerate(predictor.predict(benchmark)):
             accumulator.update(prediction, sample.label)
-            if index == 0:  # the first image was read and scored: the terminal shows the run (console.py)
+            if not labelled and int(accumulator.area_reference.sum()) > 0:
+                labelled = True
                 checks_passed()
             if index < config.overlays:
                 kept.append((sample, prediction))
