@@ -376,3 +376,18 @@ def sigkill_after_first_shard(command: list[str], out: Path, timeout: float = 24
     proc.wait()
     assert done.exists()
     assert not (out / "README.md").exists(), "killed too late: the run had already finished"
+
+
+def train_in_two_processes(train_args: list[str], timeout: float = 300) -> Any:
+    """Run ``magicseg train train_args`` as two CPU processes (gloo) under ``accelerate launch``;
+    returns the finished ``subprocess.CompletedProcess`` (text output captured)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "MASTER_ADDR": "127.0.0.1"}
+    port = str(29600 + os.getpid() % 1000)  # pytest-xdist workers get ports of their own
+    # These flags start two CPU processes (gloo); `--cpu --num_processes 2` would start one.
+    args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
+            "-m", "magicseg_hf", "train", "--use_cpu", *train_args]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)

@@ -7,16 +7,13 @@ resume, two processes, and bad input. Whether training *learns* is tests/test_tr
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import write_dataset_folder
+from helpers import train_in_two_processes, write_dataset_folder
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -268,16 +265,11 @@ def test_a_kill_during_the_final_save_resumes_without_an_extra_step(trained: Pat
 
 def test_two_processes_split_the_rows_and_write_one_model(dataset: Path, tmp_path: Path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "MASTER_ADDR": "127.0.0.1"}
-    port = str(29600 + os.getpid() % 1000)
-    # These flags start two CPU processes (gloo); `--cpu --num_processes 2` would start one.
-    args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
-            "-m", "magicseg_hf", "train", "--dataset", str(dataset), "--output-dir", str(out), "--use_cpu",
-            "--preset", "tiny", "--num-classes", "4", "--validation-size", "4", "--num_train_epochs", "1",
-            "--max_steps", "-1", "--per_device_train_batch_size", "2", "--logging_steps", "1",
-            "--save_strategy", "no"]
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    result = train_in_two_processes([
+        "--dataset", str(dataset), "--output-dir", str(out),
+        "--preset", "tiny", "--num-classes", "4", "--validation-size", "4", "--num_train_epochs", "1",
+        "--max_steps", "-1", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+        "--save_strategy", "no"])
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "training_summary.json").read_text())
     # 8 training rows, 2 per process and step: one epoch is 2 steps with two processes (4 with one),

@@ -10,6 +10,12 @@ draws exactly what the interrupted one would have. The epoch is set by the train
 
 Class embeddings are computed once for the whole vocabulary (``model.encode_classes``) and
 gathered per row, so no text-encoder forward happens during training.
+
+The collator runs wherever the DataLoader collates: in DataLoader worker processes
+(``dataloader_num_workers > 0``) and on every process of a multi-process run, so its own counters
+(``skipped_rows``, ``bad_label_pixels``) see only the batches collated in its own process. With
+``count_in_batch=True`` each batch also carries its counts (:data:`COUNT_KEYS`, one value per kept
+row), and they reach the trainer with the batch, whichever process collated it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,13 @@ AUGMENT_STREAM = "magicseg-train-augment"
 MAX_NAMED_SKIPS = 5
 #: The "epoch" of evaluation batches: fixed negatives, the same at every evaluation.
 EVAL_EPOCH = "eval"
+#: Batch keys of the data counts (``count_in_batch=True``), (B,) int64 each: ``num_skipped_rows``,
+#: the rows left out of the batch (carried by its first row, 0 on the others), and
+#: ``num_bad_label_pixels``, each row's label pixels outside its classes. They are per row, not
+#: 0-d, so that a data loader that concatenates and re-slices batches along rows (accelerate's
+#: ``dispatch_batches`` for streamed data, ``split_batches``) keeps each count with its row (a
+#: row such a loader drops, to split rows evenly over processes, takes its counts with it).
+COUNT_KEYS = ("num_skipped_rows", "num_bad_label_pixels")
 
 
 class MagicSegCollator:
@@ -54,10 +67,14 @@ class MagicSegCollator:
             loss weight is 0, to save the second image forward).
         fixed_negatives: draw every row's negatives once and for all (evaluation).
         settings: augmentation ranges.
+        count_in_batch: also return the batch's data counts (:data:`COUNT_KEYS`), for a trainer that
+            sums them (``MagicSegTrainer`` does, and keeps them from the model); off, the batch
+            holds model inputs and ``class_ids`` only.
 
     Returns (from ``__call__``) a dict: ``pixel_values`` (B, 3, S, S), ``counterfactual_pixel_values``
     (B, 3, S, S), ``labels`` (B, S, S) int64 (positions, ``none_label``, ``ignore_label``),
-    ``class_embeds`` (B, K, D) and ``class_ids`` (B, K) int64 (vocabulary indices of the K classes).
+    ``class_embeds`` (B, K, D) and ``class_ids`` (B, K) int64 (vocabulary indices of the K classes);
+    with ``count_in_batch``, ``num_skipped_rows`` (B,) and ``num_bad_label_pixels`` (B,) int64 too.
     """
 
     def __init__(
@@ -72,6 +89,7 @@ class MagicSegCollator:
         counterfactual: bool = True,
         fixed_negatives: bool = False,
         settings: AugmentationSettings | None = None,
+        count_in_batch: bool = False,
     ) -> None:
         self.vocabulary = list(vocabulary)
         if not self.vocabulary:
@@ -99,6 +117,7 @@ class MagicSegCollator:
         self.seed = int(seed)
         self.counterfactual = counterfactual
         self.fixed_negatives = fixed_negatives
+        self.count_in_batch = count_in_batch
         self.epoch: int | str = EVAL_EPOCH if fixed_negatives else 0
         self.bad_label_pixels = 0
         self.skipped_rows = 0
@@ -122,7 +141,8 @@ class MagicSegCollator:
         return own + rng.sample(rest, self.num_classes - len(own))
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels, counterfactuals, labels, class_ids = [], [], [], []
+        pixels, counterfactuals, labels, class_ids, bad_pixels = [], [], [], [], []
+        skipped = 0
         for row in rows:
             row_id, classes = str(row["id"]), list(row["classes"])
             ids = self.classes_for(row_id, classes)
@@ -130,9 +150,10 @@ class MagicSegCollator:
                 image, counterfactual, label = self._decode(row)
             except UnreadableRow as error:
                 self._skip(row_id, str(error))
+                skipped += 1
                 continue
             seed = derive_seed(AUGMENT_STREAM, self.seed, row_id, self.epoch)
-            self._count_bad_labels(np.asarray(label), len(classes), row_id)
+            bad_pixels.append(self._count_bad_labels(np.asarray(label), len(classes), row_id))
             image, counterfactual, label = self.transform(image, counterfactual, label, seed)
             label = label.numpy()
             kept = min(len(classes), self.num_classes)
@@ -156,6 +177,11 @@ class MagicSegCollator:
         }
         if counterfactuals:
             batch["counterfactual_pixel_values"] = torch.stack(counterfactuals)
+        if self.count_in_batch:
+            num_skipped = torch.zeros(len(pixels), dtype=torch.long)  # (B,)
+            num_skipped[0] = skipped
+            batch["num_skipped_rows"] = num_skipped
+            batch["num_bad_label_pixels"] = torch.tensor(bad_pixels, dtype=torch.long)  # (B,)
         return batch
 
     def _decode(self, row: dict[str, Any]) -> tuple[Image.Image, Image.Image | None, Image.Image]:
@@ -185,12 +211,12 @@ class MagicSegCollator:
             more = " (further unreadable rows are counted silently)" if self.skipped_rows == MAX_NAMED_SKIPS else ""
             logger.warning("skipping row %r: %s%s", row_id, reason, more)
 
-    def _count_bad_labels(self, label: np.ndarray, num_row_classes: int, row_id: str) -> None:
+    def _count_bad_labels(self, label: np.ndarray, num_row_classes: int, row_id: str) -> int:
         """Label values naming no class of the row (not 0, 1..n or 255): counted (in the dataset's
-        pixels, before augmentation), ignored, warned once."""
+        pixels, before augmentation), ignored, warned once. Returns the row's count."""
         bad = int(((label > num_row_classes) & (label != UNKNOWN)).sum())
         if not bad:
-            return
+            return 0
         self.bad_label_pixels += bad
         if not self._warned:
             self._warned = True
@@ -198,6 +224,7 @@ class MagicSegCollator:
                 "row %r has %d label pixels with values outside its %d classes; they are ignored "
                 "(further rows like it are counted silently)", row_id, bad, num_row_classes,
             )
+        return bad
 
 
 class UnreadableRow(ValueError):

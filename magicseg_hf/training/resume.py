@@ -14,6 +14,13 @@ state itself), and :class:`ResumableRecordsMixin` fills it before each save and 
 the Trainer's sums at the first step after a resume. The sums are the mean over processes, taken by every process before
 the save (so the next log line, itself a mean over processes, is the straight run's).
 
+The data counts (rows skipped, label pixels out of range: see ``MagicSegCollator``'s ``COUNT_KEYS``)
+ride along the same way: the mixed class adds each batch's counts as the batch reaches the model
+(:meth:`ResumableRecordsMixin.add_data_counts`), so batches collated in DataLoader workers and on
+every process are counted, and batches collated ahead but never trained on are not. Before each
+save they are summed over processes, added to what the checkpoint the run resumed from recorded,
+and written; :meth:`ResumableRecordsMixin.run_data_counts` gives the whole run's totals.
+
 A checkpoint that already holds the last step (a kill during the final save of the model folder)
 is not trained further: :func:`finished_checkpoint_state` tells ``magicseg train`` so, and it loads
 the checkpoint's weights and records instead of taking one more step.
@@ -43,6 +50,10 @@ class RunningSums(TrainerCallback, ExportableState):
         total_loss: loss summed over the run's logged intervals.
         component_sums: ``MagicSegTrainer``'s loss components summed since the last log line.
         component_steps: how many steps ``component_sums`` holds.
+        data_counts: the run's data counts up to ``global_step`` (summed over processes), by
+            ``split/name`` (e.g. ``train/num_skipped_rows``).
+        skipped_row_ids: the skipped rows named so far (unique, sorted; best effort, see
+            :meth:`ResumableRecordsMixin.run_skipped_row_ids`).
     """
 
     def __init__(self) -> None:
@@ -52,21 +63,87 @@ class RunningSums(TrainerCallback, ExportableState):
         self.total_loss = 0.0
         self.component_sums: dict[str, float] = {}
         self.component_steps = 0
+        self.data_counts: dict[str, int] = {}
+        self.skipped_row_ids: list[str] = []
 
     def state(self) -> dict[str, Any]:
-        names = ("global_step", "partial_loss", "last_logged", "total_loss", "component_sums", "component_steps")
+        names = ("global_step", "partial_loss", "last_logged", "total_loss", "component_sums", "component_steps",
+                 "data_counts", "skipped_row_ids")
         return {"args": {}, "attributes": {name: getattr(self, name) for name in names}}
 
 
 class ResumableRecordsMixin:
     """Mixed into a ``transformers.Trainer`` (before it): keeps the running sums across a resume.
 
-    The mixed class may keep ``_component_sums`` (name -> 0-d tensor) and ``_component_steps``.
+    The mixed class may keep ``_component_sums`` (name -> 0-d tensor) and ``_component_steps``, and
+    names its data counts in :attr:`data_count_names` (``split/name``; every process reduces the same
+    list, so it is fixed, not taken from the batches seen).
     """
+
+    #: The data counts the run records, ``split/name`` (e.g. ``train/num_skipped_rows``).
+    data_count_names: tuple[str, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._data_counts: dict[str, torch.Tensor] = {}  # split/name -> 0-d int64, this process, this call
+        self._resumed_data_counts: dict[str, int] = {}  # the checkpoint's totals (all processes)
+        self._resumed_row_ids: list[str] = []
         self.add_callback(RunningSums())  # type: ignore[attr-defined]
+
+    # ---- data counts ---------------------------------------------------------------------------
+    def add_data_counts(self, split: str, counts: dict[str, torch.Tensor]) -> None:
+        """Add one batch's data counts (name -> (B,) int64, per row) to this process's, under ``split/name``."""
+        for name, value in counts.items():
+            key = f"{split}/{name}"
+            if key not in self.data_count_names:
+                raise ValueError(f"`counts` holds {key!r}, which is not in `data_count_names` {self.data_count_names}")
+            total = value.detach().sum()
+            previous = self._data_counts.get(key)
+            self._data_counts[key] = total if previous is None else previous + total.to(previous.device)
+
+    def run_data_counts(self) -> dict[str, int]:
+        """The whole run's data counts (every process, and the run resumed from), by ``split/name``.
+
+        A collective: every process calls it (it sums over processes).
+        """
+        names = self.data_count_names
+        if not names:
+            return {}
+        accelerator = self.accelerator  # type: ignore[attr-defined]
+        local = torch.stack([
+            self._data_counts[name].to(accelerator.device, torch.long) if name in self._data_counts
+            else torch.zeros((), dtype=torch.long, device=accelerator.device)
+            for name in names
+        ])  # (N,)
+        if accelerator.num_processes > 1:
+            local = accelerator.reduce(local, reduction="sum")
+        return {name: int(value) + int(self._resumed_data_counts.get(name, 0))
+                for name, value in zip(names, local.tolist())}
+
+    def run_skipped_row_ids(self) -> list[str]:
+        """The skipped rows named by the collators (``skipped_row_ids``) of every process, with the
+        run resumed from's: unique, sorted. Best effort, unlike the counts: ids are strings, which do
+        not travel in batches, so rows skipped in DataLoader workers are counted but not named here
+        (the workers log them). A collective: every process calls it."""
+        local: list[str] = []
+        for collator in (getattr(self, "data_collator", None), getattr(self, "eval_data_collator", None)):
+            local += [str(row_id) for row_id in getattr(collator, "skipped_row_ids", None) or []]
+        if self.accelerator.num_processes > 1:  # type: ignore[attr-defined]
+            from accelerate.utils import gather_object
+
+            local = list(gather_object(local))
+        return sorted(set(local) | set(self._resumed_row_ids))
+
+    def _adopt_recorded_counts(self, attributes: dict[str, Any]) -> None:
+        """Take a checkpoint's recorded data counts and named rows as this run's starting point."""
+        self._resumed_data_counts = {str(k): int(v) for k, v in (attributes.get("data_counts") or {}).items()}
+        self._resumed_row_ids = [str(row_id) for row_id in attributes.get("skipped_row_ids") or []]
+
+    def adopt_finished_checkpoint(self, attributes: dict[str, Any]) -> None:
+        """A checkpoint holding the run's last step is the run: take its ``RunningSums`` attributes
+        (from its ``trainer_state.json``) as the run's loss total and data counts."""
+        self._run_loss_total = float(attributes.get("total_loss", 0.0)) + float(attributes.get("partial_loss", 0.0))
+        self._adopt_recorded_counts(attributes)
 
     def _running_sums(self) -> RunningSums:
         for callback in self.callback_handler.callbacks:  # type: ignore[attr-defined]
@@ -93,11 +170,13 @@ class ResumableRecordsMixin:
         attributes = (stored[0] if isinstance(stored, list) else stored or {}).get("attributes", {})
         if attributes.get("global_step") != start:
             logger.warning("the checkpoint of step %d records no running loss sums: the first logged loss "
-                           "after the resume averages the resumed steps only", start)
+                           "after the resume averages the resumed steps only, and the data counts "
+                           "(skipped rows, bad label pixels) cover them only", start)
             return
         sums = self._running_sums()
         for name, value in attributes.items():
             setattr(sums, name, value)
+        self._adopt_recorded_counts(attributes)
         tr_loss += torch.tensor(sums.partial_loss, dtype=tr_loss.dtype, device=tr_loss.device)
         self._globalstep_last_logged = sums.last_logged
         self._total_loss_scalar = sums.total_loss
@@ -126,6 +205,8 @@ class ResumableRecordsMixin:
         sums.total_loss = float(self._total_loss_scalar)
         sums.component_sums = {name: float(value) for name, value in zip(names, stacked[1:].tolist())}
         sums.component_steps = int(getattr(self, "_component_steps", 0))
+        sums.data_counts = self.run_data_counts()
+        sums.skipped_row_ids = self.run_skipped_row_ids()
 
     def _finalize_training(self, *args: Any, **kwargs: Any) -> Any:
         # The Trainer's train_loss divides its sum by the steps of this call: after a resume the sum

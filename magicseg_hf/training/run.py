@@ -245,6 +245,9 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
     counterfactual = model.config.counterfactual_loss_weight > 0
     common = {"processor": processor, "vocabulary": vocabulary, "class_embeds": class_embeds,
               "num_classes": config.num_classes, "seed": arguments.seed}
+    # count_in_batch: each batch carries its data counts to the trainer (DataLoader workers' and other
+    # processes' counts included), which sums them and keeps them across a resume.
+    common["count_in_batch"] = True
     train_collator = MagicSegCollator(**common, augment=True, counterfactual=counterfactual,
                                       settings=augmentation_settings(config.preset))
     eval_collator = MagicSegCollator(**common, augment=False, counterfactual=counterfactual, fixed_negatives=True)
@@ -273,7 +276,7 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         trainer.state = TrainerState.load_from_json(str(Path(arguments.resume_from_checkpoint) / "trainer_state.json"))
         sums = trainer._running_sums()
         recorded = finished.get("stateful_callbacks", {}).get(type(sums).__name__, {}).get("attributes", {})
-        trainer._run_loss_total = float(recorded.get("total_loss", 0.0)) + float(recorded.get("partial_loss", 0.0))
+        trainer.adopt_finished_checkpoint(recorded)
         runtime = 0.0
     metrics = trainer.evaluate() if data.validation is not None else {}
     model.set_vocabulary(vocabulary)
@@ -285,6 +288,8 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
     mean_loss = trainer.run_mean_loss()
     fallback = {"loss": None if mean_loss is None else round(mean_loss, 4)}
     last = next((entry for entry in reversed(history) if "loss" in entry), fallback)
+    counts = trainer.run_data_counts()  # every process takes part (a sum over processes)
+    named_skips = trainer.run_skipped_row_ids()
     return {
         "datasets": data.describe(),
         "vocabulary_size": len(vocabulary),
@@ -298,10 +303,15 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         "final_losses": {k: last.get(k) for k in ("loss", "focal_loss", "dice_loss", "counterfactual_loss")},
         "mean_loss": fallback["loss"],  # over every step of the run, a resumed one's included
         "validation": {k: v for k, v in metrics.items() if k.startswith("eval_")},
-        "bad_label_pixels": train_collator.bad_label_pixels,
-        # rows left out of their batch because a picture could not be decoded or sizes differ
-        # (counted in this process: with --dataloader_num_workers > 0 the workers' counts are not seen)
-        "skipped_rows": train_collator.skipped_rows + eval_collator.skipped_rows,
-        "skipped_row_ids": (train_collator.skipped_row_ids + eval_collator.skipped_row_ids)[:MAX_NAMED_SKIPS],
+        # Label pixels outside their row's classes, in the training batches.
+        "bad_label_pixels": counts["train/num_bad_label_pixels"],
+        # Rows left out of their batch because a picture could not be decoded or sizes differ, in
+        # training and evaluation batches: every batch that reached the model, on every process and
+        # from every DataLoader worker, a resumed run's earlier steps included (a row drawn twice,
+        # e.g. in two epochs, counts twice).
+        "skipped_rows": counts["train/num_skipped_rows"] + counts["eval/num_skipped_rows"],
+        # The first few of them by id (sorted), best effort: only rows skipped in the processes'
+        # main processes are named (DataLoader workers log theirs).
+        "skipped_row_ids": named_skips[:MAX_NAMED_SKIPS],
         VERSIONS_RECORD_KEY: package_versions(),
     }

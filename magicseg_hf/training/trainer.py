@@ -4,6 +4,11 @@ What it adds to the plain Trainer, and nothing more:
 
 - the batch's ``class_ids`` (which vocabulary classes the K class embeddings are) stay out of the
   model call and are used to score evaluation predictions against the vocabulary;
+- the batch's data counts (``num_skipped_rows``, ``num_bad_label_pixels``: the collator's
+  ``COUNT_KEYS``) stay out of the model call too and are summed, training and evaluation apart, over
+  every batch that reaches the model, whichever process (or DataLoader worker) collated it; the
+  sums cross a resume through the checkpoints (:mod:`magicseg_hf.training.resume`) and
+  :meth:`run_data_counts` gives the run's totals over processes;
 - ``focal_loss``, ``dice_loss`` and ``counterfactual_loss`` are logged beside ``loss`` (averaged
   over the steps since the last log and over processes), so they reach the progress bar,
   ``trainer_state.json`` and every ``--report_to`` integration;
@@ -54,6 +59,7 @@ from transformers import Trainer, TrainerCallback
 from magicseg_hf.errors import MagicSegError
 from magicseg_hf.labels import IGNORE_LABEL, NONE_LABEL, UNKNOWN
 from magicseg_hf.modeling.inference_clip_open_seg import DEFAULT_THRESHOLD, apply_threshold
+from magicseg_hf.training.collator import COUNT_KEYS
 from magicseg_hf.training.resume import ResumableRecordsMixin
 from magicseg_hf.training.schedule import (
     get_release_schedule,
@@ -64,6 +70,8 @@ from magicseg_hf.training.schedule import (
 logger = logging.getLogger(__name__)
 
 LOSS_COMPONENTS = ("focal_loss", "dice_loss", "counterfactual_loss")
+#: Batch keys the model never sees: the rows' vocabulary ids and the collator's data counts.
+NOT_MODEL_INPUTS = frozenset({"class_ids", *COUNT_KEYS})
 #: Probability under which a pixel is predicted as background during evaluation in training (the model's
 #: trained threshold, the inference path's default).
 DEFAULT_EVAL_THRESHOLD = DEFAULT_THRESHOLD
@@ -193,6 +201,8 @@ class MagicSegTrainer(ResumableRecordsMixin, Trainer):
 
     #: The model's loss is a per-batch mean: the Trainer divides it by the accumulation steps.
     loss_is_scaled_for_ga = False
+    #: Data counts summed per split (training, evaluation) from the batches' ``COUNT_KEYS``.
+    data_count_names = tuple(f"{split}/{key}" for split in ("train", "eval") for key in COUNT_KEYS)
 
     def __init__(
         self,
@@ -239,7 +249,11 @@ class MagicSegTrainer(ResumableRecordsMixin, Trainer):
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        model_inputs = {key: value for key, value in inputs.items() if key != "class_ids"}
+        # Every batch reaches the model here (training_step and prediction_step alike): the data counts
+        # are taken off it, and counted, on this one path.
+        model_inputs = {key: value for key, value in inputs.items() if key not in NOT_MODEL_INPUTS}
+        self.add_data_counts("train" if model.training else "eval",
+                             {key: inputs[key] for key in COUNT_KEYS if key in inputs})
         outputs = model(**model_inputs)
         loss = outputs["loss"]
         if model.training:
