@@ -196,7 +196,7 @@ def feature_name(feature: Any) -> str:
 def reproduce_command(config: dict[str, Any]) -> str:
     """The ``magicseg generate`` line that reproduces the run (settings from ``generation.json``)."""
     parts = ["magicseg", "generate"]
-    procedural = config.get("source") == "procedural"
+    procedural = is_procedural(config)
     if procedural:
         parts += ["--source", "procedural"]
     if config.get("vocabulary"):
@@ -338,48 +338,47 @@ def _family_text(diffusion: dict[str, Any] | None) -> str | None:
 
 
 def _settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
+    """The card's settings table: the diffusion run's settings, or the few a procedural run has."""
     config = generation.get("config") or {}
     summary = generation.get("summary") or {}
+    image_size = ("image size (h × w)", f"{_fmt(config.get('height'))} × {_fmt(config.get('width'))}")
+    if is_procedural(config):
+        source = [
+            ("source", "procedural (magicseg_hf.generation.procedural: drawn scenes, no model)"),
+            ("objects per scene", f"1 – {_fmt(config.get('max_classes_per_prompt'))}"),
+            ("context bias (P of a class's own context)", config.get("context_bias")),
+            image_size,
+        ]
+        run = [("pairs asked", config.get("num_pairs")), ("shard size", config.get("shard_size"))]
+    else:
+        source = [
+            ("prompt backend", config.get("prompt_backend")),
+            ("counterfactual mode", config.get("counterfactual", "prompt")),
+            ("generator family / pipeline", _family_text(generation.get("diffusion"))),
+            ("counterfactual steered by", (generation.get("diffusion") or {}).get("counterfactual_steering")),
+            ("denoising steps", config.get("num_inference_steps")),
+            ("guidance scale", config.get("guidance_scale")),
+            image_size,
+            ("safety checker", config.get("safety_checker")),
+            ("detector", config.get("detector")),
+            ("segmenter", config.get("segmenter")),
+            ("T5 text tokens (SD3/FLUX)", config.get("max_sequence_length")),
+            ("box threshold", config.get("box_threshold")),
+            ("text threshold", config.get("text_threshold")),
+            ("counterfactual threshold", config.get("counterfactual_threshold")),
+            ("mask area bounds (fraction of image)",
+             f"{_fmt(config.get('min_mask_area'))} – {_fmt(config.get('max_mask_area'))}"),
+            ("class score threshold (CLIP, -1 = off)", config.get("class_score_threshold")),
+        ]
+        run = [
+            ("pairs asked / max attempts", f"{_fmt(config.get('num_pairs'))} / {_fmt(config.get('max_attempts'))}"),
+            ("batch size / shard size", f"{_fmt(config.get('batch_size'))} / {_fmt(config.get('shard_size'))}"),
+        ]
     settings = [
         ("vocabulary", config.get("vocabulary") or "`--classes` (see `vocabulary.txt`)"),
-        ("prompt backend", config.get("prompt_backend")),
-        ("counterfactual mode", config.get("counterfactual", "prompt")),
-        ("generator family / pipeline", _family_text(generation.get("diffusion"))),
-        ("counterfactual steered by", (generation.get("diffusion") or {}).get("counterfactual_steering")),
-        ("denoising steps", config.get("num_inference_steps")),
-        ("guidance scale", config.get("guidance_scale")),
-        ("image size (h × w)", f"{_fmt(config.get('height'))} × {_fmt(config.get('width'))}"),
-        ("safety checker", config.get("safety_checker")),
-        ("detector", config.get("detector")),
-        ("segmenter", config.get("segmenter")),
-        ("T5 text tokens (SD3/FLUX)", config.get("max_sequence_length")),
-        ("box threshold", config.get("box_threshold")),
-        ("text threshold", config.get("text_threshold")),
-        ("counterfactual threshold", config.get("counterfactual_threshold")),
-        ("mask area bounds (fraction of image)",
-         f"{_fmt(config.get('min_mask_area'))} – {_fmt(config.get('max_mask_area'))}"),
-        ("class score threshold (CLIP, -1 = off)", config.get("class_score_threshold")),
+        *source,
         ("master seed", config.get("seed")),
-        ("pairs asked / max attempts", f"{_fmt(config.get('num_pairs'))} / {_fmt(config.get('max_attempts'))}"),
-        ("batch size / shard size", f"{_fmt(config.get('batch_size'))} / {_fmt(config.get('shard_size'))}"),
-        ("processes", summary.get("num_processes")),
-        ("magicseg-hf", recorded_versions(generation).get("magicseg_hf", "—")),
-    ]
-    return [(key, _md(_fmt(value))) for key, value in settings]
-
-
-def _procedural_settings_rows(generation: dict[str, Any]) -> list[tuple[str, str]]:
-    config = generation.get("config") or {}
-    summary = generation.get("summary") or {}
-    settings = [
-        ("vocabulary", config.get("vocabulary") or "`--classes` (see `vocabulary.txt`)"),
-        ("source", "procedural (magicseg_hf.generation.procedural: drawn scenes, no model)"),
-        ("objects per scene", f"1 – {_fmt(config.get('max_classes_per_prompt'))}"),
-        ("context bias (P of a class's own context)", config.get("context_bias")),
-        ("image size (h × w)", f"{_fmt(config.get('height'))} × {_fmt(config.get('width'))}"),
-        ("master seed", config.get("seed")),
-        ("pairs asked", config.get("num_pairs")),
-        ("shard size", config.get("shard_size")),
+        *run,
         ("processes", summary.get("num_processes")),
         ("magicseg-hf", recorded_versions(generation).get("magicseg_hf", "—")),
     ]
@@ -401,9 +400,12 @@ def _class_score_threshold(config: dict[str, Any]) -> str | None:
     return _fmt(threshold)
 
 
-def _count_rows(summary: dict[str, Any], num_rows: int) -> list[tuple[str, str]]:
+def _count_rows(summary: dict[str, Any], num_rows: int, filtered: bool = True) -> list[tuple[str, str]]:
+    """Attempts and kept rows, then (``filtered``: a run with filters) what each filter dropped."""
     dropped = summary.get("dropped") or {}
     rows = [("attempts", _fmt(summary.get("attempts"))), ("**kept (rows)**", f"**{num_rows}**")]
+    if not filtered:
+        return rows
     rows += [(f"dropped: {DROP_DESCRIPTIONS.get(reason, reason)}", _fmt(dropped.get(reason, 0)))
              for reason in DROP_REASONS
              if reason not in DROP_REASONS_SHOWN_WHEN_COUNTED or dropped.get(reason)]
@@ -468,10 +470,10 @@ def card_values(
         mode_description=MODE_DESCRIPTIONS.get(str(mode), "see `generation.json`."),
         models=[] if procedural else _model_rows(generation),
         template_prompts=config.get("prompt_backend") == "template",
-        settings=_procedural_settings_rows(generation) if procedural else _settings_rows(generation),
+        settings=_settings_rows(generation),
         libraries=", ".join(f"{name} {version}" for name, version in sorted(libraries.items())),
         reproduce_command=reproduce_command(config),
-        counts=_count_rows(summary, stats.num_rows)[:2] if procedural else _count_rows(summary, stats.num_rows),
+        counts=_count_rows(summary, stats.num_rows, filtered=not procedural),
         num_boxes=stats.num_boxes,
         mean_counterfactual_score=(f"{stats.mean_counterfactual_score:.3f}"
                                    if stats.mean_counterfactual_score is not None else None),
