@@ -263,6 +263,18 @@ def test_a_kill_during_the_final_save_resumes_without_an_extra_step(trained: Pat
         torch.testing.assert_close(value, straight[name], rtol=0, atol=0, msg=name)
 
 
+def test_resuming_a_finished_run_with_more_steps_trains_on(trained: Path, dataset: Path, tmp_path: Path):
+    # checkpoint-6 is the end of a 6-step run; asked for 8 steps, the resumed run takes steps 7 and 8.
+    longer = tmp_path / "model"
+    longer.mkdir()
+    shutil.copytree(trained / "checkpoint-6", longer / "checkpoint-6")
+    assert main(["train", "--dataset", str(dataset), "--output-dir", str(longer), *TRAIN, "--max_steps", "8",
+                 "--resume_from_checkpoint", str(longer / "checkpoint-6")]) == 0
+    assert json.loads((longer / "training_summary.json").read_text())["global_steps"] == 8
+    six, eight = load_file(trained / "model.safetensors"), load_file(longer / "model.safetensors")
+    assert any(not torch.equal(eight[name], six[name]) for name in six)  # the two steps changed the weights
+
+
 def test_two_processes_split_the_rows_and_write_one_model(dataset: Path, tmp_path: Path):
     out = tmp_path / "ddp"
     result = train_in_two_processes([

@@ -139,9 +139,14 @@ class ResumableRecordsMixin:
         self._resumed_data_counts = {str(k): int(v) for k, v in (attributes.get("data_counts") or {}).items()}
         self._resumed_row_ids = [str(row_id) for row_id in attributes.get("skipped_row_ids") or []]
 
-    def adopt_finished_checkpoint(self, attributes: dict[str, Any]) -> None:
-        """A checkpoint holding the run's last step is the run: take its ``RunningSums`` attributes
-        (from its ``trainer_state.json``) as the run's loss total and data counts."""
+    def adopt_finished_checkpoint(self, checkpoint: str | Path, state: dict[str, Any]) -> None:
+        """A checkpoint holding the run's last step is the run: load its weights and ``state`` (its
+        ``trainer_state.json``), and take its ``RunningSums`` as the run's loss total and data counts."""
+        from transformers import TrainerState
+
+        self._load_from_checkpoint(str(checkpoint))  # type: ignore[attr-defined]
+        self.state = TrainerState(**state)
+        attributes = recorded_sums(state)
         self._run_loss_total = float(attributes.get("total_loss", 0.0)) + float(attributes.get("partial_loss", 0.0))
         self._adopt_recorded_counts(attributes)
 
@@ -166,8 +171,7 @@ class ResumableRecordsMixin:
         if not start or getattr(self, "_restored_at", None) == start:
             return  # not a resumed run, or restored already
         self._restored_at = start
-        stored = (self.state.stateful_callbacks or {}).get(RunningSums.__name__)  # type: ignore[attr-defined]
-        attributes = (stored[0] if isinstance(stored, list) else stored or {}).get("attributes", {})
+        attributes = recorded_sums({"stateful_callbacks": self.state.stateful_callbacks})  # type: ignore[attr-defined]
         if attributes.get("global_step") != start:
             logger.warning("the checkpoint of step %d records no running loss sums: the first logged loss "
                            "after the resume averages the resumed steps only, and the data counts "
@@ -227,8 +231,24 @@ class ResumableRecordsMixin:
         return total / steps if steps else None
 
 
-def finished_checkpoint_state(checkpoint: str | Path | None) -> dict[str, Any] | None:
-    """The ``trainer_state.json`` of ``checkpoint`` when it already holds the run's last step, else None."""
+def recorded_sums(state: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`RunningSums` attributes a ``trainer_state.json`` (as a dict) recorded; {} when none.
+
+    transformers stores a stateful callback under its class name, as a list when several share it.
+    """
+    stored = (state.get("stateful_callbacks") or {}).get(RunningSums.__name__)
+    return (stored[0] if isinstance(stored, list) else stored or {}).get("attributes", {})
+
+
+def finished_checkpoint_state(
+    checkpoint: str | Path | None, max_steps: int, num_train_epochs: float
+) -> dict[str, Any] | None:
+    """The ``trainer_state.json`` of ``checkpoint`` when it already holds this run's last step, else None.
+
+    This run's last step is ``max_steps`` when positive; otherwise the step count the checkpoint's
+    run computed from its epochs, if this run asks for as many epochs. A run resumed with a larger
+    ``max_steps`` (or other epochs) trains on.
+    """
     if not checkpoint:
         return None
     path = Path(checkpoint) / "trainer_state.json"
@@ -236,7 +256,12 @@ def finished_checkpoint_state(checkpoint: str | Path | None) -> dict[str, Any] |
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    max_steps = int(state.get("max_steps") or 0)
-    if max_steps > 0 and int(state.get("global_step") or 0) >= max_steps:
+    if max_steps > 0:
+        last_step = max_steps
+    elif float(state.get("num_train_epochs") or 0) == float(num_train_epochs):
+        last_step = int(state.get("max_steps") or 0)
+    else:
+        return None
+    if last_step > 0 and int(state.get("global_step") or 0) >= last_step:
         return state
     return None

@@ -262,21 +262,16 @@ def _fit(config: TrainConfig, arguments: Any, data: Any, model: Any, processor: 
         processing_class=processor,
         decay_norms_and_biases=training_recipe(config.preset)["decay_norms_and_biases"],
     )
-    finished = finished_checkpoint_state(arguments.resume_from_checkpoint)
+    finished = finished_checkpoint_state(arguments.resume_from_checkpoint, arguments.max_steps,
+                                         arguments.num_train_epochs)
     if finished is None:
         result = trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)
         runtime = result.metrics.get("train_runtime", 0.0)
     else:
         # A kill during the final save left a checkpoint with the last step: load it, take no step more.
-        from transformers import TrainerState
-
         logger.info("%s already holds the last step (%d): saving its model without training further",
                     arguments.resume_from_checkpoint, finished["global_step"])
-        trainer._load_from_checkpoint(arguments.resume_from_checkpoint)
-        trainer.state = TrainerState.load_from_json(str(Path(arguments.resume_from_checkpoint) / "trainer_state.json"))
-        sums = trainer._running_sums()
-        recorded = finished.get("stateful_callbacks", {}).get(type(sums).__name__, {}).get("attributes", {})
-        trainer.adopt_finished_checkpoint(recorded)
+        trainer.adopt_finished_checkpoint(arguments.resume_from_checkpoint, finished)
         runtime = 0.0
     metrics = trainer.evaluate() if data.validation is not None else {}
     model.set_vocabulary(vocabulary)
