@@ -21,6 +21,7 @@ from .inference_clip_open_seg import (
     InferenceGeometry,
     Queries,
     SegmentationResult,
+    _positive_int,
     as_rgb,
     segment_images,
     segments_from_result,
@@ -103,8 +104,9 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         """Every setting of a call, checked before any image is read."""
         if kwargs:
             raise TypeError(f"unknown arguments for the {TASK} pipeline (got {sorted(kwargs)})")
-        if crop_size is not None and (isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1):
-            raise ValueError(f"crop_size must be a positive integer, the window side in pixels (got {crop_size!r})")
+        for name, side in (("window", window), ("crop_size", crop_size)):  # window side in pixels
+            if side is not None:
+                _positive_int(name, side)
         window = window if window is not None else crop_size
         rule = decision or "threshold"
         if rule == "background-class" and background_labels is None:

@@ -115,6 +115,9 @@ def test_pipeline_settings_given_at_construction_are_defaults(saved_model, tmp_p
         bare(_image())
     with pytest.raises(TypeError, match="unknown arguments"):
         pipeline("open-vocabulary-segmentation", model=saved_model, colour="red")
+    for name, bad in (("crop_size", -1), ("window", "512"), ("window", 0)):  # checked before any image is read
+        with pytest.raises(ValueError, match=rf"{name} must be a positive integer \(got {bad!r}\)"):
+            segmenter(_image(), **{name: bad})
 
 
 def test_pipeline_defaults_to_saved_vocabulary_and_rejects_bad_labels(saved_model):
