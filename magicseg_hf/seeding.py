@@ -15,6 +15,9 @@ import hashlib
 import random
 
 _SEED_BITS = 63
+#: Namespace of a generation run's per-attempt seeds: ``derive_seed(GENERATION_NAMESPACE, seed, attempt, stream)``
+#: (streams ``classes``, ``noise``, ``prompt`` ...), shared by every source so attempt k draws alike.
+GENERATION_NAMESPACE = "magicseg"
 
 
 def seed_key(namespace: str, *parts: object) -> str:

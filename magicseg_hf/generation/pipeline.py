@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ from magicseg_hf.generation.config import GenerationConfig
 from magicseg_hf.generation.names import bare_name
 from magicseg_hf.generation.procedural import SOURCE as PROCEDURAL
 from magicseg_hf.generation.procedural import ProceduralEngine, procedural_record
-from magicseg_hf.generation.prompts import sample_class_sets
+from magicseg_hf.generation.prompts import attempt_classes
 from magicseg_hf.generation.vocabulary import resolve_classes
 from magicseg_hf.generation.writer import (
     ERROR,
@@ -94,14 +93,12 @@ from magicseg_hf.generation.writer import (
 from magicseg_hf.lock import FolderLock
 from magicseg_hf.runtime import VERSIONS_RECORD_KEY, package_versions
 from magicseg_hf.schema import GENERATION_FILE
-from magicseg_hf.seeding import derive_seed
+from magicseg_hf.seeding import GENERATION_NAMESPACE, derive_seed
 
 logger = logging.getLogger(__name__)
 
 #: Settings that may differ between a run and its resume without changing any row.
 _RESUME_FREE_FIELDS = ("device",)
-#: Namespace of the per-attempt seeds: ``derive_seed(SEED_NAMESPACE, seed, attempt, stream)``.
-SEED_NAMESPACE = "magicseg"
 #: A shard of at least this many attempts that all raised stops the run (the setup is broken).
 ERRORS_BEFORE_GIVING_UP = 8
 #: Errors that stop the run instead of dropping one attempt: ours (a prompt server that fails,
@@ -289,11 +286,10 @@ class _Engine:
         run_seed = self.config.seed
         attempts = []
         for k in indices:
-            rng = random.Random(derive_seed(SEED_NAMESPACE, run_seed, k, "classes"))
-            classes = sample_class_sets(self.vocabulary, 1, rng, max_classes=self.config.max_classes_per_prompt)[0]
-            seed = derive_seed(SEED_NAMESPACE, run_seed, k, "noise")
+            classes = attempt_classes(self.vocabulary, run_seed, k, self.config.max_classes_per_prompt)
+            seed = derive_seed(GENERATION_NAMESPACE, run_seed, k, "noise")
             cf_seed = self.mode.counterfactual_seed(
-                seed, lambda stream, k=k: derive_seed(SEED_NAMESPACE, run_seed, k, stream)
+                seed, lambda stream, k=k: derive_seed(GENERATION_NAMESPACE, run_seed, k, stream)
             )
             attempts.append(_Attempt(k, classes, [bare_name(c) for c in classes], seed, cf_seed))
         return attempts
@@ -307,7 +303,7 @@ class _Engine:
             chunk = missing[start:start + step]
             texts = self.parts.prompt_backend.write(
                 [a.classes for a in chunk],
-                [derive_seed(SEED_NAMESPACE, self.config.seed, a.index, "prompt") for a in chunk],
+                [derive_seed(GENERATION_NAMESPACE, self.config.seed, a.index, "prompt") for a in chunk],
             )
             for attempt, text in zip(chunk, texts):
                 attempt.prompt = text

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,13 +38,12 @@ from PIL import Image, ImageDraw
 
 from magicseg_hf.errors import InputError
 from magicseg_hf.generation.names import bare_name, indefinite_article
-from magicseg_hf.generation.prompts import sample_class_sets
-from magicseg_hf.seeding import derive_seed
+from magicseg_hf.generation.prompts import attempt_classes
+from magicseg_hf.seeding import GENERATION_NAMESPACE, derive_seed
 
 #: The value of ``GenerationConfig.source`` that selects this module.
 SOURCE = "procedural"
 #: Namespace of the per-attempt seeds (the diffusion source's, so both draw the same class sets).
-SEED_NAMESPACE = "magicseg"
 #: Side of a procedural picture when --height/--width are not given.
 DEFAULT_SIZE = 64
 #: Smallest picture side that still shows an object's parts.
@@ -425,12 +423,6 @@ def _boxes(label: np.ndarray, count: int) -> list[list[float]]:
     return boxes
 
 
-def attempt_classes(vocabulary: Sequence[str], seed: int, index: int, max_classes: int) -> list[str]:
-    """The class set of attempt ``index`` of a run with ``seed`` (the diffusion source's draw)."""
-    rng = random.Random(derive_seed(SEED_NAMESPACE, seed, index, "classes"))
-    return sample_class_sets(list(vocabulary), 1, rng, max_classes=max_classes)[0]
-
-
 def procedural_row(vocabulary: Sequence[str], index: int, seed: int = 0, context_bias: float = 0.0,
                    size: int = DEFAULT_SIZE, max_classes: int = 2) -> dict[str, Any]:
     """Row ``index`` of a procedural run (every column of :data:`magicseg_hf.schema.DATASET_FEATURES`).
@@ -440,7 +432,7 @@ def procedural_row(vocabulary: Sequence[str], index: int, seed: int = 0, context
     the counterfactual) and ``class_scores`` 1 for every class (each is drawn as named, and visible).
     """
     classes = attempt_classes(vocabulary, seed, index, max_classes)
-    noise_seed = derive_seed(SEED_NAMESPACE, seed, index, "noise")
+    noise_seed = derive_seed(GENERATION_NAMESPACE, seed, index, "noise")
     names = [bare_name(c) for c in classes]
     scene = draw_scene(names, noise_seed, size=size, context_bias=context_bias)
     # A class hidden entirely (only possible with many classes in a small picture) leaves the row.

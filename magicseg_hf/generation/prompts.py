@@ -40,7 +40,7 @@ from typing import Any
 from magicseg_hf.errors import InputError, first_line
 from magicseg_hf.generation.names import bare_name, indefinite_article, mentions
 from magicseg_hf.hub_access import redact, register_secret
-from magicseg_hf.seeding import derive_seed, seeded_random
+from magicseg_hf.seeding import GENERATION_NAMESPACE, derive_seed, seeded_random
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,12 @@ def sample_class_sets(
             chosen = kept
         sets.append(chosen)
     return sets
+
+
+def attempt_classes(vocabulary: Sequence[str], seed: int, index: int, max_classes: int) -> list[str]:
+    """The class set of attempt ``index`` of a generation run with ``seed`` (every source draws it so)."""
+    rng = random.Random(derive_seed(GENERATION_NAMESPACE, seed, index, "classes"))
+    return sample_class_sets(list(vocabulary), 1, rng, max_classes=max_classes)[0]
 
 
 def redraw_seed(seed: int, attempt: int) -> int:
