@@ -11,13 +11,15 @@ import torch
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards.
+
+    ``torch.manual_seed`` seeds the CPU and every CUDA device (a twin may be drawn on a GPU), so
+    every one of their states is saved and put back.
+    """
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
         yield
-    finally:
-        torch.random.set_rng_state(state)
 
 
 def drawing_on(device: str | None) -> contextlib.AbstractContextManager[Any]:
