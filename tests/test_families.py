@@ -99,7 +99,7 @@ def test_a_local_pipeline_folder_is_read_for_its_family(tmp_path):
          "does not fit `diffusion_model` 'tiny:sdxl'"),
         ({"diffusion_model": "tiny:sdxl", "inpainting_model": "tiny:sd3", "counterfactual": "inpaint"},
          "pass it as `diffusion_model`"),
-        ({"diffusion_model": "tiny:flux", "height": 136}, "--height must be a multiple of 16 for a FLUX.1 generator"),
+        ({"diffusion_model": "tiny:flux", "height": 136}, "`height` must be a multiple of 16 for a FLUX.1 generator"),
         ({"diffusion_model": "tiny:sdxl", "max_sequence_length": 64}, "`max_sequence_length` applies to generators"),
         ({"max_sequence_length": 0}, "`max_sequence_length` must be in 1..512"),
         ({"class_score_threshold": 1.5}, "`class_score_threshold` must be in"),

@@ -223,7 +223,7 @@ class GenerationConfig:
             raise InputError(f"`max_attempts` must be at most {MAX_ATTEMPTS:,} (got {self.max_attempts})")
         for name in ("batch_size", "shard_size", "max_classes_per_prompt", "prompts_per_request", "max_boxes"):
             if getattr(self, name) <= 0:
-                raise InputError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")
+                raise InputError(f"{_flag(name)} must be positive (got {getattr(self, name)})")
         if self.max_classes_per_prompt > MAX_CLASSES_PER_PROMPT:
             raise InputError(
                 f"`max_classes_per_prompt` must be at most {MAX_CLASSES_PER_PROMPT} (got {self.max_classes_per_prompt})"
@@ -235,7 +235,7 @@ class GenerationConfig:
         for name in ("height", "width"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 8):
-                raise InputError(f"--{name} must be a positive multiple of 8 (got {value})")
+                raise InputError(f"{_flag(name)} must be a positive multiple of 8 (got {value})")
         if self.max_sequence_length is not None and not 1 <= self.max_sequence_length <= 512:
             raise InputError(f"`max_sequence_length` must be in 1..512 (got {self.max_sequence_length})")
         if self.class_score_threshold is not None and not -1.0 <= self.class_score_threshold <= 1.0:
@@ -280,7 +280,7 @@ class GenerationConfig:
         choices.update({name: allowed for name, allowed in optional_choices.items() if getattr(self, name) is not None})
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise InputError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+                raise InputError(f"{_flag(name)} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
         if self.prompt_backend == "openai" and not self.openai_base_url:
             raise InputError(
                 "`prompt_backend` openai needs `openai_base_url` (and OPENAI_API_KEY in the environment)"
@@ -370,7 +370,7 @@ class GenerationConfig:
             value = getattr(self, name)
             if value % family.size_multiple:
                 raise InputError(
-                    f"--{name} must be a multiple of {family.size_multiple} for a {family.title} generator (got {value})"
+                    f"{_flag(name)} must be a multiple of {family.size_multiple} for a {family.title} generator (got {value})"
                 )
         if self.max_sequence_length is not None and family.max_sequence_length is None:
             raise InputError(
