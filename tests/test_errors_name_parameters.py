@@ -23,7 +23,8 @@ COMMAND_MODULES = {
 }
 #: Command functions inside library modules (module -> function names).
 COMMAND_FUNCTIONS = {"magicseg_hf/predict.py": {"run", "_check_outputs", "add_arguments", "_check_model_source"}}
-FLAG = re.compile(r"(?<![\w`-])--[a-z][a-z0-9_-]*")
+#: A flag written out, or the "--" an f-string puts before a name it fills in (f"--{name} ...").
+FLAG = re.compile(r"(?<![\w`-])--(?:[a-z][a-z0-9_-]*|$)")
 
 
 def _sources() -> list[Path]:
