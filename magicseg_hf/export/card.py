@@ -36,7 +36,7 @@ def palette(num_classes: int) -> list[list[int]]:
     return colours
 
 
-def mmseg_config_text(vocabulary: Sequence[str], out: Path) -> str:
+def mmseg_config_text(vocabulary: Sequence[str]) -> str:
     """The ``mmseg_config.py`` snippet: classes and palette (``metainfo``) and the dataset settings
     of mmsegmentation 1.x's ``BaseSegDataset`` (0.x's ``CustomDataset`` in a comment)."""
     classes = (BACKGROUND_NAME, *vocabulary)
@@ -44,7 +44,9 @@ def mmseg_config_text(vocabulary: Sequence[str], out: Path) -> str:
         "# mmsegmentation dataset settings for a `magicseg export --format mmseg` folder.\n"
         "# Label values: 0 background, k = classes[k] (vocabulary.txt line k), 255 unknown (ignored).\n"
         "dataset_type = 'BaseSegDataset'\n"
-        f"data_root = {str(out.resolve())!r}\n"
+        "# The folder this file is in (mmengine / mmcv expand {{fileDirname}} when they read the config), so\n"
+        "# the snippet holds no local path and still works after a push and a download.\n"
+        "data_root = '{{fileDirname}}'\n"
         f"metainfo = dict(\n    classes={classes!r},\n    palette={palette(len(vocabulary))!r},\n)\n"
         "train_dataset = dict(\n    type=dataset_type, data_root=data_root, metainfo=metainfo,\n"
         "    data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),\n"

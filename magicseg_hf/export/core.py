@@ -425,10 +425,10 @@ def export_dataset(
         atomic_write_json(out / ID2LABEL_FILE, names)
         atomic_write_json(out / LABEL2ID_FILE, {name: int(k) for k, name in names.items()})
         if format == MMSEG:
-            atomic_write_bytes(out / MMSEG_CONFIG_FILE, mmseg_config_text(vocabulary, out).encode("utf-8"))
+            atomic_write_bytes(out / MMSEG_CONFIG_FILE, mmseg_config_text(vocabulary).encode("utf-8"))
         record = {
             "format": format,
-            "source": str(src),
+            "source": src.name,  # the folder's name: export.json is published by a push, a local path is not
             "source_generation": SOURCE_GENERATION_FILE if generation is not None else None,
             "num_rows": num_rows,
             "num_shards": len(shards),
