@@ -107,10 +107,10 @@ ACT_STAGES = {1: 5, 2: 5}
 def mark_demo_output(folder: Path) -> Path:
     """Write the marker that says ``folder`` holds a demo's output; returns its path."""
     from magicseg_hf import __version__
+    from magicseg_hf.folder import atomic_write_json
 
-    marker = folder / MARKER_FILE
-    content = {"kind": MARKER_KIND, "magicseg_hf": __version__}
-    marker.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    marker = folder / MARKER_FILE  # written atomically: --overwrite trusts it
+    atomic_write_json(marker, {"kind": MARKER_KIND, "magicseg_hf": __version__})
     return marker
 
 

@@ -35,6 +35,7 @@ standard library, pyarrow and Pillow), so anything in the package may use it.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import io
 import json
 import logging
@@ -180,15 +181,10 @@ def remove_stale_temporaries(path: str | Path) -> int:
     target = Path(path)
     if not target.parent.is_dir():
         return 0
-    stale = [p for p in target.parent.glob(f".{glob_escape(target.name)}.*.tmp") if p.is_file()]
+    stale = [p for p in target.parent.glob(f".{glob.escape(target.name)}.*.tmp") if p.is_file()]
     for leftover in stale:
         leftover.unlink(missing_ok=True)
     return len(stale)
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob's special characters (``*?[``) taken literally."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def json_bytes(value: Any) -> bytes:

@@ -23,7 +23,7 @@ import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -452,11 +452,3 @@ def export_dataset(
     )
     logger.info(summary.describe())
     return summary
-
-
-def summary_dict(summary: ExportSummary) -> dict[str, Any]:
-    """``summary`` as plain JSON values."""
-    value = asdict(summary)
-    value["output_dir"] = str(summary.output_dir)
-    return value
-
