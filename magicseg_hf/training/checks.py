@@ -35,7 +35,8 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE_FILE = "trainer_state.json"
 #: Torch files a checkpoint may hold (checked when present: a save may leave out the optimizer).
 TORCH_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin", "pytorch_model.bin")
-#: ``--report_to`` integrations -> (transformers' availability check, what to install).
+#: ``--report_to`` integrations -> (transformers' availability check, what to install): the install hint.
+#: Which names exist is transformers' own table (``INTEGRATION_TO_CALLBACK``), read at check time.
 INTEGRATIONS = {
     "azure_ml": ("is_azureml_available", "azureml-core"),
     "clearml": ("is_clearml_available", "clearml"),
@@ -165,15 +166,18 @@ def _check_ranges(arguments: Any, shown: Any) -> None:
 def _check_report_to(arguments: Any, shown: Any) -> None:
     from transformers.integrations import integration_utils
 
+    known = integration_utils.INTEGRATION_TO_CALLBACK
     names = arguments.report_to or []
     names = [names] if isinstance(names, str) else list(names)
     for name in names:
         if name in ("none", "all"):
             continue
-        if name not in INTEGRATIONS:
+        if name not in known:
             raise InputError(
-                f"`report_to` {shown('report_to', name)}: unknown integration; known: {', '.join(sorted(INTEGRATIONS))}"
+                f"`report_to` {shown('report_to', name)}: unknown integration; known: {', '.join(sorted(known))}"
             )
+        if name not in INTEGRATIONS:
+            continue  # an integration newer than this table: transformers checks it when the run starts
         available, package = INTEGRATIONS[name]
         check = getattr(integration_utils, available, None)
         if check is not None and not check():
