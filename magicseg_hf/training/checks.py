@@ -73,7 +73,7 @@ def check_run(config: Any, arguments: Any, given_flags: Sequence[str] = ()) -> N
             output folder in the way, or a checkpoint that cannot be resumed (what it lacks and the
             newest complete checkpoint).
     """
-    given = _given_values(given_flags)
+    given = given_values(given_flags)
 
     def shown(name: str, value: Any) -> str:
         return given.get(name, str(value))
@@ -184,7 +184,7 @@ def _check_report_to(arguments: Any, shown: Any) -> None:
             raise InputError(f"`report_to` {name}: {package} is not installed here (pip install {package})")
 
 
-def _given_values(flags: Sequence[str]) -> dict[str, str]:
+def given_values(flags: Sequence[str]) -> dict[str, str]:
     """``{name: text}`` of the ``--name value`` / ``--name=value`` words in ``flags`` (last wins)."""
     given: dict[str, str] = {}
     words = list(flags)

@@ -28,7 +28,7 @@ from magicseg_hf.hub_access import register_secret
 from magicseg_hf.presets import PAPER_GLOBAL_BATCH, training_defaults, training_recipe
 from magicseg_hf.processes import finish_process_group
 from magicseg_hf.runtime import VERSIONS_RECORD_KEY, package_versions
-from magicseg_hf.training.checks import is_number
+from magicseg_hf.training.checks import given_values, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +103,10 @@ def training_arguments(config: TrainConfig, extra: list[str]) -> Any:
 
     parser = _Parser(TrainingArguments)
     defaults = training_defaults(config.preset)
-    given = {word.split("=")[0].lstrip("-").replace("-", "_") for word in extra if word.startswith("--")}
-    if config.preset == "paper" and not given & {"per_device_train_batch_size"}:
+    given = given_values(extra)
+    if config.preset == "paper" and "per_device_train_batch_size" not in given:
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        accumulation = _flag_value(extra, "gradient_accumulation_steps", 1)
+        accumulation = _int_value(given, "gradient_accumulation_steps", 1)
         if accumulation < 1 or world < 1:
             raise InputError(f"--gradient_accumulation_steps must be an integer >= 1 (got {accumulation})")
         per_device, remainder = divmod(PAPER_GLOBAL_BATCH, world * accumulation)
@@ -158,21 +158,14 @@ def _join_negative_numbers(extra: list[str]) -> list[str]:
     return joined
 
 
-def _flag_value(extra: list[str], name: str, default: int) -> int:
-    """The integer given to ``--name`` in ``extra`` (the last one), else ``default``."""
-    text: str | None = None
-    for index, word in enumerate(extra):
-        for spelling in (f"--{name}", f"--{name.replace('_', '-')}"):
-            if word == spelling and index + 1 < len(extra):
-                text = extra[index + 1]
-            elif word.startswith(spelling + "="):
-                text = word.split("=", 1)[1]
-    if text is None:
+def _int_value(given: dict[str, str], name: str, default: int) -> int:
+    """The integer given to ``--name`` (``given``: :func:`~magicseg_hf.training.checks.given_values`), else ``default``."""
+    if name not in given:
         return default
     try:
-        return int(text)
+        return int(given[name])
     except ValueError as error:
-        raise InputError(f"bad TrainingArguments flag: argument --{name}: invalid int value: {text!r}") from error
+        raise InputError(f"bad TrainingArguments flag: argument --{name}: invalid int value: {given[name]!r}") from error
 
 
 def run(args: argparse.Namespace) -> int:
