@@ -73,6 +73,21 @@ def test_each_method_evaluates_a_clip_checkpoint(clip_dir: Path, voc_dir: Path, 
         assert "sky" in background
 
 
+@pytest.mark.parametrize(("model_id", "method"), [("tiny:clip", "sclip"), ("tiny:open-seg", "magicseg")])
+def test_a_tiny_id_evaluates_like_its_saved_folder(
+    clip_dir: Path, open_seg_dir: Path, voc_dir: Path, tmp_path: Path, model_id: str, method: str
+) -> None:
+    # A tiny: id is its twin's folder, loaded by the Hub-id code: the checkpoint check must resolve it too.
+    folder = clip_dir if method == "sclip" else open_seg_dir
+    scores = []
+    for index, model in enumerate((model_id, folder)):
+        output = tmp_path / f"r{index}.json"
+        assert evaluate(model, output, "--method", method, "--benchmark", "voc21", "--data-dir", str(voc_dir),
+                        *TINY) == 0
+        scores.append(json.loads(output.read_text())["mean_iou"])
+    assert scores[0] == scores[1]
+
+
 def test_methods_give_different_answers(clip_dir: Path, voc_dir: Path, tmp_path: Path) -> None:
     """The last-block change matters: MaskCLIP and ClearCLIP under one harness predict differently."""
     predicted = {}

@@ -250,6 +250,15 @@ def methods_for_model_type(model_type: str | None) -> tuple[str, ...]:
     return ()
 
 
+def checkpoint_source(model_id: str, method: str) -> str:
+    """What ``from_pretrained`` reads for ``model_id``: a ``tiny:`` id's twin folder (``tiny:open-seg`` for
+    ``magicseg``, ``tiny:clip`` for the training-free methods), any other id as it is."""
+    from magicseg_hf import twins
+
+    role = "open-seg" if method == "magicseg" else "class-score"
+    return twins.resolve(model_id, role, "segmentation model" if method == "magicseg" else "CLIP model")
+
+
 def check_checkpoint(model_id: str, revision: str | None, method: str) -> str:
     """The checkpoint's ``model_type`` when it can run ``method``; otherwise one line (ModelLoadError for a model
     that is not CLIP, InputError for a method this CLIP checkpoint cannot run, naming those it can)."""
@@ -259,9 +268,10 @@ def check_checkpoint(model_id: str, revision: str | None, method: str) -> str:
     from magicseg_hf.loading import load_errors
 
     check_method(method)
-    check_model_available(model_id, revision, "model")
+    source = checkpoint_source(model_id, method)
+    check_model_available(source, revision, "model")
     with load_errors(model_id, "model"):
-        model_type = getattr(AutoConfig.from_pretrained(model_id, revision=revision), "model_type", None)
+        model_type = getattr(AutoConfig.from_pretrained(source, revision=revision), "model_type", None)
     allowed = methods_for_model_type(model_type)
     if not allowed:
         raise ModelLoadError(
@@ -286,11 +296,12 @@ def load_training_free(
     from magicseg_hf.loading import load_errors
 
     check_checkpoint(model_id, revision, method)
+    source = checkpoint_source(model_id, method)
     with load_errors(model_id, "CLIP model"):
-        clip = CLIPModel.from_pretrained(model_id, revision=revision).eval()
-        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        clip = CLIPModel.from_pretrained(source, revision=revision).eval()
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     try:
-        processor = CLIPImageProcessor.from_pretrained(model_id, revision=revision)
+        processor = CLIPImageProcessor.from_pretrained(source, revision=revision)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     except (OSError, ValueError):
         mean, std = CLIP_MEAN, CLIP_STD
