@@ -120,6 +120,12 @@ def test_suite_killed_resumes_with_finished_cells_kept(workspace: Path, tmp_path
         ({"models": [{"model": "clip", "protocol": "mmseg"}]}, "unknown protocol 'mmseg'"),
         ({"extra": 1}, "unknown key 'extra'"),
         ({"settings": {"device": "tpu"}}, "device must be auto, cpu, cuda, cuda:N or mps (got 'tpu')"),
+        ({"settings": {"batch_size": "16"}}, "EvaluationConfig.batch_size must be an integer (got '16', a str)"),
+        ({"benchmarks": [{"name": "voc21", "data_dir": "data"}, {"name": "voc21", "data_dir": "data", "split": "train"}]},
+         "would share one results file and one table cell"),
+        ({"models": [{"name": "a b", "model": "clip", "method": "sclip"}, {"name": "a_b", "model": "clip",
+                                                                           "method": "naclip"}]},
+         "cells (a b, voc21) and (a_b, voc21) would share one results file"),
     ],
 )
 def test_bad_suite_is_one_line_exit_2_and_nothing_written(

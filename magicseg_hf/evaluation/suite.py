@@ -45,6 +45,7 @@ from typing import Any
 from magicseg_hf.errors import InputError
 from magicseg_hf.evaluation.protocols import check_method, get_protocol
 from magicseg_hf.evaluation.run import EvaluationConfig, _check_settings, load_method_model, results_dict
+from magicseg_hf.generation.config import check_field_types
 from magicseg_hf.runtime import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -158,8 +159,11 @@ def _load_suite(path: str | Path, output_dir: str | Path) -> tuple[list[Cell], b
         row_names.append(str(row.get("name") or f"{row.get('method', 'magicseg')} ({Path(model).name})"))
     if len(set(row_names)) != len(row_names):
         raise InputError(f"suite {path}: two rows share the name {sorted(row_names)[0]!r}; give each a 'name'")
+    if isinstance(settings.get("max_long_side"), int) and not isinstance(settings["max_long_side"], bool):
+        settings["max_long_side"] = str(settings["max_long_side"])  # the command line's text form ("none" or px)
     output_dir = Path(output_dir).expanduser()
-    cells = []
+    cells: list[Cell] = []
+    written: dict[str, Cell] = {}
     for row, row_name in zip(rows, row_names):
         for column in columns:
             column_name = Path(str(column["name"])).name
@@ -169,7 +173,18 @@ def _load_suite(path: str | Path, output_dir: str | Path) -> tuple[list[Cell], b
                 protocol=row.get("protocol") or column.get("protocol"),
                 output=str(output_dir / "cells" / f"{_slug(row_name)}__{_slug(column_name)}.json"), **settings,
             )  # fmt: skip
-            cells.append(Cell(row_name, column_name, config))
+            try:
+                check_field_types(config)  # YAML gives any type: a wrong one is one line, not a TypeError later
+            except InputError as error:
+                raise InputError(f"suite {path}: {error}") from None
+            cell = Cell(row_name, column_name, config)
+            other = written.setdefault(config.output, cell)
+            if other is not cell:
+                raise InputError(
+                    f"suite {path}: cells ({other.row}, {other.column}) and ({cell.row}, {cell.column}) would share "
+                    f"one results file and one table cell: give the rows distinct names and list a benchmark once"
+                )
+            cells.append(cell)
     return cells, update_card
 
 

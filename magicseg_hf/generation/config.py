@@ -493,7 +493,7 @@ def check_field_types(config: Any) -> None:
             raise TypeError(f"no type check for field {item.name!r} annotated {item.type!r}")
         expected = _TYPE_WORDS[kind] + (" or None" if optional else "")
         raise InputError(
-            f"GenerationConfig.{item.name} must be {expected} (got {value!r}, a {type(value).__name__})"
+            f"{type(config).__name__}.{item.name} must be {expected} (got {value!r}, a {type(value).__name__})"
         )
 
 
