@@ -187,6 +187,13 @@ def remove_stale_temporaries(path: str | Path) -> int:
     return len(stale)
 
 
+def atomic_write_image(path: str | Path, picture: Image.Image) -> None:
+    """Write ``picture`` to ``path`` atomically (:func:`atomic_write_bytes`), encoded by the path's suffix."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format=Image.registered_extensions()[Path(path).suffix.lower()])
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def json_bytes(value: Any) -> bytes:
     """The bytes of a JSON file of the folder: indented by 2, keys sorted, one final newline."""
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -480,16 +480,6 @@ def predictions_json(
     }
 
 
-def _write_png(path: Path, picture: Image.Image) -> None:
-    import io
-
-    from magicseg_hf.folder import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    picture.save(buffer, format=Image.registered_extensions()[path.suffix.lower()])
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 # ----------------------------------------------------------------------------------------------
 # The verb
 # ----------------------------------------------------------------------------------------------
@@ -537,7 +527,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Segment ``args.image`` and report; returns 0. Bad input raises :class:`InputError` first."""
     from magicseg_hf.console import checks_passed
-    from magicseg_hf.folder import atomic_write_json
+    from magicseg_hf.folder import atomic_write_image, atomic_write_json
     from magicseg_hf.loading import load_open_seg
 
     if args.batch_size < 1:
@@ -571,9 +561,9 @@ def run(args: argparse.Namespace) -> int:
             logger.info("removed a killed run's temporary files beside %s", target)
     for image, prediction, target, label_file in zip(images, predictions, overlays, label_files):
         if target is not None:
-            _write_png(target, prediction.overlay(image))
+            atomic_write_image(target, prediction.overlay(image))
         if label_file is not None:
-            _write_png(label_file, prediction.label_image())
+            atomic_write_image(label_file, prediction.label_image())
     if args.json is not None:
         atomic_write_json(args.json, predictions_json(predictions, args.model, overlays, label_files))
     report = "\n\n".join(format_table(prediction) for prediction in predictions)

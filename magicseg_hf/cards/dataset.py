@@ -12,7 +12,6 @@ the ``configs``/``dataset_info`` metadata is produced by ``datasets`` itself, so
 
 from __future__ import annotations
 
-import io
 import logging
 import shlex
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from magicseg_hf.folder import (
     DatasetFolder,
     FolderStats,
     atomic_write_bytes,
+    atomic_write_image,
 )
 from magicseg_hf.licenses import PROCEDURAL_LICENSE, model_license
 from magicseg_hf.runtime import recorded_versions
@@ -546,9 +546,7 @@ def write_histogram_chart(folder: str | Path | DatasetFolder, stats: FolderStats
         return None
     chart = class_histogram_chart(stats.rows_per_class, top_k=HISTOGRAM_TOP_K,
                                   title=f"rows per class ({stats.num_rows} rows)")
-    buffer = io.BytesIO()
-    chart.save(buffer, format="PNG")
-    atomic_write_bytes(folder.histogram_path, buffer.getvalue())
+    atomic_write_image(folder.histogram_path, chart)
     return folder.histogram_path
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import math
@@ -451,7 +450,7 @@ def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchm
     import numpy as np
     from PIL import Image
 
-    from magicseg_hf.folder import atomic_write_bytes, remove_stale_temporaries
+    from magicseg_hf.folder import atomic_write_image, remove_stale_temporaries
     from magicseg_hf.visualization import prediction_triptych
 
     ground_truth, predicted, classes = display_labels(
@@ -467,10 +466,8 @@ def _save_overlay(output: Path, index: int, sample: Any, prediction: Any, benchm
             Image.fromarray(np.asarray(prediction).astype(np.uint8 if benchmark.num_labels <= UNKNOWN else np.uint16)),
         ),
     ):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
         remove_stale_temporaries(target)  # what a killed earlier run left beside it
-        atomic_write_bytes(target, buffer.getvalue())
+        atomic_write_image(target, image)
     return path
 
 

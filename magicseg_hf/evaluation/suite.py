@@ -254,7 +254,12 @@ def run_suite(path: str | Path, output_dir: str | Path, update_card: bool = Fals
     from magicseg_hf.evaluation.benchmarks import load_benchmark
     from magicseg_hf.evaluation.inference import BenchmarkPredictor
     from magicseg_hf.evaluation.metric import MeanIoUAccumulator
-    from magicseg_hf.folder import atomic_write_json, remove_stale_temporaries
+    from magicseg_hf.folder import (
+        atomic_write_bytes,
+        atomic_write_image,
+        atomic_write_json,
+        remove_stale_temporaries,
+    )
 
     start = time.perf_counter()
     cells, file_update_card = _load_suite(path, output_dir)
@@ -315,10 +320,9 @@ def run_suite(path: str | Path, output_dir: str | Path, update_card: bool = Fals
                         cell.output)
     table = comparison_table(cells)
     markdown = output_dir / "comparison.md"
-    markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(table_markdown(table), encoding="utf-8")
+    atomic_write_bytes(markdown, table_markdown(table).encode("utf-8"))
     picture = output_dir / "comparison.png"
-    comparison_chart(table).save(picture)
+    atomic_write_image(picture, comparison_chart(table))
     cards = update_cards(cells, table, Path(path).name) if update_card else []
     for card in cards:
         logger.info("suite: comparison table and results put into the model card %s", card)
