@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from huggingface_hub import ModelCard
@@ -137,6 +138,23 @@ def test_bad_suite_is_one_line_exit_2_and_nothing_written(
     assert not output.exists()
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and message in error, error
+
+
+def test_a_column_with_nothing_to_score_is_refused_like_evaluate(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every label pixel ignore: evaluate refuses; a suite cell recorded "mIoU None" as if it were a result.
+    data = tmp_path / "data"
+    make_voc(data)
+    for label in (data / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png"):
+        Image.fromarray(np.full(np.array(Image.open(label)).shape, 255, np.uint8), "L").save(label)
+    suite = write_suite(workspace, "empty.yaml", models=[{"model": "clip", "method": "sclip"}],
+                        benchmarks=[{"name": "voc21", "data_dir": str(data)}])
+    output = tmp_path / "out"
+    assert main(["evaluate", "--suite", str(suite), "--output", str(output)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "voc21: no labelled pixel in 2 images" in error[0], error
+    assert not list(output.rglob("*.json"))
 
 
 def test_missing_suite_file_and_missing_key(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -245,11 +245,7 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     inference_seconds = time.perf_counter() - inference_start
-    if int(accumulator.area_reference.sum()) == 0:
-        raise InputError(
-            f"{benchmark.name}: no labelled pixel in {accumulator.num_images} images (every pixel is ignore, "
-            f"{benchmark.ignore_index}): there is nothing to score"
-        )
+    check_something_scored(benchmark, accumulator)
     # Pictures and results are written together at the end: a run that stops early leaves neither
     # (nor the output folder it would have made).
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +268,15 @@ def evaluate_benchmark(config: EvaluationConfig) -> dict[str, Any]:
         card = update_model_card(Path(config.model).expanduser(), results)
         logger.info("model card updated: %s", card)
     return results
+
+
+def check_something_scored(benchmark: Any, accumulator: Any) -> None:
+    """Refuse a run whose images held no labelled pixel (every pixel ignore): its mIoU would be undefined."""
+    if int(accumulator.area_reference.sum()) == 0:
+        raise InputError(
+            f"{benchmark.name}: no labelled pixel in {accumulator.num_images} images (every pixel is ignore, "
+            f"{benchmark.ignore_index}): there is nothing to score"
+        )
 
 
 def load_method_model(model_id: str, revision: str | None, method: str) -> tuple[Any, Any]:

@@ -44,7 +44,13 @@ from typing import Any
 
 from magicseg_hf.errors import InputError
 from magicseg_hf.evaluation.protocols import check_method, get_protocol
-from magicseg_hf.evaluation.run import EvaluationConfig, _check_settings, load_method_model, results_dict
+from magicseg_hf.evaluation.run import (
+    EvaluationConfig,
+    _check_settings,
+    check_something_scored,
+    load_method_model,
+    results_dict,
+)
 from magicseg_hf.generation.config import check_field_types
 from magicseg_hf.runtime import resolve_device, resolve_dtype
 
@@ -307,6 +313,7 @@ def run_suite(path: str | Path, output_dir: str | Path, update_card: bool = Fals
                 for sample, prediction in run[1].predict(chunk):
                     run[2].update(prediction, sample.label)
                 run[3] += time.perf_counter() - tick
+        check_something_scored(benchmark, runs[0][2])  # every cell scores the same labels
         for cell, predictor, accumulator, seconds, model in runs:
             results = results_dict(
                 cell.config, benchmark, protocols[cell], predictor, accumulator, model,
