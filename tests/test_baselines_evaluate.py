@@ -222,6 +222,23 @@ def test_training_free_score_is_each_harness_published_config(
     assert score == expected
 
 
+def test_a_decision_override_decides_for_a_training_free_method() -> None:
+    # `--decision argmax` with --method sclip was written into the results (protocol overrides) but the
+    # harness's background-class rule still decided.
+    from types import SimpleNamespace
+
+    voc = SimpleNamespace(has_background=True)
+    sclip = get_protocol("sclip", "voc21")
+    assert sclip.training_free_score(voc, "sclip")["rule"] == "background-class"
+    argmax = sclip.with_overrides(rule="argmax").training_free_score(voc, "sclip")
+    assert (argmax["rule"], argmax["threshold"]) == ("argmax", None)
+    threshold = sclip.with_overrides(rule="threshold", threshold=0.3).training_free_score(voc, "sclip", 0.3)
+    assert (threshold["rule"], threshold["threshold"]) == ("threshold", 0.3)
+    # Without background the benchmark decides by argmax, whatever the override.
+    assert sclip.with_overrides(rule="threshold").training_free_score(SimpleNamespace(has_background=False),
+                                                                      "sclip")["rule"] == "argmax"
+
+
 def test_naclip_protocol_is_whole_image_with_pamr_on_voc21() -> None:
     protocol = get_protocol("naclip", "voc21")
     assert (protocol.mode, protocol.refine, protocol.short_side) == ("whole", "pamr", 336)

@@ -261,12 +261,16 @@ class Protocol:
 
     def training_free_score(self, benchmark: Any, method: str, threshold: float | None = None) -> dict[str, Any]:
         """How a training-free ``method`` decides under this harness: ``rule`` (``background-class`` where the
-        benchmark has background, else ``argmax``), ``threshold`` (the harness's ``prob_thd`` on the softmax,
-        None where 0 or without background; ``threshold`` overrides it), ``area_threshold`` and
-        ``logit_scale`` (the harness's, else the method's own)."""
+        benchmark has background, else ``argmax``; a ``rule`` override of this protocol where it has
+        background), ``threshold`` (the harness's ``prob_thd`` on the softmax, None where 0 or without
+        background; ``threshold`` overrides it; an overridden rule takes this protocol's threshold),
+        ``area_threshold`` and ``logit_scale`` (the harness's, else the method's own)."""
         prob_thd = float(self.harness.get("prob_thd", 0.0)) if threshold is None else float(threshold)
         if not benchmark.has_background:
             rule, prob_thd = "argmax", 0.0
+        elif "rule" in self.overrides():  # --decision given: the run's record names it, so it must decide
+            rule = self.rule
+            prob_thd = float(threshold if threshold is not None else self.threshold or 0.0)
         else:
             rule = "background-class"
         return {
