@@ -397,13 +397,14 @@ def _check_outputs(args: argparse.Namespace) -> tuple[list[Path | None], list[Pa
             raise InputError(f"{target} would overwrite one of the input images; choose another file")
     if args.json is not None and Path(args.json).expanduser().resolve() in inputs:
         raise InputError(f"--json {args.json} is one of the input images; choose another file")
-    from magicseg_hf.folder import check_output_file
+    from magicseg_hf.folder import check_output_file, check_output_folder
 
-    if args.json is not None:
-        check_output_file(args.json, "--json")
-    for flag, target in (("--output", args.output), ("--output-dir", args.output_dir), ("--label-dir", args.label_dir)):
+    for flag, target in (("--json", args.json), ("--output", args.output)):
         if target is not None:
-            check_output_file(Path(target) / "probe" if flag != "--output" else target, flag)
+            check_output_file(target, flag)
+    for flag, folder in (("--output-dir", args.output_dir), ("--label-dir", args.label_dir)):
+        if folder is not None:
+            check_output_folder(folder, flag)
     return targets, label_targets
 
 
