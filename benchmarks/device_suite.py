@@ -62,6 +62,7 @@ from _measure import (  # noqa: E402
 )
 
 from magicseg_hf.cards.markdown import fmt_value  # noqa: E402
+from magicseg_hf.folder import atomic_write_bytes  # noqa: E402
 
 logger = logging.getLogger("device_suite")
 
@@ -683,19 +684,20 @@ def _chain_folders(ctx: Context, dtype_name: str) -> dict[str, str]:
         "segmenter": lambda: _built(sam_vit_h, ctx.device, dtype),
         "scorer": lambda: _built(clip_vit_l14_scorer, ctx.device, dtype),
     }
+    from magicseg_hf.twins.cache import write_folder_atomically
+
+    def saver(build: Callable[[], Any]) -> Callable[[Path], None]:
+        def save(staging: Path) -> None:
+            built = build()
+            for part in built if isinstance(built, tuple) else (built,):
+                part.save_pretrained(staging)
+
+        return save
+
     folders = {}
     for name, build in builders.items():
         folder = root / name
-        if not (folder / "done").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            built = build()
-            if isinstance(built, tuple):
-                built[0].save_pretrained(folder)
-                built[1].save_pretrained(folder)
-            else:
-                built.save_pretrained(folder)
-            del built
-            (folder / "done").write_text("ok\n")
+        write_folder_atomically(folder, saver(build))  # exists only complete: a kill leaves no half a folder
         folders[name] = str(folder)
     return folders
 
@@ -856,9 +858,7 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
     except Exception as error:  # a bug in the summary must not lose the measured rows
         logger.exception("summary failed")
         report["summary"] = {"figures": {"summary_error": f"{type(error).__name__}: {error}"}, "goals": {}}
-    tmp = out / "device_suite.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(out / "device_suite.json")
+    atomic_write_bytes(out / "device_suite.json", (json.dumps(report, indent=2, default=str) + "\n").encode("utf-8"))
     lines = [f"# device_suite ({'dry-run, tiny models on a CPU' if report['dry_run'] else 'real sizes, random weights'})",
              "", f"Started {report['started']}; {report['elapsed_s']:.0f} s so far; command: `{report['command']}`.", ""]
     for section, data in report["sections"].items():
@@ -880,9 +880,7 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
     lines += ["## goals", "", "| figure | value | goal | verdict |", "|---|---|---|---|"]
     for name, goal in report["summary"]["goals"].items():
         lines.append(f"| {name} | {fmt_value(goal['value'])} | {goal['goal']} | {goal['verdict']} |")
-    tmp = out / "device_suite.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(out / "device_suite.md")
+    atomic_write_bytes(out / "device_suite.md", ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _parse_budgets(values: list[str], defaults: dict[str, float]) -> dict[str, float]:
