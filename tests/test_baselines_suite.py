@@ -102,6 +102,7 @@ def test_suite_killed_resumes_with_finished_cells_kept(workspace: Path, tmp_path
     process.wait()
     kept = {path: path.stat().st_mtime_ns for path in (output / "cells").glob("*.json")}
     assert kept, "no cell finished before the kill"
+    assert len(kept) < 6, "killed too late: every cell had finished, nothing was left to resume"
     for path in kept:
         assert json.loads(path.read_text())["complete"] is True  # written atomically: never half a file
     assert main(["evaluate", "--suite", str(suite), "--output", str(output)]) == 0

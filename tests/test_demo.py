@@ -16,8 +16,7 @@ SMALL = ["--train-pairs", "8", "--heldout-pairs", "2", "--max-steps", "3",
          "--scene-train-pairs", "16", "--scene-heldout-pairs", "3", "--scene-steps", "4"]
 
 
-def test_demo_runs_both_acts_and_refuses_to_run_twice(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+def test_demo_runs_both_acts_and_refuses_to_run_twice(tmp_path: Path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--output-dir", str(out), *SMALL]) == 0
     err = capsys.readouterr().err

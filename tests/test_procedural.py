@@ -106,12 +106,7 @@ def _folder_rows(folder: Path) -> list[dict]:
     return list(load_dataset(str(folder), split="train"))
 
 
-@pytest.fixture()
-def datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-
-
-def test_generate_source_procedural_writes_a_valid_folder_of_those_rows(tmp_path: Path, datasets_cache, capsys):
+def test_generate_source_procedural_writes_a_valid_folder_of_those_rows(tmp_path: Path, capsys):
     out = tmp_path / "shapes"
     args = ["generate", "--source", "procedural", "--classes", *CLASSES, "--num-pairs", "20", "--seed", "4",
             "--height", "64", "--width", "64", "--shard-size", "8", "--output-dir", str(out)]
@@ -138,7 +133,7 @@ def test_procedural_default_size_and_context_bias_in_the_config():
     assert ProceduralEngine(config, ["sun"]).run_attempts([*ProceduralEngine(config, ["sun"]).make_attempts([0])])[0]
 
 
-def test_an_interrupted_run_resumes_to_the_same_rows(tmp_path: Path, datasets_cache, monkeypatch: pytest.MonkeyPatch):
+def test_an_interrupted_run_resumes_to_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from magicseg_hf.generation.pipeline import generate
 
     config = GenerationConfig(source="procedural", classes=CLASSES, num_pairs=30, seed=2, height=48, width=48,
