@@ -387,6 +387,14 @@ def _evaluate_scenes(settings: DemoSettings) -> str:
     return f"{made} (IoU: {per_class})" if per_class else made
 
 
+def _write_prediction(root: Path, picture: Any, prediction: Any) -> None:
+    """``prediction.png`` (``picture``) and ``prediction.json`` of an act, each written atomically."""
+    from magicseg_hf.folder import atomic_write_image, atomic_write_json
+
+    atomic_write_image(root / "prediction.png", picture)
+    atomic_write_json(root / "prediction.json", prediction.to_dict())
+
+
 def _predict(root: Path) -> str:
     from magicseg_hf.folder import DatasetFolder, decode_image
     from magicseg_hf.loading import load_open_seg
@@ -396,8 +404,7 @@ def _predict(root: Path) -> str:
     image = decode_image(row["image"])
     model, processor = load_open_seg(str(root / "model"))
     (prediction,) = predict_images(model, processor, [image], sources=[row["id"]])  # the default: threshold 0.5
-    prediction.overlay(image).save(root / "prediction.png")
-    (root / "prediction.json").write_text(json.dumps(prediction.to_dict(), indent=2) + "\n", encoding="utf-8")
+    _write_prediction(root, prediction.overlay(image), prediction)
     found = ", ".join(f"{s.label} {s.area:.0%}" for s in prediction.segments) or "no class above the threshold"
     return f"held-out image {row['id']}: {found}; prediction.png, prediction.json"
 
@@ -410,7 +417,7 @@ def _predict_scene(root: Path) -> str:
     from magicseg_hf.folder import DatasetFolder, decode_image
     from magicseg_hf.loading import load_open_seg
     from magicseg_hf.predict import predict_images
-    from magicseg_hf.visualization import prediction_triptych
+    from magicseg_hf.visualization import prediction_triptych, shared_color_ids
 
     rows = DatasetFolder(root / "heldout").iter_rows(columns=["id", "image", "label", "classes"])
     first = row = next(rows)
@@ -423,14 +430,11 @@ def _predict_scene(root: Path) -> str:
     vocabulary = list(model.config.vocabulary)
     (prediction,) = predict_images(model, processor, [image], classes=vocabulary, sources=[row["id"]])
     label = np.asarray(decode_image(row["label"]))
-    truth = np.zeros(label.shape, dtype=np.uint8)  # the row's ids -> positions in the model's vocabulary
-    for class_id, name in enumerate(row["classes"], start=1):
-        truth[label == class_id] = vocabulary.index(name) + 1
+    truth = shared_color_ids(row["classes"], vocabulary)[label]  # the row's ids -> the model's vocabulary ids
     predicted, _ = prediction.label_map()
     picture = prediction_triptych(image, truth, predicted, vocabulary,
                                   title=f"held-out scene {row['id']}")
-    picture.save(root / "prediction.png")
-    (root / "prediction.json").write_text(json.dumps(prediction.to_dict(), indent=2) + "\n", encoding="utf-8")
+    _write_prediction(root, picture, prediction)
     hits = []
     for name in row["classes"]:
         position = vocabulary.index(name)
