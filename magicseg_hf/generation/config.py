@@ -44,6 +44,8 @@ COUNTERFACTUAL_MODES = ("prompt", "inpaint", "paper")
 SOURCES = ("diffusion", "procedural")
 #: Picture side of --source procedural when --height/--width are not given.
 PROCEDURAL_SIZE = 64
+#: Smallest side of a procedural picture that still shows an object's parts.
+PROCEDURAL_MIN_SIZE = 32
 #: Counterfactual modes that load the inpainting model.
 INPAINTING_MODES = ("inpaint",)
 PROMPT_BACKENDS = ("template", "transformers", "openai")
@@ -265,8 +267,9 @@ class GenerationConfig:
         if self.source == "procedural":
             for name in ("height", "width"):
                 value = getattr(self, name)
-                if value is not None and value < 32:
-                    raise InputError(f"`{name}` must be at least 32 for `source` procedural (got {value})")
+                if value is not None and value < PROCEDURAL_MIN_SIZE:
+                    raise InputError(f"`{name}` must be at least {PROCEDURAL_MIN_SIZE} for `source` procedural "
+                                     f"(got {value})")
             if self.height is not None and self.width is not None and self.height != self.width:
                 raise InputError(f"`source` procedural draws square pictures: `height` must equal `width` "
                                  f"(got {self.height} x {self.width})")

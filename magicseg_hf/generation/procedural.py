@@ -37,17 +37,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from magicseg_hf.errors import InputError
+from magicseg_hf.generation.config import PROCEDURAL_MIN_SIZE, PROCEDURAL_SIZE
 from magicseg_hf.generation.names import bare_name, indefinite_article
 from magicseg_hf.generation.prompts import attempt_classes
 from magicseg_hf.seeding import GENERATION_NAMESPACE, derive_seed
 
 #: The value of ``GenerationConfig.source`` that selects this module.
 SOURCE = "procedural"
-#: Namespace of the per-attempt seeds (the diffusion source's, so both draw the same class sets).
-#: Side of a procedural picture when --height/--width are not given.
-DEFAULT_SIZE = 64
-#: Smallest picture side that still shows an object's parts.
-MIN_SIZE = 32
+#: Side of a procedural picture when --height/--width are not given, and the smallest that still shows an
+#: object's parts (the settings' own values).
+DEFAULT_SIZE, MIN_SIZE = PROCEDURAL_SIZE, PROCEDURAL_MIN_SIZE
 #: Every class keeps at least this fraction of its drawn pixels visible (else the scene is re-laid).
 MIN_VISIBLE = 0.4
 #: Object radius, as a fraction of the picture side.
