@@ -368,12 +368,14 @@ def comparison_table(cells: Sequence[Cell]) -> ComparisonTable:
 
 def table_markdown(table: ComparisonTable) -> str:
     """A paper-style table: rows methods, columns benchmarks, each cell ``mIoU (protocol)``."""
+    from magicseg_hf.cards.model import comparison_cell
+
     lines = ["| method | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
     for row in table.rows:
         cells = []
         for column in table.columns:
             value = table.values.get((row, column))
-            cells.append("—" if value is None else f"{'n/a' if value[0] is None else f'{value[0]:.2f}'} ({value[1]})")
+            cells.append("—" if value is None else comparison_cell(*value))  # the card's cell, written once
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "mIoU (%), each cell with its protocol\n\n" + "\n".join(lines) + "\n"
 
